@@ -1,0 +1,867 @@
+//! Configuration: YAML file -> [`raw::RawConfig`] (serde mirror) -> [`Config`] (validated, defaults applied).
+//!
+//! Loading collects every problem it finds and reports each with its YAML path and the fix, so one run of
+//! `llm --check-config` lists them all. `os.environ/NAME` is resolved wherever a string is allowed.
+
+pub mod raw;
+
+use crate::secret::Secret;
+use raw::{RawConfig, RawDeployment};
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default largest request body: 4 MiB, like the reference's default `max_request_size_mb`-free behaviour
+/// of common reverse proxies. Overridden by `general_settings.max_request_size_mb`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Default upstream timeout when neither the deployment nor `llm_settings.request_timeout` sets one: 600 s.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: f64 = 600.0;
+/// Default cap of distinct `end_user` label values per metric before folding into `other`.
+pub const DEFAULT_END_USER_MAX_SERIES: usize = 10_000;
+/// `router_settings.allowed_fails` default: failures per minute before a cooldown (LiteLLM's default).
+pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+/// `router_settings.cooldown_time` default, seconds (LiteLLM's default).
+pub const DEFAULT_COOLDOWN_SECS: f64 = 5.0;
+/// The reference's latency buckets, seconds (reference section 2, "LAT").
+pub const DEFAULT_LATENCY_BUCKETS: [f64; 17] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 420.0,
+    600.0,
+];
+
+/// The wire format an upstream speaks. `OpenAi` covers every OpenAI-compatible server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    HostedVllm,
+    OpenAiCompatible,
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::OpenAi,
+        ProviderKind::HostedVllm,
+        ProviderKind::OpenAiCompatible,
+        ProviderKind::Mock,
+    ];
+
+    /// The prefix in `llm_params.model` and the `api_provider` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::HostedVllm => "hosted_vllm",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    /// Prefix of the `exception_class` label: the provider with only its first letter upper-cased
+    /// (`Openai.RateLimitError`, `Hosted_vllm.InternalServerError`), as the reference does.
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "Openai",
+            ProviderKind::HostedVllm => "Hosted_vllm",
+            ProviderKind::OpenAiCompatible => "Openai_compatible",
+            ProviderKind::Mock => "Mock",
+        }
+    }
+
+    fn parse(prefix: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.into_iter().find(|p| p.as_str() == prefix)
+    }
+}
+
+/// One `model_list` entry, validated.
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    /// The public model group (`model_name`).
+    pub model_name: String,
+    /// `model_info.id`, or a stable hash of the entry.
+    pub id: String,
+    pub provider: ProviderKind,
+    /// The model name the upstream knows (the part after `provider/`).
+    pub model: String,
+    /// Base URL without a trailing slash; empty for the built-in mock.
+    pub api_base: String,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub weight: Option<f64>,
+    pub timeout: Duration,
+    pub stream_timeout: Duration,
+    pub max_retries: Option<u32>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub mock_response: Option<String>,
+    pub mock_latency: Duration,
+    pub extra_params: Map<String, Json>,
+    pub model_info: Map<String, Json>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `"prometheus"` in `callbacks` (or success/failure callbacks).
+    pub enabled: bool,
+    /// `"prometheus_system"` in `service_callback`.
+    pub system_enabled: bool,
+    /// Configured keys (`metadata.foo`) with their label names (`metadata_foo`).
+    pub custom_metadata_labels: Vec<CustomLabel>,
+    pub latency_buckets: Vec<f64>,
+    pub initialize_budget_metrics: bool,
+    pub require_auth: bool,
+    pub end_user_max_series: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomLabel {
+    /// Path inside the request's `metadata` object, e.g. `["foo"]` for `metadata.foo`.
+    pub path: Vec<String>,
+    /// The sanitized label name, e.g. `metadata_foo`.
+    pub label: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub routing_strategy: RoutingStrategy,
+    pub num_retries: u32,
+    pub retry_after: Duration,
+    pub timeout: Option<Duration>,
+    pub allowed_fails: u32,
+    pub cooldown_time: Duration,
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    pub context_window_fallbacks: BTreeMap<String, Vec<String>>,
+    pub content_policy_fallbacks: BTreeMap<String, Vec<String>>,
+    pub default_fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingStrategy {
+    SimpleShuffle,
+    LeastBusy,
+    LatencyBased,
+    UsageBased,
+}
+
+impl RoutingStrategy {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "simple-shuffle" => Some(Self::SimpleShuffle),
+            "least-busy" => Some(Self::LeastBusy),
+            "latency-based-routing" => Some(Self::LatencyBased),
+            "usage-based-routing" | "usage-based-routing-v2" => Some(Self::UsageBased),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GeneralSettings {
+    pub master_key: Option<Secret>,
+    pub database_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub model_list: Vec<DeploymentConfig>,
+    pub metrics: MetricsSettings,
+    pub router: RouterSettings,
+    pub general: GeneralSettings,
+    pub num_retries: Option<u32>,
+    pub request_timeout: Duration,
+    /// Keys that were parsed and kept but are not acted on yet, by YAML path.
+    pub not_implemented: Vec<String>,
+    /// Problems that do not stop startup (unknown top-level sections).
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found in a config file. Displayed one per line.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid config file {}:", self.path.display())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Label names the gateway itself uses; a custom metadata label may not take one of them.
+const BUILTIN_LABELS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "team_id",
+    "user",
+    "status_code",
+    "exception_status",
+    "exception_class",
+    "model",
+    "model_group",
+    "llm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "fallback_model",
+    "le",
+];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates `text`; `env` resolves `os.environ/NAME` (the process environment in production).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        let mut tree: serde_norway::Value = match serde_norway::from_str(text) {
+            Ok(serde_norway::Value::Null) => serde_norway::Value::Mapping(Default::default()),
+            Ok(v) => v,
+            Err(e) => {
+                let at = e
+                    .location()
+                    .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+                    .unwrap_or_default();
+                return Err(fail(vec![format!(
+                    "the file is not valid YAML{at}: {e}; fix the syntax there"
+                )]));
+            }
+        };
+        if !tree.is_mapping() {
+            return Err(fail(vec![
+                "the top level must be a mapping with `model_list`, `llm_settings`, `router_settings`, `general_settings`"
+                    .into(),
+            ]));
+        }
+        // Ids are derived from the entry as written (before env resolution), so rotating a key keeps the id.
+        let derived_ids = derive_ids(&tree);
+        let mut problems = Vec::new();
+        resolve_env(&mut tree, &mut String::new(), env, &mut problems);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let raw: RawConfig = match serde_path_to_error::deserialize(tree) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let at = e.path().to_string();
+                return Err(fail(vec![format!("`{at}`: {}", e.inner())]));
+            }
+        };
+        validate(raw, path, derived_ids).map_err(fail)
+    }
+
+    /// Whether an API call must present the master key (or, later, a virtual key).
+    pub fn auth_required(&self) -> bool {
+        self.general.master_key.is_some()
+    }
+}
+
+fn secs(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
+    if !(v.is_finite() && v > 0.0) {
+        problems.push(format!(
+            "`{path}` must be a positive number of seconds, got {v}"
+        ));
+        return Duration::from_secs(1);
+    }
+    Duration::from_secs_f64(v)
+}
+
+fn validate(raw: RawConfig, path: &Path, derived_ids: Vec<String>) -> Result<Config, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut not_implemented = Vec::new();
+
+    for key in raw.other.keys() {
+        warnings.push(format!(
+            "unknown top-level section `{key}` is ignored (known: model_list, llm_settings, router_settings, general_settings)"
+        ));
+    }
+
+    let s = &raw.llm_settings;
+    let request_timeout = secs(
+        "llm_settings.request_timeout",
+        s.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS),
+        &mut problems,
+    );
+
+    // Deployments.
+    let mut model_list = Vec::with_capacity(raw.model_list.len());
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    for (i, d) in raw.model_list.into_iter().enumerate() {
+        let at = format!("model_list[{i}]");
+        match deployment(
+            d,
+            &at,
+            derived_ids.get(i).cloned(),
+            request_timeout,
+            &mut problems,
+        ) {
+            Some(dep) => {
+                if let Some(first) = seen_ids.insert(dep.id.clone(), i) {
+                    problems.push(format!(
+                        "`{at}.model_info.id`: `{}` is already the id of model_list[{first}]; ids must be unique",
+                        dep.id
+                    ));
+                }
+                model_list.push(dep);
+            }
+            None => continue,
+        }
+    }
+    let groups: HashSet<&str> = model_list.iter().map(|d| d.model_name.as_str()).collect();
+
+    // llm_settings.
+    let mut custom_metadata_labels = Vec::new();
+    for (i, key) in s.custom_prometheus_metadata_labels.iter().enumerate() {
+        let at = format!("llm_settings.custom_prometheus_metadata_labels[{i}]");
+        let rest = key.strip_prefix("metadata.").unwrap_or(key);
+        let path: Vec<String> = rest.split('.').map(str::to_owned).collect();
+        if rest.is_empty() || path.iter().any(String::is_empty) {
+            problems.push(format!(
+                "`{at}`: `{key}` is not a metadata path; write it as `metadata.<field>` (e.g. `metadata.foo`)"
+            ));
+            continue;
+        }
+        let label = sanitize_label_name(&key.replace('.', "_"));
+        if BUILTIN_LABELS.contains(&label.as_str()) {
+            problems.push(format!(
+                "`{at}`: `{key}` becomes label `{label}`, which the gateway already uses; pick another key"
+            ));
+            continue;
+        }
+        if custom_metadata_labels
+            .iter()
+            .any(|c: &CustomLabel| c.label == label)
+        {
+            problems.push(format!("`{at}`: label `{label}` is configured twice"));
+            continue;
+        }
+        custom_metadata_labels.push(CustomLabel { path, label });
+    }
+    let latency_buckets = match &s.prometheus_latency_buckets {
+        None => DEFAULT_LATENCY_BUCKETS.to_vec(),
+        Some(b) => {
+            let ok = !b.is_empty()
+                && b.iter().all(|x| x.is_finite())
+                && b.windows(2).all(|w| w[0] < w[1]);
+            if !ok {
+                problems.push(
+                    "`llm_settings.prometheus_latency_buckets` must be a non-empty list of finite, strictly increasing numbers of seconds"
+                        .into(),
+                );
+            }
+            b.clone()
+        }
+    };
+    let has_prometheus = |l: &Vec<String>| l.iter().any(|c| c == "prometheus");
+    for (i, c) in s.service_callback.iter().enumerate() {
+        if c != "prometheus_system" {
+            warnings.push(format!(
+                "`llm_settings.service_callback[{i}]`: `{c}` is not known and is ignored (known: prometheus_system)"
+            ));
+        }
+    }
+    for (list, name) in [
+        (&s.callbacks, "callbacks"),
+        (&s.success_callback, "success_callback"),
+        (&s.failure_callback, "failure_callback"),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            if c != "prometheus" {
+                warnings.push(format!(
+                    "`llm_settings.{name}[{i}]`: callback `{c}` is not known and is ignored (known: prometheus)"
+                ));
+            }
+        }
+    }
+    let metrics = MetricsSettings {
+        enabled: has_prometheus(&s.callbacks)
+            || has_prometheus(&s.success_callback)
+            || has_prometheus(&s.failure_callback),
+        system_enabled: s.service_callback.iter().any(|c| c == "prometheus_system"),
+        custom_metadata_labels,
+        latency_buckets,
+        initialize_budget_metrics: s.prometheus_initialize_budget_metrics,
+        require_auth: s.require_auth_for_metrics_endpoint.unwrap_or(false),
+        end_user_max_series: s
+            .prometheus_end_user_metrics_max_series_per_metric
+            .unwrap_or(DEFAULT_END_USER_MAX_SERIES),
+    };
+    for key in s.other.keys() {
+        not_implemented.push(format!("llm_settings.{key}"));
+    }
+
+    // router_settings.
+    let r = &raw.router_settings;
+    let routing_strategy = match r.routing_strategy.as_deref() {
+        None => RoutingStrategy::SimpleShuffle,
+        Some(name) => RoutingStrategy::parse(name).unwrap_or_else(|| {
+            problems.push(format!(
+                "`router_settings.routing_strategy`: unknown strategy `{name}`; use simple-shuffle, least-busy, latency-based-routing or usage-based-routing"
+            ));
+            RoutingStrategy::SimpleShuffle
+        }),
+    };
+    let mut fallback_map = |list: &Vec<BTreeMap<String, Vec<String>>>, name: &str| {
+        let mut out = BTreeMap::new();
+        for (i, entry) in list.iter().enumerate() {
+            for (from, to) in entry {
+                if !groups.contains(from.as_str()) {
+                    problems.push(format!(
+                        "`router_settings.{name}[{i}]`: `{from}` is not a model_name in model_list"
+                    ));
+                }
+                for t in to {
+                    if !groups.contains(t.as_str()) {
+                        problems.push(format!(
+                            "`router_settings.{name}[{i}].{from}`: fallback `{t}` is not a model_name in model_list"
+                        ));
+                    }
+                }
+                out.insert(from.clone(), to.clone());
+            }
+        }
+        out
+    };
+    let fallbacks = fallback_map(&r.fallbacks, "fallbacks");
+    let context_window_fallbacks =
+        fallback_map(&r.context_window_fallbacks, "context_window_fallbacks");
+    let content_policy_fallbacks =
+        fallback_map(&r.content_policy_fallbacks, "content_policy_fallbacks");
+    for (i, t) in r.default_fallbacks.iter().enumerate() {
+        if !groups.contains(t.as_str()) {
+            problems.push(format!(
+                "`router_settings.default_fallbacks[{i}]`: `{t}` is not a model_name in model_list"
+            ));
+        }
+    }
+    let router = RouterSettings {
+        routing_strategy,
+        num_retries: r.num_retries.or(s.num_retries).unwrap_or(0),
+        retry_after: r
+            .retry_after
+            .map(|v| Duration::from_secs_f64(v.max(0.0)))
+            .unwrap_or_default(),
+        timeout: r
+            .timeout
+            .map(|v| secs("router_settings.timeout", v, &mut problems)),
+        allowed_fails: r.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS),
+        cooldown_time: Duration::from_secs_f64(
+            r.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_SECS).max(0.0),
+        ),
+        fallbacks,
+        context_window_fallbacks,
+        content_policy_fallbacks,
+        default_fallbacks: r.default_fallbacks.clone(),
+    };
+    for key in r.other.keys() {
+        not_implemented.push(format!("router_settings.{key}"));
+    }
+
+    // general_settings.
+    let g = raw.general_settings;
+    let max_request_bytes = match g.max_request_size_mb {
+        None => DEFAULT_MAX_REQUEST_BYTES,
+        Some(mb) if mb.is_finite() && mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
+        Some(mb) => {
+            problems.push(format!(
+                "`general_settings.max_request_size_mb` must be a positive number of MiB, got {mb}"
+            ));
+            DEFAULT_MAX_REQUEST_BYTES
+        }
+    };
+    let master_key = g.master_key.filter(|k| !k.is_empty()).map(Secret::new);
+    if let Some(k) = &master_key {
+        if !k.expose().starts_with("sk-") {
+            problems.push(
+                "`general_settings.master_key` must start with `sk-` (as LiteLLM requires)".into(),
+            );
+        }
+    }
+    for key in g.other.keys() {
+        not_implemented.push(format!("general_settings.{key}"));
+    }
+    let general = GeneralSettings {
+        master_key,
+        database_url: g.database_url.filter(|s| !s.is_empty()).map(Secret::new),
+        redis_url: g.redis_url.filter(|s| !s.is_empty()).map(Secret::new),
+        max_request_bytes,
+    };
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        model_list,
+        metrics,
+        router,
+        general,
+        num_retries: s.num_retries,
+        request_timeout,
+        not_implemented,
+        warnings,
+    })
+}
+
+fn deployment(
+    d: RawDeployment,
+    at: &str,
+    derived_id: Option<String>,
+    request_timeout: Duration,
+    problems: &mut Vec<String>,
+) -> Option<DeploymentConfig> {
+    let before = problems.len();
+    if d.model_name.trim().is_empty() {
+        problems.push(format!("`{at}.model_name` must not be empty"));
+    }
+    let p = d.llm_params;
+    let (provider, model) = match p.model.split_once('/') {
+        Some((prefix, rest)) => match ProviderKind::parse(prefix) {
+            Some(kind) => (kind, rest.to_owned()),
+            None => {
+                let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+                problems.push(format!(
+                    "`{at}.llm_params.model`: unknown provider `{prefix}` in `{}`; use one of {} (e.g. `openai/gpt-4o`)",
+                    p.model,
+                    known.join(", ")
+                ));
+                return None;
+            }
+        },
+        None => (ProviderKind::OpenAi, p.model.clone()),
+    };
+    if model.is_empty() {
+        problems.push(format!(
+            "`{at}.llm_params.model`: `{}` names no model after the provider",
+            p.model
+        ));
+    }
+    let api_base = match (provider, p.api_base.as_deref()) {
+        (ProviderKind::Mock, _) => String::new(),
+        (_, Some(base)) => {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                problems.push(format!(
+                    "`{at}.llm_params.api_base`: `{base}` must start with http:// or https://"
+                ));
+            }
+            base.trim_end_matches('/').to_owned()
+        }
+        (ProviderKind::OpenAi, None) => "https://api.openai.com/v1".to_owned(),
+        (kind, None) => {
+            problems.push(format!(
+                "`{at}.llm_params.api_base` is required for `{}` deployments (the server's base URL, e.g. http://127.0.0.1:8000/v1)",
+                kind.as_str()
+            ));
+            String::new()
+        }
+    };
+    if let Some(w) = p.weight {
+        if !(w.is_finite() && w > 0.0) {
+            problems.push(format!(
+                "`{at}.llm_params.weight` must be a positive number, got {w}"
+            ));
+        }
+    }
+    for (name, v) in [
+        ("input_cost_per_token", p.input_cost_per_token),
+        ("output_cost_per_token", p.output_cost_per_token),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v >= 0.0) {
+                problems.push(format!(
+                    "`{at}.llm_params.{name}` must be a number >= 0, got {v}"
+                ));
+            }
+        }
+    }
+    let timeout = p
+        .timeout
+        .map(|v| secs(&format!("{at}.llm_params.timeout"), v, problems))
+        .unwrap_or(request_timeout);
+    let stream_timeout = p
+        .stream_timeout
+        .map(|v| secs(&format!("{at}.llm_params.stream_timeout"), v, problems))
+        .unwrap_or(timeout);
+    let id = match d.model_info.get("id") {
+        Some(Json::String(id)) if !id.is_empty() => id.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        Some(other) => {
+            problems.push(format!(
+                "`{at}.model_info.id` must be a non-empty string, got {other}"
+            ));
+            String::new()
+        }
+        None => derived_id.unwrap_or_default(),
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(DeploymentConfig {
+        model_name: d.model_name,
+        id,
+        provider,
+        model,
+        api_base,
+        api_key: p.api_key.filter(|k| !k.is_empty()).map(Secret::new),
+        api_version: p.api_version,
+        rpm: p.rpm,
+        tpm: p.tpm,
+        weight: p.weight,
+        timeout,
+        stream_timeout,
+        max_retries: p.max_retries,
+        input_cost_per_token: p.input_cost_per_token,
+        output_cost_per_token: p.output_cost_per_token,
+        mock_response: p.mock_response,
+        mock_latency: Duration::from_millis(p.mock_latency_ms.unwrap_or(0)),
+        extra_params: p.extra,
+        model_info: d.model_info,
+    })
+}
+
+/// A stable id per `model_list` entry: sha256 of its `model_name` and `llm_params` as written, keys sorted,
+/// plus an occurrence number when two entries are identical. Same file, same ids, on every replica.
+fn derive_ids(tree: &serde_norway::Value) -> Vec<String> {
+    let Some(list) = tree.get("model_list").and_then(|v| v.as_sequence()) else {
+        return Vec::new();
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    list.iter()
+        .map(|entry| {
+            let name = entry.get("model_name").cloned().unwrap_or_default();
+            let params = entry
+                .get("llm_params")
+                .or_else(|| entry.get("litellm_params"))
+                .cloned()
+                .unwrap_or_default();
+            // serde_json's Map is sorted, which makes the text independent of key order in the YAML.
+            let canonical: Json = serde_json::to_value((name, params)).unwrap_or(Json::Null);
+            let text = canonical.to_string();
+            let n = seen.entry(text.clone()).or_insert(0);
+            *n += 1;
+            let text = if *n > 1 { format!("{text}#{n}") } else { text };
+            crate::secret::hash_key(&text)
+        })
+        .collect()
+}
+
+/// Replaces every `os.environ/NAME` string with the variable's value; a missing variable is a problem.
+fn resolve_env(
+    v: &mut serde_norway::Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    use serde_norway::Value as Y;
+    match v {
+        Y::String(s) => {
+            if let Some(name) = s.strip_prefix("os.environ/") {
+                match env(name) {
+                    Some(val) => *s = val,
+                    None => problems.push(format!(
+                        "`{path}`: environment variable `{name}` is not set (the file says `os.environ/{name}`); export it or write the value"
+                    )),
+                }
+            }
+        }
+        Y::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                resolve_env(item, path, env, problems);
+                path.truncate(len);
+            }
+        }
+        Y::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                match k {
+                    Y::String(k) => path.push_str(k),
+                    other => path.push_str(&format!("{other:?}")),
+                }
+                resolve_env(item, path, env, problems);
+                path.truncate(len);
+            }
+        }
+        Y::Tagged(t) => resolve_env(&mut t.value, path, env, problems),
+        _ => {}
+    }
+}
+
+/// Makes a Prometheus label name: characters outside `[A-Za-z0-9_]` become `_`, and a leading digit gets a
+/// `_` prefix (reference section 1.1.7).
+pub fn sanitize_label_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.yaml"), &|name| match name {
+            "OPENAI_API_KEY" => Some("sk-upstream".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn minimal_mock_config() {
+        let c = parse("model_list:\n  - model_name: m\n    llm_params:\n      model: mock/echo\n")
+            .unwrap();
+        assert_eq!(c.model_list.len(), 1);
+        assert_eq!(c.model_list[0].provider, ProviderKind::Mock);
+        assert_eq!(c.model_list[0].model, "echo");
+        assert_eq!(c.model_list[0].id.len(), 64);
+        assert!(!c.metrics.enabled);
+        assert!(!c.metrics.require_auth);
+    }
+
+    #[test]
+    fn litellm_spellings_are_aliases() {
+        let c = parse(
+            "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o\n      api_key: os.environ/OPENAI_API_KEY\nlitellm_settings:\n  callbacks: [prometheus]\n",
+        )
+        .unwrap();
+        assert!(c.metrics.enabled);
+        let d = &c.model_list[0];
+        assert_eq!(d.api_base, "https://api.openai.com/v1");
+        assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-upstream");
+    }
+
+    #[test]
+    fn ids_are_stable_and_independent_of_key_order() {
+        let a = parse("model_list:\n  - model_name: g\n    llm_params: {model: mock/a, rpm: 5}\n")
+            .unwrap();
+        let b = parse("model_list:\n  - model_name: g\n    llm_params: {rpm: 5, model: mock/a}\n")
+            .unwrap();
+        assert_eq!(a.model_list[0].id, b.model_list[0].id);
+        let twice = parse(
+            "model_list:\n  - model_name: g\n    llm_params: {model: mock/a}\n  - model_name: g\n    llm_params: {model: mock/a}\n",
+        )
+        .unwrap();
+        assert_ne!(twice.model_list[0].id, twice.model_list[1].id);
+    }
+
+    #[test]
+    fn collects_every_problem_with_its_path() {
+        let err = parse(
+            "model_list:\n  - model_name: a\n    llm_params: {model: nope/x}\n  - model_name: b\n    llm_params: {model: hosted_vllm/x}\n    model_info: {id: same}\n  - model_name: c\n    llm_params: {model: mock/x}\n    model_info: {id: same}\nrouter_settings:\n  fallbacks: [{c: [zzz]}]\n",
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("`model_list[0].llm_params.model`: unknown provider `nope`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`model_list[1].llm_params.api_base` is required"),
+            "{all}"
+        );
+        assert!(all.contains("fallback `zzz` is not a model_name"), "{all}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let err = parse(
+            "model_list:\n  - model_name: a\n    llm_params: {model: mock/x}\n    model_info: {id: same}\n  - model_name: b\n    llm_params: {model: mock/y}\n    model_info: {id: same}\n",
+        )
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("`model_list[1].model_info.id`: `same` is already the id of model_list[0]"));
+    }
+
+    #[test]
+    fn missing_env_names_the_path() {
+        let err = parse("general_settings:\n  master_key: os.environ/NOPE\n").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("`general_settings.master_key`: environment variable `NOPE` is not set"));
+    }
+
+    #[test]
+    fn malformed_yaml_gives_line_and_column() {
+        let err = parse("model_list:\n  - model_name: a\n   llm_params: [\n").unwrap_err();
+        assert!(err.to_string().contains("line "), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let err =
+            parse("model_list:\n  - model_name: a\n    llm_params: {model: mock/x, rpm: lots}\n")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("`model_list[0].llm_params.rpm`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn custom_labels_are_sanitized_and_checked() {
+        let c = parse("llm_settings:\n  custom_prometheus_metadata_labels: [metadata.foo-bar, metadata.a.b]\n").unwrap();
+        let labels: Vec<&str> = c
+            .metrics
+            .custom_metadata_labels
+            .iter()
+            .map(|l| l.label.as_str())
+            .collect();
+        assert_eq!(labels, ["metadata_foo_bar", "metadata_a_b"]);
+        assert_eq!(c.metrics.custom_metadata_labels[1].path, ["a", "b"]);
+        assert_eq!(sanitize_label_name("1abc"), "_1abc");
+        let err =
+            parse("llm_settings:\n  custom_prometheus_metadata_labels: [team]\n").unwrap_err();
+        assert!(err.to_string().contains("already uses"));
+    }
+
+    #[test]
+    fn unknown_sections_warn_and_unimplemented_keys_are_kept() {
+        let c = parse("foo: 1\nllm_settings:\n  drop_params: true\n").unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.not_implemented, ["llm_settings.drop_params"]);
+    }
+}

@@ -1,0 +1,119 @@
+//! The serde mirror of the YAML file, field for field, before any validation.
+//!
+//! Names follow the spec (`llm_params`, `llm_settings`) and accept LiteLLM's spellings (`litellm_params`,
+//! `litellm_settings`) so users can bring their existing files. Keys that later issues implement are parsed
+//! here already; keys nobody knows land in the `other` maps and are reported as warnings.
+
+use serde::Deserialize;
+use serde_json::Map;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub model_list: Vec<RawDeployment>,
+    #[serde(default, alias = "litellm_settings")]
+    pub llm_settings: RawLlmSettings,
+    #[serde(default)]
+    pub router_settings: RawRouterSettings,
+    #[serde(default)]
+    pub general_settings: RawGeneralSettings,
+    /// Top-level sections this gateway does not know (warned about at startup).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub model_name: String,
+    #[serde(alias = "litellm_params")]
+    pub llm_params: RawParams,
+    #[serde(default)]
+    pub model_info: Map<String, Json>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawParams {
+    /// `provider/name`, e.g. `openai/gpt-4o`, `hosted_vllm/llama-3`, `mock/echo`. No prefix means OpenAI.
+    pub model: String,
+    pub api_base: Option<String>,
+    pub api_key: Option<String>,
+    pub api_version: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub weight: Option<f64>,
+    /// Seconds.
+    pub timeout: Option<f64>,
+    /// Seconds, for `"stream": true` requests.
+    pub stream_timeout: Option<f64>,
+    pub max_retries: Option<u32>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub mock_response: Option<String>,
+    /// Milliseconds the built-in mock waits before answering.
+    pub mock_latency_ms: Option<u64>,
+    /// Provider parameters this gateway passes through untouched (temperature defaults and the like).
+    #[serde(flatten)]
+    pub extra: Map<String, Json>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawLlmSettings {
+    #[serde(default)]
+    pub callbacks: Vec<String>,
+    #[serde(default)]
+    pub success_callback: Vec<String>,
+    #[serde(default)]
+    pub failure_callback: Vec<String>,
+    #[serde(default)]
+    pub service_callback: Vec<String>,
+    #[serde(default)]
+    pub custom_prometheus_metadata_labels: Vec<String>,
+    #[serde(default)]
+    pub prometheus_initialize_budget_metrics: bool,
+    pub prometheus_latency_buckets: Option<Vec<f64>>,
+    pub prometheus_end_user_metrics_max_series_per_metric: Option<usize>,
+    pub num_retries: Option<u32>,
+    /// Seconds.
+    pub request_timeout: Option<f64>,
+    pub require_auth_for_metrics_endpoint: Option<bool>,
+    /// Kept for later issues; listed at startup as "not implemented yet".
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawRouterSettings {
+    pub routing_strategy: Option<String>,
+    pub num_retries: Option<u32>,
+    /// Seconds.
+    pub retry_after: Option<f64>,
+    /// Seconds.
+    pub timeout: Option<f64>,
+    pub allowed_fails: Option<u32>,
+    /// Seconds.
+    pub cooldown_time: Option<f64>,
+    #[serde(default)]
+    pub fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub default_fallbacks: Vec<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RawGeneralSettings {
+    pub master_key: Option<String>,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// Largest accepted request body, in MiB.
+    pub max_request_size_mb: Option<f64>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
+}

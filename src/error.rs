@@ -1,0 +1,279 @@
+//! The one error type of request time. It knows its HTTP status, its OpenAI error body, whether a retry
+//! could help, and its class name for the `exception_class` label. [`ApiError`]'s `ResponseError` impl is
+//! the single place a request error becomes an HTTP response.
+
+use crate::config::ProviderKind;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use std::fmt;
+
+/// Payload-free error classes. Their names are the `exception_class` label values (prefixed with the
+/// provider for upstream errors, as `Openai.RateLimitError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    BadRequestError,
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    Timeout,
+    PayloadTooLargeError,
+    UnprocessableEntityError,
+    RateLimitError,
+    BudgetExceededError,
+    ContextWindowExceededError,
+    ContentPolicyViolationError,
+    InternalServerError,
+    BadGatewayError,
+    ServiceUnavailableError,
+    APIConnectionError,
+    APIError,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequestError => "BadRequestError",
+            ErrorKind::AuthenticationError => "AuthenticationError",
+            ErrorKind::PermissionDeniedError => "PermissionDeniedError",
+            ErrorKind::NotFoundError => "NotFoundError",
+            ErrorKind::Timeout => "Timeout",
+            ErrorKind::PayloadTooLargeError => "PayloadTooLargeError",
+            ErrorKind::UnprocessableEntityError => "UnprocessableEntityError",
+            ErrorKind::RateLimitError => "RateLimitError",
+            ErrorKind::BudgetExceededError => "BudgetExceededError",
+            ErrorKind::ContextWindowExceededError => "ContextWindowExceededError",
+            ErrorKind::ContentPolicyViolationError => "ContentPolicyViolationError",
+            ErrorKind::InternalServerError => "InternalServerError",
+            ErrorKind::BadGatewayError => "BadGatewayError",
+            ErrorKind::ServiceUnavailableError => "ServiceUnavailableError",
+            ErrorKind::APIConnectionError => "APIConnectionError",
+            ErrorKind::APIError => "APIError",
+        }
+    }
+
+    /// The class an upstream status maps to (the OpenAI SDK's exception names).
+    pub fn from_upstream_status(status: u16) -> ErrorKind {
+        match status {
+            400 => ErrorKind::BadRequestError,
+            401 => ErrorKind::AuthenticationError,
+            403 => ErrorKind::PermissionDeniedError,
+            404 => ErrorKind::NotFoundError,
+            408 => ErrorKind::Timeout,
+            413 => ErrorKind::PayloadTooLargeError,
+            422 => ErrorKind::UnprocessableEntityError,
+            429 => ErrorKind::RateLimitError,
+            500 => ErrorKind::InternalServerError,
+            502 => ErrorKind::BadGatewayError,
+            503 => ErrorKind::ServiceUnavailableError,
+            _ => ErrorKind::APIError,
+        }
+    }
+
+    /// The OpenAI `error.type` value.
+    fn wire_type(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequestError
+            | ErrorKind::NotFoundError
+            | ErrorKind::PayloadTooLargeError
+            | ErrorKind::UnprocessableEntityError
+            | ErrorKind::ContextWindowExceededError
+            | ErrorKind::ContentPolicyViolationError => "invalid_request_error",
+            ErrorKind::AuthenticationError => "authentication_error",
+            ErrorKind::PermissionDeniedError => "permission_error",
+            ErrorKind::RateLimitError => "rate_limit_error",
+            ErrorKind::BudgetExceededError => "budget_exceeded",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::InternalServerError
+            | ErrorKind::BadGatewayError
+            | ErrorKind::ServiceUnavailableError
+            | ErrorKind::APIConnectionError
+            | ErrorKind::APIError => "api_error",
+        }
+    }
+}
+
+/// Whose fault an error is; decides retries (issue: resilient routing) and log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+    /// Set for errors that came from an upstream: prefixes the class name.
+    pub provider: Option<ProviderKind>,
+    /// Seconds, sent as `retry-after`.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+            provider: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequestError, StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_owned());
+        self
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::AuthenticationError,
+            StatusCode::UNAUTHORIZED,
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFoundError, StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            ErrorKind::PayloadTooLargeError,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than the limit of {limit} bytes (general_settings.max_request_size_mb)"
+            ),
+        )
+    }
+
+    /// An error the upstream answered with its own status.
+    pub fn upstream(provider: ProviderKind, status: u16, message: impl Into<String>) -> Self {
+        let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        ApiError {
+            kind: ErrorKind::from_upstream_status(status),
+            status: status_code,
+            message: message.into(),
+            param: None,
+            code: Some(status.to_string()),
+            provider: Some(provider),
+            retry_after: None,
+        }
+    }
+
+    /// The upstream could not be reached or answered something unreadable.
+    pub fn upstream_failure(
+        provider: ProviderKind,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        let status = match kind {
+            ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError {
+            provider: Some(provider),
+            ..ApiError::new(kind, status, message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::InternalServerError,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        )
+    }
+
+    /// The `exception_class` label value.
+    pub fn class(&self) -> String {
+        match self.provider {
+            Some(p) => format!("{}.{}", p.class_prefix(), self.kind.as_str()),
+            None => self.kind.as_str().to_owned(),
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        if self.provider.is_some() {
+            Fault::Upstream
+        } else if self.status.is_server_error() {
+            Fault::Internal
+        } else {
+            Fault::Client
+        }
+    }
+
+    /// Whether another attempt (same or other deployment) could succeed: 408, 429, 5xx, connection errors.
+    pub fn is_retryable(&self) -> bool {
+        self.provider.is_some()
+            && (matches!(self.status.as_u16(), 408 | 429) || self.status.is_server_error())
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind.wire_type(),
+                "param": self.param,
+                "code": self.code.clone().unwrap_or_else(|| self.status.as_u16().to_string()),
+            }
+        })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        resp.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_follow_the_reference() {
+        let e = ApiError::upstream(ProviderKind::OpenAi, 429, "slow down");
+        assert_eq!(e.class(), "Openai.RateLimitError");
+        assert!(e.is_retryable());
+        assert_eq!(ApiError::bad_request("x").class(), "BadRequestError");
+        assert!(!ApiError::bad_request("x").is_retryable());
+        let e = ApiError::upstream(ProviderKind::HostedVllm, 503, "down");
+        assert_eq!(e.class(), "Hosted_vllm.ServiceUnavailableError");
+    }
+
+    #[test]
+    fn body_has_the_openai_shape() {
+        let b = ApiError::bad_request("bad").with_param("model").body();
+        assert_eq!(b["error"]["message"], "bad");
+        assert_eq!(b["error"]["type"], "invalid_request_error");
+        assert_eq!(b["error"]["param"], "model");
+        assert_eq!(b["error"]["code"], "400");
+    }
+}

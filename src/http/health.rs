@@ -1,0 +1,57 @@
+//! Liveness, readiness and per-deployment health.
+
+use super::{auth, AppState};
+use crate::actors::deployment::Snapshot;
+use crate::error::ApiError;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+/// `GET /health/liveliness`: the process answers (LiteLLM's body, a JSON string).
+pub async fn liveliness() -> HttpResponse {
+    HttpResponse::Ok().json("I'm alive!")
+}
+
+/// `GET /health/readiness`: ready to serve, with what it is connected to.
+pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
+    let c = &state.config;
+    HttpResponse::Ok().json(json!({
+        "status": "healthy",
+        "db": if c.general.database_url.is_some() { "configured" } else { "Not connected" },
+        "cache": if c.general.redis_url.is_some() { Some("redis") } else { None },
+        "llm_version": env!("CARGO_PKG_VERSION"),
+        "success_callbacks": if c.metrics.enabled { vec!["prometheus"] } else { vec![] },
+        "model_groups": state.groups.len(),
+    }))
+}
+
+/// `GET /health/deployments` (master key): every deployment with its state and the upstream's last
+/// remaining-limit headers.
+pub async fn deployments(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::check(&req, &state)?;
+    let mut out = Vec::with_capacity(state.actors.deployments.len());
+    for d in state.actors.deployments.iter() {
+        let s = d
+            .addr
+            .send(Snapshot)
+            .await
+            .map_err(|e| ApiError::internal(format!("deployment actor unavailable: {e}")))?;
+        out.push(json!({
+            "model_name": d.cfg.model_name,
+            "model_id": d.cfg.id,
+            "model": format!("{}/{}", d.cfg.provider.as_str(), d.cfg.model),
+            "api_base": d.cfg.api_base,
+            "state": s.state as i32,
+            "successes": s.successes,
+            "failures": s.failures,
+            "recent_failures": s.recent_failures,
+            "last_error": s.last_error.map(|(status, class)| json!({"status": status, "class": class})),
+            "remaining_requests": s.remaining_requests,
+            "remaining_tokens": s.remaining_tokens,
+            "latency_ewma_seconds": s.latency_ewma_seconds,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "deployments": out })))
+}

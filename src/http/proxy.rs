@@ -1,0 +1,614 @@
+//! `POST /chat/completions`, `/completions`, `/embeddings`: one request end to end.
+//!
+//! Read the body (size limit), authenticate, parse only the fields the gateway needs, route, call the
+//! upstream (or the built-in mock), pass the answer through (streams without buffering), and send one
+//! [`RequestFinished`] event with everything the metrics need.
+
+use super::{auth, AppState};
+use crate::actors::deployment::AttemptDone;
+use crate::actors::metrics::{Attempt, KeyLabels, Outcome, RequestFinished, OVERFLOW};
+use crate::actors::router::{Route, RouteError};
+use crate::actors::Deployment;
+use crate::config::{CustomLabel, ProviderKind};
+use crate::error::{ApiError, ErrorKind};
+use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
+use crate::providers::{mock, openai, Endpoint};
+use actix::clock::{sleep, Instant, Sleep};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub async fn chat_completions(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Endpoint::ChatCompletions, req, body, state).await
+}
+
+pub async fn completions(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Endpoint::Completions, req, body, state).await
+}
+
+pub async fn embeddings(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Endpoint::Embeddings, req, body, state).await
+}
+
+/// What the metrics event needs, filled in as the request is understood, and sent exactly once.
+struct Pending {
+    state: web::Data<AppState>,
+    started: Instant,
+    requested_model: Arc<str>,
+    end_user: Option<String>,
+    key: Arc<KeyLabels>,
+    custom: Vec<String>,
+    attempts: Vec<Attempt>,
+}
+
+impl Pending {
+    fn send(self, outcome: Outcome) {
+        if let Some(m) = &self.state.actors.metrics {
+            m.do_send(RequestFinished {
+                requested_model: self.requested_model,
+                end_user: self.end_user,
+                key: self.key,
+                custom: self.custom,
+                attempts: self.attempts,
+                outcome,
+            });
+        }
+    }
+
+    fn fail(self, err: &ApiError) {
+        let outcome = Outcome::Failure {
+            status: err.status.as_u16(),
+            exception_class: err.class(),
+        };
+        self.send(outcome);
+    }
+
+    /// Records one upstream attempt with the deployment actor and in the event.
+    fn attempt(
+        &mut self,
+        dep: &Deployment,
+        result: Result<(), &ApiError>,
+        latency: Duration,
+        remaining: (Option<f64>, Option<f64>),
+    ) {
+        let result = result.map_err(|e| (e.status.as_u16(), e.class()));
+        dep.addr.do_send(AttemptDone {
+            result: result.clone(),
+            latency,
+            remaining_requests: remaining.0,
+            remaining_tokens: remaining.1,
+        });
+        self.attempts.push(Attempt {
+            deployment: dep.labels.clone(),
+            result,
+            remaining_requests: remaining.0,
+            remaining_tokens: remaining.1,
+        });
+    }
+}
+
+async fn handle(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let mut pending = Pending {
+        state: state.clone(),
+        started: Instant::now(),
+        requested_model: Arc::from(""),
+        end_user: None,
+        key: Arc::new(KeyLabels::default()),
+        custom: vec![String::new(); state.config.metrics.custom_metadata_labels.len()],
+        attempts: Vec::new(),
+    };
+    match run(endpoint, &req, payload, &state, &mut pending).await {
+        Ok(Answer::Done(resp, outcome)) => {
+            pending.send(outcome);
+            resp
+        }
+        Ok(Answer::Streaming(resp)) => resp,
+        Err(err) => {
+            log_error(&err);
+            let resp = err.error_response();
+            pending.fail(&err);
+            resp
+        }
+    }
+}
+
+fn log_error(err: &ApiError) {
+    match err.fault() {
+        crate::error::Fault::Client => {
+            tracing::debug!(status = err.status.as_u16(), class = %err.class(), "request rejected: {}", err.message)
+        }
+        _ => {
+            tracing::warn!(status = err.status.as_u16(), class = %err.class(), "request failed: {}", err.message)
+        }
+    }
+}
+
+enum Answer {
+    /// A complete response; the metrics event goes out now.
+    Done(HttpResponse, Outcome),
+    /// A stream; its body sends the metrics event when it ends.
+    Streaming(HttpResponse),
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads a configured custom label's value from the request's `metadata`: only string values count.
+fn custom_value(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+    label: &CustomLabel,
+) -> String {
+    let mut cur = metadata.get(&label.path[0]);
+    for part in &label.path[1..] {
+        cur = cur.and_then(|v| v.get(part));
+    }
+    cur.and_then(|v| v.as_str()).unwrap_or("").to_owned()
+}
+
+fn validate_fields(endpoint: Endpoint, view: &RequestView<'_>) -> Result<(), ApiError> {
+    fn non_empty_array(raw: &str) -> bool {
+        raw.starts_with('[') && raw[1..].trim_start() != "]"
+    }
+    fn text_or_array(raw: &str) -> bool {
+        raw.starts_with('[') || raw.starts_with('"')
+    }
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            view.require("messages", "a non-empty array of messages", non_empty_array)
+        }
+        Endpoint::Completions => view.require("prompt", "a string or an array", text_or_array),
+        Endpoint::Embeddings => view.require("input", "a string or an array", text_or_array),
+    }
+}
+
+async fn run(
+    endpoint: Endpoint,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    pending: &mut Pending,
+) -> Result<Answer, ApiError> {
+    auth::check(req, state)?;
+    let body = read_body(req, payload, state.config.general.max_request_bytes).await?;
+    let view = RequestView::parse(&body)?;
+    let model = view.model()?;
+    if let Ok(Some(user)) = view.user() {
+        pending.end_user = Some(user.into_owned());
+    }
+    let labels = &state.config.metrics.custom_metadata_labels;
+    if !labels.is_empty() {
+        if let Ok(Some(meta)) = view.metadata() {
+            pending.custom = labels.iter().map(|l| custom_value(&meta, l)).collect();
+        }
+    }
+    let route = state
+        .actors
+        .router
+        .send(Route {
+            model: model.clone().into_owned(),
+        })
+        .await;
+    let dep = match route {
+        Ok(Ok(dep)) => dep,
+        Ok(Err(RouteError::UnknownModel)) => {
+            pending.requested_model = Arc::from(OVERFLOW);
+            let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
+            let name: String = model.chars().take(100).collect();
+            return Err(ApiError::bad_request(format!(
+                "Invalid model name passed in model={name}. Call `/v1/models` to view available models for your key. Available models: {}",
+                shown.join(", ")
+            ))
+            .with_param("model"));
+        }
+        Err(e) => return Err(ApiError::internal(format!("router unavailable: {e}"))),
+    };
+    pending.requested_model = Arc::from(dep.cfg.model_name.as_str());
+    view.user()?;
+    view.metadata()?;
+    validate_fields(endpoint, &view)?;
+    let stream = endpoint.can_stream() && view.stream()?;
+    let client_wants_usage = stream && view.include_usage()?;
+
+    let api_start = Instant::now();
+    if dep.cfg.provider == ProviderKind::Mock {
+        return mock_answer(
+            endpoint,
+            &view,
+            &body,
+            dep,
+            stream,
+            client_wants_usage,
+            api_start,
+            pending,
+        )
+        .await;
+    }
+
+    let upstream_body = view.upstream_body(&dep.cfg.model, stream);
+    let sent = openai::send(&dep.cfg, endpoint, upstream_body, stream).await;
+    let openai::UpstreamResponse {
+        mut response,
+        remaining_requests,
+        remaining_tokens,
+    } = match sent {
+        Ok(up) => up,
+        Err(err) => {
+            pending.attempt(&dep, Err(&err), api_start.elapsed(), (None, None));
+            return Err(err);
+        }
+    };
+    let remaining = (remaining_requests, remaining_tokens);
+    if stream {
+        let metered = Metered::new(
+            response,
+            SseTap::new(!client_wants_usage),
+            std::mem::replace(pending, pending_placeholder(state)),
+            dep.clone(),
+            body,
+            api_start,
+            remaining,
+        );
+        return Ok(Answer::Streaming(stream_response(&dep, metered)));
+    }
+    let bytes = match openai::read_body(&dep.cfg, &mut response).await {
+        Ok(b) => b,
+        Err(err) => {
+            pending.attempt(&dep, Err(&err), api_start.elapsed(), remaining);
+            return Err(err);
+        }
+    };
+    let api_latency = api_start.elapsed();
+    let usage = match response_usage(&bytes) {
+        Ok(Some(u)) => u,
+        Ok(None) => Usage::new(estimate_prompt_tokens(&view), 0),
+        Err(e) => {
+            let err = ApiError::upstream_failure(
+                dep.cfg.provider,
+                ErrorKind::BadGatewayError,
+                format!("upstream `{}` answered malformed JSON: {e}", dep.cfg.model),
+            );
+            pending.attempt(&dep, Err(&err), api_latency, remaining);
+            return Err(err);
+        }
+    };
+    pending.attempt(&dep, Ok(()), api_latency, remaining);
+    let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
+    let resp = json_response(&dep, bytes);
+    Ok(Answer::Done(resp, outcome))
+}
+
+/// A `Pending` left behind when the real one moves into a stream body; it is never sent.
+fn pending_placeholder(state: &web::Data<AppState>) -> Pending {
+    Pending {
+        state: state.clone(),
+        started: Instant::now(),
+        requested_model: Arc::from(""),
+        end_user: None,
+        key: Arc::new(KeyLabels::default()),
+        custom: Vec::new(),
+        attempts: Vec::new(),
+    }
+}
+
+fn success(
+    dep: &Deployment,
+    usage: Usage,
+    total: Duration,
+    api: Duration,
+    ttft: Option<Duration>,
+) -> Outcome {
+    let cost = usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
+        + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0);
+    Outcome::Success {
+        deployment: dep.labels.clone(),
+        usage,
+        cost,
+        total_latency: total.as_secs_f64(),
+        api_latency: api.as_secs_f64(),
+        time_to_first_token: ttft.map(|d| d.as_secs_f64()),
+    }
+}
+
+fn json_response(dep: &Deployment, body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("x-llm-model-id", dep.cfg.id.as_str()))
+        .insert_header(("x-llm-model-group", dep.cfg.model_name.as_str()))
+        .body(body)
+}
+
+fn stream_response<S>(dep: &Deployment, body: Metered<S>) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
+{
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-llm-model-id", dep.cfg.id.as_str()))
+        .insert_header(("x-llm-model-group", dep.cfg.model_name.as_str()))
+        .streaming(body)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn mock_answer(
+    endpoint: Endpoint,
+    view: &RequestView<'_>,
+    body: &Bytes,
+    dep: Arc<Deployment>,
+    stream: bool,
+    client_wants_usage: bool,
+    api_start: Instant,
+    pending: &mut Pending,
+) -> Result<Answer, ApiError> {
+    let reply = match view.mock_response()? {
+        Some(r) => r.into_owned(),
+        None => dep
+            .cfg
+            .mock_response
+            .clone()
+            .unwrap_or_else(|| mock::default_reply(&dep.cfg.model)),
+    };
+    let prompt_tokens = estimate_prompt_tokens(view);
+    if !dep.cfg.mock_latency.is_zero() {
+        sleep(dep.cfg.mock_latency).await;
+    }
+    if stream {
+        let frames = mock::stream_frames(endpoint, &dep.cfg.model, &reply, prompt_tokens, true);
+        let chunks = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<Bytes, awc::error::PayloadError>(Bytes::from(f))),
+        );
+        let metered = Metered::new(
+            chunks,
+            SseTap::new(!client_wants_usage),
+            std::mem::replace(pending, pending_placeholder(&pending.state.clone())),
+            dep.clone(),
+            body.clone(),
+            api_start,
+            (None, None),
+        );
+        return Ok(Answer::Streaming(stream_response(&dep, metered)));
+    }
+    let inputs = match view.get("input").map(|r| r.get()) {
+        Some(raw) if raw.starts_with('[') => serde_json::from_str::<Vec<serde_json::Value>>(raw)
+            .map(|v| v.len())
+            .unwrap_or(1),
+        _ => 1,
+    };
+    let dims = view
+        .get("dimensions")
+        .and_then(|r| r.get().parse::<usize>().ok())
+        .unwrap_or(mock::DEFAULT_EMBEDDING_DIMENSIONS)
+        .min(mock::MAX_EMBEDDING_DIMENSIONS);
+    let (bytes, usage) = mock::response_body(
+        endpoint,
+        &dep.cfg.model,
+        &reply,
+        prompt_tokens,
+        dims,
+        inputs,
+    );
+    let api_latency = api_start.elapsed();
+    pending.attempt(&dep, Ok(()), api_latency, (None, None));
+    let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
+    Ok(Answer::Done(
+        json_response(&dep, Bytes::from(bytes)),
+        outcome,
+    ))
+}
+
+/// A streamed body passed through frame by frame. It watches the frames for the first token and the usage
+/// block, drops the usage frame the client did not ask for, stops a stalled upstream after the deployment's
+/// `stream_timeout` of silence, and sends the metrics event when the stream ends (or the client leaves).
+struct Metered<S> {
+    inner: S,
+    tap: SseTap,
+    pending: Option<Pending>,
+    dep: Arc<Deployment>,
+    request: Bytes,
+    api_start: Instant,
+    first_token: Option<Instant>,
+    remaining: (Option<f64>, Option<f64>),
+    idle: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+impl<S> Metered<S> {
+    fn new(
+        inner: S,
+        tap: SseTap,
+        pending: Pending,
+        dep: Arc<Deployment>,
+        request: Bytes,
+        api_start: Instant,
+        remaining: (Option<f64>, Option<f64>),
+    ) -> Self {
+        let idle = Box::pin(sleep(dep.cfg.stream_timeout));
+        Metered {
+            inner,
+            tap,
+            pending: Some(pending),
+            dep,
+            request,
+            api_start,
+            first_token: None,
+            remaining,
+            idle,
+            done: false,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        self.tap.usage.unwrap_or_else(|| {
+            let prompt = RequestView::parse(&self.request)
+                .map(|v| estimate_prompt_tokens(&v))
+                .unwrap_or(0);
+            Usage::new(prompt, self.tap.content_chars.div_ceil(4))
+        })
+    }
+
+    fn succeed(&mut self) {
+        if let Some(mut p) = self.pending.take() {
+            let api = self.api_start.elapsed();
+            p.attempt(&self.dep, Ok(()), api, self.remaining);
+            let ttft = self.first_token.map(|t| t.duration_since(self.api_start));
+            let outcome = success(&self.dep, self.usage(), p.started.elapsed(), api, ttft);
+            p.send(outcome);
+        }
+    }
+
+    fn fail(&mut self, err: &ApiError) -> Bytes {
+        if let Some(mut p) = self.pending.take() {
+            tracing::warn!(class = %err.class(), "stream failed: {}", err.message);
+            p.attempt(
+                &self.dep,
+                Err(err),
+                self.api_start.elapsed(),
+                self.remaining,
+            );
+            p.fail(err);
+        }
+        Bytes::from(format!("data: {}\n\n", err.body()))
+    }
+}
+
+impl<S> Stream for Metered<S>
+where
+    S: Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let deadline = Instant::now() + this.dep.cfg.stream_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let out = this.tap.feed(&chunk);
+                    if out.first_token {
+                        this.first_token = Some(Instant::now());
+                    }
+                    if !out.forward.is_empty() {
+                        return Poll::Ready(Some(Ok(out.forward)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    let err = ApiError::upstream_failure(
+                        this.dep.cfg.provider,
+                        ErrorKind::APIConnectionError,
+                        format!("upstream stream for `{}` broke: {e}", this.dep.cfg.model),
+                    );
+                    return Poll::Ready(Some(Ok(this.fail(&err))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let rest = this.tap.finish();
+                    if this.tap.saw_done || (!this.tap.saw_error && this.tap.usage.is_some()) {
+                        this.succeed();
+                        return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+                    }
+                    let (kind, what) = if this.tap.saw_error {
+                        (ErrorKind::APIError, "sent an error event")
+                    } else {
+                        (ErrorKind::APIConnectionError, "ended before `data: [DONE]`")
+                    };
+                    let err = ApiError::upstream_failure(
+                        this.dep.cfg.provider,
+                        kind,
+                        format!("upstream stream for `{}` {what}", this.dep.cfg.model),
+                    );
+                    let mut out = BytesMut::from(&rest[..]);
+                    if !this.tap.saw_error {
+                        out.extend_from_slice(&this.fail(&err));
+                    } else {
+                        this.fail(&err);
+                    }
+                    return Poll::Ready((!out.is_empty()).then(|| Ok(out.freeze())));
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        let err = ApiError::upstream_failure(
+                            this.dep.cfg.provider,
+                            ErrorKind::Timeout,
+                            format!(
+                                "upstream stream for `{}` was silent for {:?} (stream_timeout)",
+                                this.dep.cfg.model, this.dep.cfg.stream_timeout
+                            ),
+                        );
+                        return Poll::Ready(Some(Ok(this.fail(&err))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<S> Drop for Metered<S> {
+    /// The client went away before the stream ended: the request counts as failed (status 499, as nginx
+    /// logs it), and what was generated so far is still attributed.
+    fn drop(&mut self) {
+        if let Some(mut p) = self.pending.take() {
+            let err = ApiError::new(
+                ErrorKind::APIConnectionError,
+                actix_web::http::StatusCode::from_u16(499)
+                    .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+                "client closed the stream",
+            );
+            p.attempt(&self.dep, Ok(()), self.api_start.elapsed(), self.remaining);
+            p.fail(&err);
+        }
+    }
+}

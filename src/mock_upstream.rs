@@ -1,0 +1,254 @@
+//! A standalone mock upstream speaking the OpenAI wire format (the `llm-mock` binary), for tests and
+//! benchmarks. It can be told, per model (`POST /__mock/rules`) or per request (a `"mock": {...}` object in
+//! the body, which the gateway passes through), to add latency, answer a status (with `retry-after`), send
+//! `x-ratelimit-*` headers, stream slowly, cut a stream halfway, omit usage, or answer malformed JSON.
+//!
+//! `GET /__mock/calls` counts calls per model; `DELETE /__mock/rules` forgets all rules and counts.
+
+use crate::providers::wire::{estimate_prompt_tokens, RequestView};
+use crate::providers::{mock, Endpoint};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to answer. Every field is optional; an empty rule answers normally.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The model the rule is for (only in `POST /__mock/rules`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Answer this HTTP status with an OpenAI error body.
+    pub status: Option<u16>,
+    /// With `status`: apply it only on calls whose number (from 1, per model) is a multiple of `every`.
+    pub every: Option<u64>,
+    /// With `status`: apply it only to the first `times` calls after the rule was set.
+    pub times: Option<u64>,
+    pub message: Option<String>,
+    /// Seconds, sent as `retry-after`.
+    pub retry_after: Option<f64>,
+    pub latency_ms: Option<u64>,
+    pub remaining_requests: Option<f64>,
+    pub remaining_tokens: Option<f64>,
+    /// Streams: send this many frames, then break the connection.
+    pub cut_stream_after: Option<usize>,
+    /// Streams: wait this long between frames.
+    pub frame_delay_ms: Option<u64>,
+    /// 200 with a body that is not JSON.
+    #[serde(default)]
+    pub malformed: bool,
+    /// Leave `usage` out of the answer (and out of streams).
+    #[serde(default)]
+    pub omit_usage: bool,
+    pub reply: Option<String>,
+}
+
+#[derive(Default)]
+struct ModelState {
+    rule: Rule,
+    calls: u64,
+    calls_since_rule: u64,
+}
+
+#[derive(Default, Clone)]
+pub struct MockState {
+    models: Arc<Mutex<HashMap<String, ModelState>>>,
+}
+
+fn lock(state: &MockState) -> std::sync::MutexGuard<'_, HashMap<String, ModelState>> {
+    // A poisoned lock only means a panicking test thread; the counts are still usable.
+    state.models.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn error_body(status: u16, message: &str) -> serde_json::Value {
+    let kind = match status {
+        429 => "rate_limit_exceeded",
+        401 => "invalid_api_key",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+}
+
+async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) -> HttpResponse {
+    let view = match RequestView::parse(&body) {
+        Ok(v) => v,
+        Err(e) => return HttpResponse::BadRequest().json(error_body(400, &e.message)),
+    };
+    let model = match view.model() {
+        Ok(m) => m.into_owned(),
+        Err(e) => return HttpResponse::BadRequest().json(error_body(400, &e.message)),
+    };
+    let per_request: Option<Rule> = view
+        .get("mock")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
+    let (rule, call, since) = {
+        let mut models = lock(&state);
+        let m = models.entry(model.clone()).or_default();
+        m.calls += 1;
+        m.calls_since_rule += 1;
+        (
+            per_request.unwrap_or_else(|| m.rule.clone()),
+            m.calls,
+            m.calls_since_rule,
+        )
+    };
+    if let Some(ms) = rule.latency_ms {
+        actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = HttpResponse::Ok();
+    if let Some(v) = rule.remaining_requests {
+        resp.insert_header(("x-ratelimit-remaining-requests", v.to_string()));
+    }
+    if let Some(v) = rule.remaining_tokens {
+        resp.insert_header(("x-ratelimit-remaining-tokens", v.to_string()));
+    }
+    if let Some(status) = rule.status {
+        let applies = rule.every.is_none_or(|n| n > 0 && call % n == 0)
+            && rule.times.is_none_or(|n| since <= n);
+        if applies {
+            let code = actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+            resp.status(code);
+            if let Some(s) = rule.retry_after {
+                resp.insert_header(("retry-after", s.to_string()));
+            }
+            let msg = rule
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("mock upstream answered {status}"));
+            return resp.json(error_body(status, &msg));
+        }
+    }
+    if rule.malformed {
+        return resp
+            .content_type("application/json")
+            .body("{\"id\": \"broken\", \"choices\": [");
+    }
+    let reply = rule
+        .reply
+        .clone()
+        .unwrap_or_else(|| mock::default_reply(&model));
+    let prompt_tokens = estimate_prompt_tokens(&view);
+    let stream = endpoint.can_stream() && view.stream().unwrap_or(false);
+    if stream {
+        let include_usage = view.include_usage().unwrap_or(false) && !rule.omit_usage;
+        let frames = mock::stream_frames(endpoint, &model, &reply, prompt_tokens, include_usage);
+        let cut = rule.cut_stream_after;
+        let delay = rule.frame_delay_ms.map(Duration::from_millis);
+        let body = futures_util::stream::unfold(0usize, move |i| {
+            let frames = frames.clone();
+            async move {
+                if cut.is_some_and(|n| i == n) {
+                    return Some((
+                        Err(std::io::Error::other("mock upstream cut the stream")),
+                        i + 1,
+                    ));
+                }
+                if cut.is_some_and(|n| i > n) || i >= frames.len() {
+                    return None;
+                }
+                if let (Some(d), true) = (delay, i > 0) {
+                    actix_web::rt::time::sleep(d).await;
+                }
+                Some((Ok(Bytes::from(frames[i].clone())), i + 1))
+            }
+        });
+        return resp.content_type("text/event-stream").streaming(body);
+    }
+    let inputs = match view.get("input").map(|r| r.get()) {
+        Some(raw) if raw.starts_with('[') => serde_json::from_str::<Vec<serde_json::Value>>(raw)
+            .map(|v| v.len())
+            .unwrap_or(1),
+        _ => 1,
+    };
+    let (bytes, _) = mock::response_body(endpoint, &model, &reply, prompt_tokens, 8, inputs);
+    if rule.omit_usage {
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("usage");
+        }
+        return resp.json(v);
+    }
+    resp.content_type("application/json").body(bytes)
+}
+
+async fn set_rule(rule: web::Json<Rule>, state: web::Data<MockState>) -> HttpResponse {
+    let rule = rule.into_inner();
+    let Some(model) = rule.model.clone() else {
+        return HttpResponse::BadRequest().json(error_body(400, "`model` is required"));
+    };
+    let mut models = lock(&state);
+    let m = models.entry(model).or_default();
+    m.rule = rule;
+    m.calls_since_rule = 0;
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn reset(state: web::Data<MockState>) -> HttpResponse {
+    lock(&state).clear();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn calls(state: web::Data<MockState>) -> HttpResponse {
+    let counts: HashMap<String, u64> = lock(&state)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.calls))
+        .collect();
+    HttpResponse::Ok().json(counts)
+}
+
+async fn models(_: HttpRequest) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"object": "list", "data": []}))
+}
+
+/// Serves until stopped. `on_bound` receives the bound port (tests pass port 0).
+pub async fn serve(
+    host: &str,
+    port: u16,
+    workers: usize,
+    on_bound: impl FnOnce(u16),
+) -> std::io::Result<()> {
+    let state = web::Data::new(MockState::default());
+    let server = HttpServer::new(move || {
+        let mut app = App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+            .route("/__mock/rules", web::post().to(set_rule))
+            .route("/__mock/rules", web::delete().to(reset))
+            .route("/__mock/calls", web::get().to(calls));
+        for prefix in ["", "/v1"] {
+            app = app
+                .route(
+                    &format!("{prefix}/chat/completions"),
+                    web::post().to(|b: Bytes, s: web::Data<MockState>| {
+                        answer(Endpoint::ChatCompletions, b, s)
+                    }),
+                )
+                .route(
+                    &format!("{prefix}/completions"),
+                    web::post().to(|b: Bytes, s: web::Data<MockState>| {
+                        answer(Endpoint::Completions, b, s)
+                    }),
+                )
+                .route(
+                    &format!("{prefix}/embeddings"),
+                    web::post()
+                        .to(|b: Bytes, s: web::Data<MockState>| answer(Endpoint::Embeddings, b, s)),
+                )
+                .route(&format!("{prefix}/models"), web::get().to(models));
+        }
+        app
+    })
+    .workers(workers.max(1))
+    .tcp_nodelay(true)
+    .backlog(4096)
+    .bind((host, port))?;
+    let bound = server.addrs().first().map(|a| a.port()).unwrap_or(port);
+    on_bound(bound);
+    server.run().await
+}

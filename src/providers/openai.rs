@@ -1,0 +1,235 @@
+//! OpenAI-compatible upstreams (`openai/`, `hosted_vllm/`, `openai_compatible/`) over awc.
+//!
+//! One awc client per worker thread (awc is `!Send`), with pooled keep-alive connections and `TCP_NODELAY` on
+//! every upstream socket: without it a kept-alive request waits on Nagle's algorithm.
+
+use super::wire::{parse_remaining, parse_retry_after};
+use super::Endpoint;
+use crate::config::DeploymentConfig;
+use crate::error::{ApiError, ErrorKind};
+use actix_service::Service;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+use actix_web::http::Uri;
+use awc::error::SendRequestError;
+use futures_util::future::LocalBoxFuture;
+use std::time::Duration;
+use tokio_like::TcpStream;
+
+mod tokio_like {
+    pub use actix_rt::net::TcpStream;
+}
+
+/// Connections kept per worker, across all upstream hosts.
+const POOL_LIMIT: usize = 1024;
+/// How long an idle upstream connection stays in the pool.
+const POOL_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// TCP connect (and TLS handshake) limit.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest upstream body read into memory (non-streaming responses and error bodies).
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
+const MAX_ERROR_MESSAGE_CHARS: usize = 2000;
+
+/// Wraps the TCP connector to set `TCP_NODELAY` on each new upstream socket.
+#[derive(Clone)]
+struct NoDelay(ConnectorService);
+
+impl Service<ConnectInfo<Uri>> for NoDelay {
+    type Response = Connection<Uri, TcpStream>;
+    type Error = ConnectError;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_service::always_ready!();
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let conn = fut.await?;
+            // A socket option failure only costs latency; the connection is still usable.
+            let _ = conn.io_ref().set_nodelay(true);
+            Ok(conn)
+        })
+    }
+}
+
+fn build_client() -> awc::Client {
+    let connector = awc::Connector::new()
+        .connector(NoDelay(ConnectorService::default()))
+        .limit(POOL_LIMIT)
+        .conn_keep_alive(POOL_KEEP_ALIVE)
+        .timeout(CONNECT_TIMEOUT);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_timeout()
+        .finish()
+}
+
+thread_local! {
+    static CLIENT: awc::Client = build_client();
+}
+
+/// This worker's upstream client (a cheap handle to the shared pool).
+pub fn client() -> awc::Client {
+    CLIENT.with(|c| c.clone())
+}
+
+/// An upstream answer whose status was 2xx; the body is still unread.
+pub struct UpstreamResponse {
+    pub response: awc::ClientResponse,
+    pub remaining_requests: Option<f64>,
+    pub remaining_tokens: Option<f64>,
+}
+
+fn header_f64(
+    resp: &awc::ClientResponse,
+    name: &str,
+    parse: fn(&str) -> Option<f64>,
+) -> Option<f64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
+}
+
+/// Sends one attempt to `dep`. Non-2xx answers become an [`ApiError`] carrying the upstream status and
+/// message; transport failures become `APIConnectionError` or `Timeout`.
+pub async fn send(
+    dep: &DeploymentConfig,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+    stream: bool,
+) -> Result<UpstreamResponse, ApiError> {
+    let url = format!("{}{}", dep.api_base, endpoint.path());
+    let timeout = if stream {
+        dep.stream_timeout
+    } else {
+        dep.timeout
+    };
+    let mut req = client()
+        .post(url)
+        .timeout(timeout)
+        .insert_header(("content-type", "application/json"));
+    if let Some(key) = &dep.api_key {
+        req = req.insert_header(("authorization", format!("Bearer {}", key.expose())));
+    }
+    if stream {
+        req = req.insert_header(("accept", "text/event-stream"));
+    }
+    let mut resp = req
+        .send_body(body)
+        .await
+        .map_err(|e| transport_error(dep, &e))?;
+    let remaining_requests = header_f64(&resp, "x-ratelimit-remaining-requests", parse_remaining);
+    let remaining_tokens = header_f64(&resp, "x-ratelimit-remaining-tokens", parse_remaining);
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(UpstreamResponse {
+            response: resp,
+            remaining_requests,
+            remaining_tokens,
+        });
+    }
+    let retry_after = header_f64(&resp, "retry-after", parse_retry_after);
+    let body = match actix_rt::time::timeout(timeout, resp.body().limit(1024 * 1024)).await {
+        Ok(Ok(b)) => b,
+        _ => Default::default(),
+    };
+    let mut err = ApiError::upstream(
+        dep.provider,
+        status.as_u16(),
+        error_message(&body, status.as_u16()),
+    );
+    err.retry_after = retry_after.map(|s| s.ceil() as u64);
+    Err(err)
+}
+
+/// The message of an upstream error body: OpenAI's `error.message`, else the text itself (shortened).
+pub fn error_message(body: &[u8], status: u16) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Inner {
+        Object { message: String },
+        Text(String),
+    }
+    let msg = match serde_json::from_slice::<Body>(body) {
+        Ok(Body {
+            error: Inner::Object { message },
+        })
+        | Ok(Body {
+            error: Inner::Text(message),
+        }) => message,
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    let msg: String = msg.chars().take(MAX_ERROR_MESSAGE_CHARS).collect();
+    if msg.is_empty() {
+        format!("upstream answered HTTP {status} with no message")
+    } else {
+        msg
+    }
+}
+
+fn transport_error(dep: &DeploymentConfig, e: &SendRequestError) -> ApiError {
+    match e {
+        SendRequestError::Timeout => ApiError::upstream_failure(
+            dep.provider,
+            ErrorKind::Timeout,
+            format!(
+                "upstream `{}` did not answer within {:?}",
+                dep.model, dep.timeout
+            ),
+        ),
+        other => ApiError::upstream_failure(
+            dep.provider,
+            ErrorKind::APIConnectionError,
+            format!("cannot reach upstream for `{}`: {other}", dep.model),
+        ),
+    }
+}
+
+/// Reads a whole 2xx body, within the deployment's timeout.
+pub async fn read_body(
+    dep: &DeploymentConfig,
+    resp: &mut awc::ClientResponse,
+) -> Result<bytes::Bytes, ApiError> {
+    match actix_rt::time::timeout(dep.timeout, resp.body().limit(MAX_UPSTREAM_BODY_BYTES)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ApiError::upstream_failure(
+            dep.provider,
+            ErrorKind::APIConnectionError,
+            format!("upstream body for `{}` could not be read: {e}", dep.model),
+        )),
+        Err(_) => Err(ApiError::upstream_failure(
+            dep.provider,
+            ErrorKind::Timeout,
+            format!(
+                "upstream `{}` did not finish its answer within {:?}",
+                dep.model, dep.timeout
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"Rate limited","type":"x"}}"#, 429),
+            "Rate limited"
+        );
+        assert_eq!(error_message(br#"{"error":"plain"}"#, 500), "plain");
+        assert_eq!(
+            error_message(b"<html>bad gateway</html>", 502),
+            "<html>bad gateway</html>"
+        );
+        assert_eq!(
+            error_message(b"", 503),
+            "upstream answered HTTP 503 with no message"
+        );
+    }
+}
