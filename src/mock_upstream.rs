@@ -144,6 +144,8 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
             let frames = frames.clone();
             async move {
                 if cut.is_some_and(|n| i == n) {
+                    // Let the frames already produced reach the wire before the connection breaks.
+                    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
                     return Some((
                         Err(std::io::Error::other("mock upstream cut the stream")),
                         i + 1,

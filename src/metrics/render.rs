@@ -160,7 +160,9 @@ pub fn fmt_f64(v: f64) -> String {
         "+Inf".into()
     } else if v == f64::NEG_INFINITY {
         "-Inf".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+    } else if v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else if v.fract() == 0.0 {
         format!("{v:.1}")
     } else {
         format!("{v}")
@@ -241,6 +243,8 @@ mod tests {
         assert_eq!(fmt_f64(1.0), "1.0");
         assert_eq!(fmt_f64(0.002), "0.002");
         assert_eq!(fmt_f64(f64::INFINITY), "+Inf");
-        assert_eq!(fmt_f64(9.223372036854776e18), "9223372036854775808");
+        assert_eq!(fmt_f64(9.223372036854776e18), "9.223372036854776e18");
+        assert_eq!(fmt_f64(0.0), "0.0");
+        assert_eq!(fmt_f64(1.5e-7), "1.5e-7");
     }
 }

@@ -1,0 +1,61 @@
+//! The command line: `--check-config` on good and broken files, and the example configs.
+
+use std::process::Command;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llm"))
+        .args(["--check-config", "--config", path.to_str().unwrap()])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("llm runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, out) = check(&path);
+            assert!(ok, "{}: {out}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn broken_configs_fail_with_every_problem_listed() {
+    let dir = std::env::temp_dir().join(format!("llm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "model_list:\n  - model_name: a\n    llm_params: {model: nope/x}\n  - model_name: b\n    llm_params: {model: openai/x, api_key: os.environ/LLM_TEST_UNSET_VAR}\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(out.contains("LLM_TEST_UNSET_VAR"), "{out}");
+    std::fs::write(&bad, "model_list:\n  - model_name: a\n    llm_params: {model: nope/x}\n  - model_name: b\n    llm_params: {model: hosted_vllm/x}\n").unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(
+        out.contains("model_list[0].llm_params.model")
+            && out.contains("model_list[1].llm_params.api_base"),
+        "{out}"
+    );
+    std::fs::write(&bad, "model_list: [\n  {model_name: a,\n").unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(out.contains("line"), "{out}");
+    let (ok, out) = check(&dir.join("missing.yaml"));
+    assert!(!ok);
+    assert!(out.contains("cannot read"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

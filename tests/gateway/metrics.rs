@@ -1,0 +1,316 @@
+//! The `/metrics` contract: every family of the spec with exactly its labels, `_total` and `_created`
+//! samples, buckets, custom metadata labels, the provider's remaining-limit headers, bounded end users.
+
+use crate::support::*;
+
+const USER_LABELS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+];
+
+fn with(base: &[&str], extra: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut s = set(base);
+    s.extend(extra.iter().map(|x| x.to_string()));
+    s
+}
+
+#[actix_rt::test]
+async fn every_family_has_exactly_the_spec_labels() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&upstream_config(
+        &mock,
+        "  custom_prometheus_metadata_labels: [metadata.foo]\n",
+    ))
+    .await;
+    mock.rule(json!({"model": "gpt-4o-2024", "remaining_requests": 99, "remaining_tokens": 9000}))
+        .await;
+    let mut body = chat("gpt-4o");
+    body["metadata"] = json!({"foo": "bar"});
+    body["user"] = json!("customer-7");
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    body["stream"] = json!(true);
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    mock.rule(json!({"model": "gpt-4o-2024", "status": 500}))
+        .await;
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 500);
+
+    let m = gw.metrics_after(3.0).await;
+    let key = ["hashed_api_key", "api_key_alias", "team", "team_alias"];
+    let dep = [
+        "requested_model",
+        "llm_model_name",
+        "model_id",
+        "api_base",
+        "api_provider",
+    ];
+    let custom = ["metadata_foo"];
+    let expect: Vec<(&str, std::collections::BTreeSet<String>)> = vec![
+        (
+            "llm_proxy_total_requests_metric_total",
+            with(USER_LABELS, &["status_code", "metadata_foo"]),
+        ),
+        (
+            "llm_proxy_failed_requests_metric_total",
+            with(
+                USER_LABELS,
+                &["exception_status", "exception_class", "metadata_foo"],
+            ),
+        ),
+        (
+            "llm_deployment_success_responses_total",
+            with(&dep, &[&key[..], &custom].concat()),
+        ),
+        (
+            "llm_deployment_failure_responses_total",
+            with(
+                &dep,
+                &[&key[..], &custom, &["exception_status", "exception_class"]].concat(),
+            ),
+        ),
+        (
+            "llm_deployment_total_requests_total",
+            with(&dep, &[&key[..], &custom].concat()),
+        ),
+        (
+            "llm_remaining_requests_metric",
+            set(&[
+                "model_group",
+                "api_provider",
+                "api_base",
+                "llm_model_name",
+                "hashed_api_key",
+                "api_key_alias",
+            ]),
+        ),
+        (
+            "llm_remaining_tokens",
+            set(&[
+                "model_group",
+                "api_provider",
+                "api_base",
+                "llm_model_name",
+                "hashed_api_key",
+                "api_key_alias",
+            ]),
+        ),
+        (
+            "llm_request_total_latency_metric_bucket",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_overhead_latency_metric_bucket",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_llm_api_latency_metric_bucket",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_llm_api_time_to_first_token_metric_bucket",
+            with(&["model"], &[&key[..], &custom].concat()),
+        ),
+        (
+            "llm_deployment_latency_per_output_token_bucket",
+            with(
+                &["llm_model_name", "model_id", "api_base", "api_provider"],
+                &[&key[..], &custom].concat(),
+            ),
+        ),
+        (
+            "llm_total_tokens_total",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_input_tokens_total",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_output_tokens_total",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_spend_metric_total",
+            with(USER_LABELS, &["model", "metadata_foo"]),
+        ),
+        (
+            "llm_requests_metric_total",
+            with(
+                &[
+                    "end_user",
+                    "hashed_api_key",
+                    "api_key_alias",
+                    "model",
+                    "team",
+                    "team_alias",
+                    "user",
+                ],
+                &custom,
+            ),
+        ),
+        (
+            "llm_llm_api_failed_requests_metric_total",
+            with(
+                &[
+                    "end_user",
+                    "hashed_api_key",
+                    "api_key_alias",
+                    "model",
+                    "team",
+                    "team_alias",
+                    "user",
+                ],
+                &custom,
+            ),
+        ),
+        (
+            "llm_deployment_state",
+            set(&["llm_model_name", "model_id", "api_base", "api_provider"]),
+        ),
+    ];
+    for (name, labels) in expect {
+        assert_eq!(m.label_names(name), labels, "{name}");
+    }
+    // Counters are typed and exposed with `_total`, each series with a `_created` sample.
+    for c in [
+        "llm_proxy_total_requests_metric",
+        "llm_proxy_failed_requests_metric",
+        "llm_deployment_success_responses",
+        "llm_deployment_failure_responses",
+        "llm_deployment_total_requests",
+        "llm_total_tokens",
+        "llm_input_tokens",
+        "llm_output_tokens",
+        "llm_spend_metric",
+        "llm_requests_metric",
+        "llm_llm_api_failed_requests_metric",
+    ] {
+        assert_eq!(m.types[&format!("{c}_total")], "counter", "{c}");
+        assert_eq!(m.types[&format!("{c}_created")], "gauge", "{c}");
+        let total = m.count(&format!("{c}_total"), &[]);
+        assert!(total > 0, "{c}");
+        assert_eq!(m.count(&format!("{c}_created"), &[]), total, "{c}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        for (_, _, ts) in m.matching(&format!("{c}_created"), &[]) {
+            assert!((now - ts).abs() < 120.0, "{c}_created is a unix time");
+        }
+    }
+    for h in [
+        "llm_request_total_latency_metric",
+        "llm_llm_api_time_to_first_token_metric",
+    ] {
+        assert_eq!(m.types[h], "histogram");
+        assert!(m.count(&format!("{h}_created"), &[]) > 0);
+    }
+    // Values of the labels.
+    assert_eq!(
+        m.sum(
+            "llm_proxy_total_requests_metric_total",
+            &[("metadata_foo", "bar"), ("end_user", "customer-7")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m.sum(
+            "llm_remaining_requests_metric",
+            &[("model_group", "gpt-4o"), ("llm_model_name", "gpt-4o-2024")]
+        ),
+        99.0
+    );
+    assert_eq!(
+        m.sum("llm_remaining_tokens", &[("api_provider", "openai")]),
+        9000.0
+    );
+    assert_eq!(m.sum("llm_deployment_state", &[("model_id", "dep-1")]), 1.0);
+    // Reference latency buckets.
+    let les: Vec<String> = m
+        .matching("llm_request_total_latency_metric_bucket", &[])
+        .filter(|(_, l, _)| l["requested_model"] == "gpt-4o")
+        .map(|(_, l, _)| l["le"].clone())
+        .take(18)
+        .collect();
+    assert_eq!(
+        les,
+        [
+            "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0", "5.0", "10.0",
+            "30.0", "60.0", "120.0", "300.0", "420.0", "600.0", "+Inf"
+        ]
+    );
+    let per_token_les = m.count("llm_deployment_latency_per_output_token_bucket", &[]);
+    assert_eq!(
+        per_token_les, 15,
+        "prometheus_client default buckets, 14 + Inf"
+    );
+
+    // `/metrics/` answers the same, without a redirect.
+    let r = gw.get("/metrics/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"].starts_with("text/plain; version=0.0.4"));
+}
+
+#[actix_rt::test]
+async fn configured_latency_buckets_are_used() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&upstream_config(
+        &mock,
+        "  prometheus_latency_buckets: [0.5, 1, 5]\n",
+    ))
+    .await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("gpt-4o"))
+            .await
+            .status,
+        200
+    );
+    let m = gw.metrics_after(1.0).await;
+    let les: Vec<String> = m
+        .matching("llm_llm_api_latency_metric_bucket", &[])
+        .map(|(_, l, _)| l["le"].clone())
+        .collect();
+    assert_eq!(les, ["0.5", "1.0", "5.0", "+Inf"]);
+}
+
+#[actix_rt::test]
+async fn end_users_past_the_cap_fold_into_other() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&upstream_config(
+        &mock,
+        "  prometheus_end_user_metrics_max_series_per_metric: 2\n",
+    ))
+    .await;
+    for u in ["a", "b", "c", "d", "a"] {
+        let mut body = chat("gpt-4o");
+        body["user"] = json!(u);
+        assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    }
+    let m = gw.metrics_after(5.0).await;
+    let total = "llm_proxy_total_requests_metric_total";
+    assert_eq!(m.sum(total, &[("end_user", "a")]), 2.0);
+    assert_eq!(m.sum(total, &[("end_user", "b")]), 1.0);
+    assert_eq!(m.sum(total, &[("end_user", "other")]), 2.0);
+    assert_eq!(m.sum(total, &[]), 5.0, "totals stay exact");
+}
+
+#[actix_rt::test]
+async fn state_series_exist_from_boot() {
+    let gw = Gateway::start("model_list:\n  - {model_name: a, llm_params: {model: mock/x}, model_info: {id: a1}}\nllm_settings:\n  callbacks: [prometheus]\n").await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.sum(
+            "llm_deployment_state",
+            &[("model_id", "a1"), ("api_provider", "mock")]
+        ),
+        0.0
+    );
+    assert_eq!(m.count("llm_deployment_state", &[("model_id", "a1")]), 1);
+    // Families with no series yet still declare themselves.
+    assert_eq!(m.types["llm_proxy_total_requests_metric_total"], "counter");
+    assert_eq!(m.types["llm_deployment_cooled_down_total"], "counter");
+}
