@@ -10,6 +10,9 @@
 #   3. For each concurrency, runs wrk against the upstream ("direct") and against the gateway,
 #      alternating direct, gateway, direct, gateway... ROUNDS times so machine drift cancels out, each
 #      run preceded by a WARMUP run at the same concurrency. Every run sends the same request.
+#   3b. When `examples/passthrough` is built (`cargo build --release --example passthrough`), also runs
+#      it ("bare"): an actix-web + awc proxy that forwards bodies with no parsing, auth or metrics. It
+#      tells what actix-web + awc cost on this machine, apart from what the gateway does.
 #   4. Prints a markdown table (means over rounds) and the gateway's request counter from /metrics.
 #      Raw wrk outputs go to bench/results/<timestamp>-<upstream>.txt (gitignored).
 #
@@ -203,6 +206,19 @@ else
     UPSTREAM_DESC="llm-mock, $MOCK_WORKERS worker(s)"
 fi
 
+# ------------------------------------------------------------------------------- bare pass-through
+
+TARGETS="direct gateway"
+BARE=""
+if [[ -z "$GATEWAY_URL" && -x "$BIN_DIR/examples/passthrough" ]]; then
+    BARE_PORT="$(free_port)"
+    "$BIN_DIR/examples/passthrough" "$BARE_PORT" "$DIRECT_URL/v1/chat/completions" >"$TMP_DIR/bare.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http bare "http://127.0.0.1:$BARE_PORT/" "$!" "$TMP_DIR/bare.log"
+    BARE="http://127.0.0.1:$BARE_PORT"
+    TARGETS="direct bare gateway"
+fi
+
 # ------------------------------------------------------------------------------------- gateway
 
 GATEWAY_LOG="$TMP_DIR/gateway.log"
@@ -321,14 +337,18 @@ CPU_MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev
     echo "- upstream (direct): $UPSTREAM_DESC"
     echo "- gateway: $GATEWAY_DESC"
     echo "- load: wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), 1 thread, connections = concurrency," \
-        "$DURATION per run after a $WARMUP warm-up, $ROUNDS round(s) alternating direct/gateway"
+        "$DURATION per run after a $WARMUP warm-up, $ROUNDS round(s) alternating $TARGETS"
     echo
 } | tee "$RESULTS"
 
 for c in $CONCURRENCY; do
     for ((r = 1; r <= ROUNDS; r++)); do
-        for target in direct gateway; do
-            if [[ "$target" == direct ]]; then url="$DIRECT_URL"; else url="$GATEWAY"; fi
+        for target in $TARGETS; do
+            case "$target" in
+                direct) url="$DIRECT_URL" ;;
+                bare) url="$BARE" ;;
+                *) url="$GATEWAY" ;;
+            esac
             log "c=$c round $r/$ROUNDS: $target (warm-up $WARMUP, then $DURATION)"
             run_wrk "$target" "$url" "$c" "$WARMUP" "$TMP_DIR/warm.txt"
             run_wrk "$target" "$url" "$c" "$DURATION" "$TMP_DIR/wrk.txt"
@@ -356,17 +376,18 @@ TABLE="$(awk -v order="$CONCURRENCY" '
         n[key]++; rps[key] += $4; p50[key] += $5; p99[key] += $6; err[key] += $7
     }
     END {
-        print "| concurrency | direct req/s | gateway req/s | gateway/direct | direct p50 (ms) | gateway p50 (ms) | added p50 (ms) | direct p99 (ms) | gateway p99 (ms) |"
-        print "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        print "| concurrency | direct req/s | bare pass-through req/s | gateway req/s | gateway/direct | gateway/bare | direct p50 (ms) | gateway p50 (ms) | added p50 (ms) | direct p99 (ms) | gateway p99 (ms) |"
+        print "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         k = split(order, cs, " ")
         for (i = 1; i <= k; i++) {
-            c = cs[i]; d = c SUBSEP "direct"; g = c SUBSEP "gateway"
+            c = cs[i]; d = c SUBSEP "direct"; g = c SUBSEP "gateway"; b = c SUBSEP "bare"
             if (!(d in n) || !(g in n)) continue
-            dr = rps[d] / n[d]; gr = rps[g] / n[g]
+            dr = rps[d] / n[d]; gr = rps[g] / n[g]; br = (b in n) ? rps[b] / n[b] : 0
             d50 = p50[d] / n[d]; g50 = p50[g] / n[g]
             d99 = p99[d] / n[d]; g99 = p99[g] / n[g]
-            printf "| %s | %.0f | %.0f | %.1f%% | %.3f | %.3f | %+.3f | %.3f | %.3f |\n",
-                c, dr, gr, (dr > 0 ? 100 * gr / dr : 0), d50, g50, g50 - d50, d99, g99
+            printf "| %s | %.0f | %s | %.0f | %.1f%% | %s | %.3f | %.3f | %+.3f | %.3f | %.3f |\n",
+                c, dr, (br > 0 ? sprintf("%.0f", br) : "-"), gr, (dr > 0 ? 100 * gr / dr : 0),
+                (br > 0 ? sprintf("%.1f%%", 100 * gr / br) : "-"), d50, g50, g50 - d50, d99, g99
             if (err[d] > 0) warn = warn sprintf("\nWARNING: c=%s direct: %d non-2xx responses or socket errors", c, err[d])
             if (err[g] > 0) warn = warn sprintf("\nWARNING: c=%s gateway: %d non-2xx responses or socket errors", c, err[g])
         }

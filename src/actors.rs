@@ -1,19 +1,24 @@
 //! Who messages whom (the diagram in ARCHITECTURE.md) and [`start`], which builds the actor system.
 //!
 //! ```text
-//! HTTP handlers --Route--> RouterActor            (model group -> deployment)
-//! HTTP handlers --AttemptDone--> DeploymentActor   (one per model_list entry: health, headers, latency)
-//! HTTP handlers --RequestFinished--> MetricsActor  (owns the registry; renders /metrics)
+//! RouterActor --publishes--> RoutingTable (ArcSwap)  <--reads-- HTTP handlers pick a deployment
+//! HTTP handlers --AttemptsDone--> DeploymentActor      (one per model_list entry: health, headers, latency)
+//! HTTP handlers --RequestsFinished--> MetricsActor     (owns the registry; renders /metrics)
 //! DeploymentActor --DeploymentStateChanged--> MetricsActor
 //! ```
 //! Actors run on their own arbiters, so HTTP workers never run actor code and never block on it.
+//! Telemetry from the workers is batched per worker ([`outbox`]) to keep cross-thread wake-ups rare.
 
 pub mod deployment;
 pub mod metrics;
+pub mod outbox;
 pub mod router;
 
-use crate::config::{Config, DeploymentConfig};
+use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::providers::openai;
+use crate::router::table::RoutingTable;
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use deployment::DeploymentActor;
 use metrics::{DeploymentLabels, MetricsActor};
 use router::RouterActor;
@@ -22,14 +27,20 @@ use std::sync::Arc;
 /// One `model_list` entry at run time: its config, its metric labels and its actor.
 pub struct Deployment {
     pub cfg: DeploymentConfig,
+    /// The model group, shared with every request it serves.
+    pub group: Arc<str>,
     pub labels: Arc<DeploymentLabels>,
     pub addr: Addr<DeploymentActor>,
+    /// URLs and auth header of an HTTP upstream; `None` for the built-in mock.
+    pub target: Option<openai::Target>,
 }
 
 /// Addresses of the running actors.
 #[derive(Clone)]
 pub struct Handles {
     pub router: Addr<RouterActor>,
+    /// The routing table the RouterActor publishes; handlers pick from it.
+    pub routes: Arc<ArcSwap<RoutingTable>>,
     /// `None` when the `prometheus` callback is off.
     pub metrics: Option<Addr<MetricsActor>>,
     pub deployments: Arc<Vec<Arc<Deployment>>>,
@@ -60,20 +71,28 @@ pub fn start(config: &Config) -> Handles {
             let addr = DeploymentActor::start_in_arbiter(&routing_arbiter, move |_| {
                 DeploymentActor::new(l, m)
             });
+            let target = (cfg.provider != ProviderKind::Mock)
+                .then(|| openai::Target::new(cfg))
+                .flatten();
             Arc::new(Deployment {
                 cfg: cfg.clone(),
+                group: Arc::from(cfg.model_name.as_str()),
                 labels,
                 addr,
+                target,
             })
         })
         .collect();
     let deployments = Arc::new(deployments);
+    // Published now so the first request finds it; the actor republishes on every change.
+    let routes = Arc::new(ArcSwap::from_pointee(RoutingTable::new(&deployments)));
     let router = {
-        let d = deployments.clone();
-        RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(&d))
+        let (d, r) = (deployments.clone(), routes.clone());
+        RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, r))
     };
     Handles {
         router,
+        routes,
         metrics,
         deployments,
         _arbiters: Arc::new(vec![metrics_arbiter, routing_arbiter]),

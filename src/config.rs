@@ -567,9 +567,12 @@ fn deployment(
     let api_base = match (provider, p.api_base.as_deref()) {
         (ProviderKind::Mock, _) => String::new(),
         (_, Some(base)) => {
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
+            let parses = format!("{base}/chat/completions")
+                .parse::<actix_web::http::Uri>()
+                .is_ok_and(|u| u.host().is_some());
+            if !(base.starts_with("http://") || base.starts_with("https://")) || !parses {
                 problems.push(format!(
-                    "`{at}.llm_params.api_base`: `{base}` must start with http:// or https://"
+                    "`{at}.llm_params.api_base`: `{base}` is not an http:// or https:// URL with a host"
                 ));
             }
             base.trim_end_matches('/').to_owned()

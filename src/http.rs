@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod models;
 pub mod proxy;
 
+use crate::actors::metrics::KeyLabels;
 use crate::actors::Handles;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub actors: Handles,
     /// Model group names in config order, for `/models` and "unknown model" errors.
     pub groups: Vec<String>,
+    /// Key labels of a request made without a virtual key (all empty), shared.
+    pub anonymous: Arc<KeyLabels>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             config,
             actors,
             groups,
+            anonymous: Arc::new(KeyLabels::default()),
         }
     }
 }

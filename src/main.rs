@@ -1,6 +1,11 @@
 //! `llm`: CLI -> Config::load -> actors::start -> HttpServer.
 
 use clap::Parser;
+
+/// mimalloc: the gateway allocates many small short-lived buffers per request; glibc's allocator spent
+/// about a tenth of a worker's time on them under load (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use llm::config::Config;
 use llm::server::{self, ServerOptions};
 use std::path::PathBuf;

@@ -1,4 +1,6 @@
-//! Routing logic with no actix types: which deployment of a model group serves a request. The RouterActor
-//! (`actors/router.rs`) owns the groups and calls into [`strategy`].
+//! Routing logic with no actix types. The RouterActor (`actors/router.rs`) owns the model groups and
+//! publishes them as an immutable [`table::RoutingTable`]; HTTP workers pick from the latest table without a
+//! message round trip, so a routing decision costs no cross-thread wake-up.
 
 pub mod strategy;
+pub mod table;

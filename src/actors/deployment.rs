@@ -10,9 +10,12 @@ use std::time::Duration;
 
 // ---- messages -------------------------------------------------------------------------------------------
 
-/// An upstream call to this deployment finished.
+/// Upstream calls to this deployment that finished, in order (batched per worker, see `actors/outbox.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct AttemptsDone(pub Vec<AttemptDone>);
+
+/// One upstream call to this deployment finished.
 pub struct AttemptDone {
     /// `Err((status, exception_class))` on failure.
     pub result: Result<(), (u16, String)>,
@@ -80,20 +83,23 @@ impl Actor for DeploymentActor {
     }
 }
 
-impl Handler<AttemptDone> for DeploymentActor {
+impl Handler<AttemptsDone> for DeploymentActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AttemptDone, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: AttemptsDone, _: &mut Context<Self>) {
         let now = Instant::now().into_std();
         let from = self.health.state;
-        self.health
-            .headers(msg.remaining_requests, msg.remaining_tokens);
-        let changed = match msg.result {
-            Ok(()) => self.health.success(now, msg.latency),
-            Err((status, class)) => self.health.failure(now, status, class),
-        };
-        if let Some(to) = changed {
-            self.publish(from, to);
+        for a in msg.0 {
+            self.health
+                .headers(a.remaining_requests, a.remaining_tokens);
+            match a.result {
+                Ok(()) => self.health.success(now, a.latency),
+                Err((status, class)) => self.health.failure(now, status, class),
+            };
+        }
+        // One published change per batch: the state it ends in.
+        if self.health.state != from {
+            self.publish(from, self.health.state);
         }
     }
 }

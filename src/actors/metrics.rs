@@ -17,9 +17,12 @@ use std::sync::Arc;
 
 // ---- messages -------------------------------------------------------------------------------------------
 
-/// One client request has been answered (successfully or not), with every upstream attempt it made.
+/// A batch of finished requests from one HTTP worker (see `actors/outbox.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct RequestsFinished(pub Vec<RequestFinished>);
+
+/// One client request has been answered (successfully or not), with every upstream attempt it made.
 pub struct RequestFinished {
     /// The model group asked for; `other` when it does not exist; empty when the body named none.
     pub requested_model: Arc<str>,
@@ -406,11 +409,13 @@ impl MetricsActor {
     }
 }
 
-impl Handler<RequestFinished> for MetricsActor {
+impl Handler<RequestsFinished> for MetricsActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RequestFinished, _: &mut Context<Self>) {
-        self.finish(msg);
+    fn handle(&mut self, msg: RequestsFinished, _: &mut Context<Self>) {
+        for event in msg.0 {
+            self.finish(event);
+        }
     }
 }
 

@@ -1,87 +1,57 @@
-//! RouterActor: owns the model groups and decides which deployment serves a request.
+//! RouterActor: owns the model groups and publishes the [`RoutingTable`] HTTP workers pick from.
+//! Deployment choice itself is a pure function of the table (`router/`); the actor is the table's only
+//! writer, so what routing sees changes in one place.
 
 use super::Deployment;
-use crate::router::strategy::{shuffle_weights, weighted_pick};
+use crate::router::table::RoutingTable;
 use actix::prelude::*;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 // ---- messages -------------------------------------------------------------------------------------------
 
-/// Choose a deployment of model group `model`.
+/// The current table (a cheap `Arc` clone), e.g. for tests and admin endpoints.
 #[derive(Message)]
-#[rtype(result = "Result<Arc<Deployment>, RouteError>")]
-pub struct Route {
-    pub model: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteError {
-    /// No model group has this name.
-    UnknownModel,
-}
+#[rtype(result = "Arc<RoutingTable>")]
+pub struct CurrentTable;
 
 // ---- the actor ------------------------------------------------------------------------------------------
 
-struct Group {
-    deployments: Vec<Arc<Deployment>>,
-    weights: Vec<f64>,
-    all: Vec<usize>,
-}
-
 pub struct RouterActor {
-    groups: HashMap<String, Group>,
-    rng: SmallRng,
+    deployments: Arc<Vec<Arc<Deployment>>>,
+    published: Arc<ArcSwap<RoutingTable>>,
 }
 
 impl RouterActor {
-    pub fn new(deployments: &[Arc<Deployment>]) -> Self {
-        let mut by_group: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
-        for d in deployments {
-            by_group
-                .entry(d.cfg.model_name.clone())
-                .or_default()
-                .push(d.clone());
-        }
-        let groups = by_group
-            .into_iter()
-            .map(|(name, deployments)| {
-                let cfgs: Vec<_> = deployments.iter().map(|d| &d.cfg).collect();
-                let weights = shuffle_weights(&cfgs);
-                let all = (0..deployments.len()).collect();
-                (
-                    name,
-                    Group {
-                        deployments,
-                        weights,
-                        all,
-                    },
-                )
-            })
-            .collect();
+    /// `published` is read by the HTTP workers; the actor stores every new table there.
+    pub fn new(
+        deployments: Arc<Vec<Arc<Deployment>>>,
+        published: Arc<ArcSwap<RoutingTable>>,
+    ) -> Self {
         RouterActor {
-            groups,
-            rng: SmallRng::from_entropy(),
+            deployments,
+            published,
         }
+    }
+
+    fn publish(&self) {
+        self.published
+            .store(Arc::new(RoutingTable::new(&self.deployments)));
     }
 }
 
 impl Actor for RouterActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.publish();
+    }
 }
 
-impl Handler<Route> for RouterActor {
-    type Result = Result<Arc<Deployment>, RouteError>;
+impl Handler<CurrentTable> for RouterActor {
+    type Result = MessageResult<CurrentTable>;
 
-    fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
-        let group = self
-            .groups
-            .get(&msg.model)
-            .ok_or(RouteError::UnknownModel)?;
-        let i = weighted_pick(&group.weights, &group.all, self.rng.gen::<f64>())
-            .ok_or(RouteError::UnknownModel)?;
-        Ok(group.deployments[i].clone())
+    fn handle(&mut self, _: CurrentTable, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.published.load_full())
     }
 }

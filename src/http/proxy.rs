@@ -7,17 +7,18 @@
 use super::{auth, AppState};
 use crate::actors::deployment::AttemptDone;
 use crate::actors::metrics::{Attempt, KeyLabels, Outcome, RequestFinished, OVERFLOW};
-use crate::actors::router::{Route, RouteError};
-use crate::actors::Deployment;
-use crate::config::{CustomLabel, ProviderKind};
+use crate::actors::{outbox, Deployment};
+use crate::config::CustomLabel;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
 use crate::providers::{mock, openai, Endpoint};
+use crate::router::table::RouteError;
 use actix::clock::{sleep, Instant, Sleep};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use rand::Rng;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,14 +63,15 @@ struct Pending {
 impl Pending {
     fn send(self, outcome: Outcome) {
         if let Some(m) = &self.state.actors.metrics {
-            m.do_send(RequestFinished {
+            let event = RequestFinished {
                 requested_model: self.requested_model,
                 end_user: self.end_user,
                 key: self.key,
                 custom: self.custom,
                 attempts: self.attempts,
                 outcome,
-            });
+            };
+            outbox::request_finished(m, event);
         }
     }
 
@@ -84,18 +86,19 @@ impl Pending {
     /// Records one upstream attempt with the deployment actor and in the event.
     fn attempt(
         &mut self,
-        dep: &Deployment,
+        dep: &Arc<Deployment>,
         result: Result<(), &ApiError>,
         latency: Duration,
         remaining: (Option<f64>, Option<f64>),
     ) {
         let result = result.map_err(|e| (e.status.as_u16(), e.class()));
-        dep.addr.do_send(AttemptDone {
+        let event = AttemptDone {
             result: result.clone(),
             latency,
             remaining_requests: remaining.0,
             remaining_tokens: remaining.1,
-        });
+        };
+        outbox::attempt_done(dep, event);
         self.attempts.push(Attempt {
             deployment: dep.labels.clone(),
             result,
@@ -116,7 +119,7 @@ async fn handle(
         started: Instant::now(),
         requested_model: Arc::from(""),
         end_user: None,
-        key: Arc::new(KeyLabels::default()),
+        key: state.anonymous.clone(),
         custom: vec![String::new(); state.config.metrics.custom_metadata_labels.len()],
         attempts: Vec::new(),
     };
@@ -226,16 +229,14 @@ async fn run(
             pending.custom = labels.iter().map(|l| custom_value(&meta, l)).collect();
         }
     }
-    let route = state
+    let picked = state
         .actors
-        .router
-        .send(Route {
-            model: model.clone().into_owned(),
-        })
-        .await;
-    let dep = match route {
-        Ok(Ok(dep)) => dep,
-        Ok(Err(RouteError::UnknownModel)) => {
+        .routes
+        .load()
+        .pick(&model, rand::thread_rng().gen::<f64>());
+    let dep = match picked {
+        Ok(dep) => dep,
+        Err(RouteError::UnknownModel) => {
             pending.requested_model = Arc::from(OVERFLOW);
             let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
             let name: String = model.chars().take(100).collect();
@@ -245,9 +246,8 @@ async fn run(
             ))
             .with_param("model"));
         }
-        Err(e) => return Err(ApiError::internal(format!("router unavailable: {e}"))),
     };
-    pending.requested_model = Arc::from(dep.cfg.model_name.as_str());
+    pending.requested_model = dep.group.clone();
     view.user()?;
     view.metadata()?;
     validate_fields(endpoint, &view)?;
@@ -255,7 +255,7 @@ async fn run(
     let client_wants_usage = stream && view.include_usage()?;
 
     let api_start = Instant::now();
-    if dep.cfg.provider == ProviderKind::Mock {
+    let Some(target) = &dep.target else {
         return mock_answer(
             endpoint,
             &view,
@@ -267,10 +267,10 @@ async fn run(
             pending,
         )
         .await;
-    }
+    };
 
     let upstream_body = view.upstream_body(&dep.cfg.model, stream);
-    let sent = openai::send(&dep.cfg, endpoint, upstream_body, stream).await;
+    let sent = openai::send(&dep.cfg, target, endpoint, upstream_body, stream).await;
     let openai::UpstreamResponse {
         mut response,
         remaining_requests,
@@ -329,7 +329,7 @@ fn pending_placeholder(state: &web::Data<AppState>) -> Pending {
         started: Instant::now(),
         requested_model: Arc::from(""),
         end_user: None,
-        key: Arc::new(KeyLabels::default()),
+        key: state.anonymous.clone(),
         custom: Vec::new(),
         attempts: Vec::new(),
     }

@@ -7,17 +7,14 @@ use super::wire::{parse_remaining, parse_retry_after};
 use super::Endpoint;
 use crate::config::DeploymentConfig;
 use crate::error::{ApiError, ErrorKind};
+use actix_rt::net::TcpStream;
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Uri;
 use awc::error::SendRequestError;
 use futures_util::future::LocalBoxFuture;
 use std::time::Duration;
-use tokio_like::TcpStream;
-
-mod tokio_like {
-    pub use actix_rt::net::TcpStream;
-}
 
 /// Connections kept per worker, across all upstream hosts.
 const POOL_LIMIT: usize = 1024;
@@ -72,6 +69,43 @@ pub fn client() -> awc::Client {
     CLIENT.with(|c| c.clone())
 }
 
+/// Where and how one deployment is called, computed once at startup (URLs parsed, auth header built).
+pub struct Target {
+    chat: Uri,
+    completions: Uri,
+    embeddings: Uri,
+    auth: Option<HeaderValue>,
+}
+
+impl Target {
+    /// `None` when the base URL does not parse (config validation already checked its scheme).
+    pub fn new(dep: &DeploymentConfig) -> Option<Target> {
+        let url = |e: Endpoint| format!("{}{}", dep.api_base, e.path()).parse::<Uri>().ok();
+        let auth = match &dep.api_key {
+            Some(key) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Some(Target {
+            chat: url(Endpoint::ChatCompletions)?,
+            completions: url(Endpoint::Completions)?,
+            embeddings: url(Endpoint::Embeddings)?,
+            auth,
+        })
+    }
+
+    fn url(&self, e: Endpoint) -> &Uri {
+        match e {
+            Endpoint::ChatCompletions => &self.chat,
+            Endpoint::Completions => &self.completions,
+            Endpoint::Embeddings => &self.embeddings,
+        }
+    }
+}
+
 /// An upstream answer whose status was 2xx; the body is still unread.
 pub struct UpstreamResponse {
     pub response: awc::ClientResponse,
@@ -94,25 +128,31 @@ fn header_f64(
 /// message; transport failures become `APIConnectionError` or `Timeout`.
 pub async fn send(
     dep: &DeploymentConfig,
+    target: &Target,
     endpoint: Endpoint,
     body: Vec<u8>,
     stream: bool,
 ) -> Result<UpstreamResponse, ApiError> {
-    let url = format!("{}{}", dep.api_base, endpoint.path());
     let timeout = if stream {
         dep.stream_timeout
     } else {
         dep.timeout
     };
     let mut req = client()
-        .post(url)
+        .post(target.url(endpoint))
         .timeout(timeout)
-        .insert_header(("content-type", "application/json"));
-    if let Some(key) = &dep.api_key {
-        req = req.insert_header(("authorization", format!("Bearer {}", key.expose())));
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
+    if let Some(auth) = &target.auth {
+        req = req.insert_header((header::AUTHORIZATION, auth.clone()));
     }
     if stream {
-        req = req.insert_header(("accept", "text/event-stream"));
+        req = req.insert_header((
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        ));
     }
     let mut resp = req
         .send_body(body)
