@@ -25,10 +25,10 @@
 #   DURATION         measured wrk run length                         [10s]
 #   WARMUP           unmeasured wrk run before every measured run    [2s]
 #   ROUNDS           direct/gateway pairs per concurrency            [2]
-#   GATEWAY_WORKERS  gateway --num_workers                           [1]
-#                    One worker because the machine this was written for has 2 cores, shared by the
-#                    gateway, the upstream (1 nginx worker) and wrk (1 thread). More gateway workers
-#                    than free cores only measures the scheduler. Raise it on bigger machines.
+#   GATEWAY_WORKERS  gateway --num_workers              [nproc, the gateway's own default]
+#                    On a 2-core machine the cores are shared by the gateway, the upstream (1 nginx
+#                    worker) and wrk (1 thread); GATEWAY_WORKERS=1 compares like for like with the
+#                    one-worker bare pass-through.
 #   MOCK_WORKERS     llm-mock --workers with UPSTREAM=mock           [1]
 #   LLM_BIN_DIR      where `llm` and `llm-mock` are      [$CARGO_TARGET_DIR/release, else target/release]
 #   GATEWAY_URL      TESTING ONLY: do not start `llm`; use this base URL (http://127.0.0.1:PORT) as
@@ -48,7 +48,7 @@ CONCURRENCY="${CONCURRENCY:-1 8 64}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-2}"
-GATEWAY_WORKERS="${GATEWAY_WORKERS:-1}"
+GATEWAY_WORKERS="${GATEWAY_WORKERS:-$(nproc)}"
 MOCK_WORKERS="${MOCK_WORKERS:-1}"
 GATEWAY_URL="${GATEWAY_URL:-}"
 if [[ -n "${LLM_BIN_DIR:-}" ]]; then
