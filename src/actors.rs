@@ -4,21 +4,27 @@
 //! RouterActor --publishes--> RoutingTable (ArcSwap)  <--reads-- HTTP handlers pick a deployment
 //! HTTP handlers --AttemptsDone--> DeploymentActor      (one per model_list entry: health, headers, latency)
 //! HTTP handlers --RequestsFinished--> MetricsActor     (owns the registry; renders /metrics)
+//! HTTP handlers --SpendLogged, Admin--> BudgetActor     (keys, teams, users, end users; spend; resets)
+//! BudgetActor --BudgetsChanged--> MetricsActor
 //! DeploymentActor --DeploymentStateChanged--> MetricsActor
 //! ```
 //! Actors run on their own arbiters, so HTTP workers never run actor code and never block on it.
 //! Telemetry from the workers is batched per worker ([`outbox`]) to keep cross-thread wake-ups rare.
 
+pub mod budget;
 pub mod deployment;
 pub mod metrics;
 pub mod outbox;
 pub mod router;
 
+use crate::accounts::Accounts;
 use crate::config::{Config, DeploymentConfig, ProviderKind};
 use crate::providers::openai;
 use crate::router::table::RoutingTable;
+use crate::store::Store;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
+use budget::BudgetActor;
 use deployment::DeploymentActor;
 use metrics::{DeploymentLabels, MetricsActor};
 use router::RouterActor;
@@ -44,12 +50,16 @@ pub struct Handles {
     /// `None` when the `prometheus` callback is off.
     pub metrics: Option<Addr<MetricsActor>>,
     pub deployments: Arc<Vec<Arc<Deployment>>>,
+    pub budget: Addr<BudgetActor>,
+    /// Keys, teams, users and end users in memory (the BudgetActor writes, handlers read).
+    pub accounts: Arc<Accounts>,
+    pub store: Store,
     /// Keeps the arbiters' handles; the threads stop with the System.
     _arbiters: Arc<Vec<ArbiterHandle>>,
 }
 
 /// Starts every actor. Must run inside an actix System.
-pub fn start(config: &Config) -> Handles {
+pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles {
     let metrics_arbiter = Arbiter::new().handle();
     let routing_arbiter = Arbiter::new().handle();
     let metrics = config.metrics.enabled.then(|| {
@@ -90,11 +100,22 @@ pub fn start(config: &Config) -> Handles {
         let (d, r) = (deployments.clone(), routes.clone());
         RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, r))
     };
+    let budget_arbiter = Arbiter::new().handle();
+    let budget = {
+        let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
+        BudgetActor::start_in_arbiter(&budget_arbiter, move |_| BudgetActor::new(a, s, m))
+    };
+    if let (Some(m), true) = (&metrics, config.metrics.initialize_budget_metrics) {
+        m.do_send(budget::all_gauges(&accounts));
+    }
     Handles {
         router,
         routes,
+        budget,
+        accounts,
+        store,
         metrics,
         deployments,
-        _arbiters: Arc::new(vec![metrics_arbiter, routing_arbiter]),
+        _arbiters: Arc::new(vec![metrics_arbiter, routing_arbiter, budget_arbiter]),
     }
 }

@@ -274,7 +274,7 @@ impl Config {
                 return Err(fail(vec![format!("`{at}`: {}", e.inner())]));
             }
         };
-        validate(raw, path, derived_ids).map_err(fail)
+        validate(raw, path, derived_ids, env("DATABASE_URL")).map_err(fail)
     }
 
     /// Whether an API call must present the master key (or, later, a virtual key).
@@ -510,7 +510,11 @@ fn validate(raw: RawConfig, path: &Path, derived_ids: Vec<String>) -> Result<Con
     }
     let general = GeneralSettings {
         master_key,
-        database_url: g.database_url.filter(|s| !s.is_empty()).map(Secret::new),
+        database_url: g
+            .database_url
+            .filter(|s| !s.is_empty())
+            .or_else(|| database_url_env.filter(|s| !s.is_empty()))
+            .map(Secret::new),
         redis_url: g.redis_url.filter(|s| !s.is_empty()).map(Secret::new),
         max_request_bytes,
     };

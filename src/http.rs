@@ -1,6 +1,7 @@
 //! The HTTP surface on one screen. Handlers are thin: extract and validate, ask the actors, stream the
 //! answer back, send one completion event. Every path exists with and without the `/v1` prefix.
 
+pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod metrics;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub groups: Vec<String>,
     /// Key labels of a request made without a virtual key (all empty), shared.
     pub anonymous: Arc<KeyLabels>,
+    /// Key labels of requests made with the master key (its hash, as the reference labels it).
+    pub master_labels: Arc<KeyLabels>,
 }
 
 impl AppState {
@@ -32,11 +35,21 @@ impl AppState {
                 groups.push(d.model_name.clone());
             }
         }
+        let master_hash = config
+            .general
+            .master_key
+            .as_ref()
+            .map(|k| crate::secret::hash_key(k.expose()))
+            .unwrap_or_default();
         AppState {
             config,
             actors,
             groups,
             anonymous: Arc::new(KeyLabels::default()),
+            master_labels: Arc::new(KeyLabels {
+                hashed_api_key: master_hash,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -58,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(&format!("{prefix}/models"), web::get().to(models::list));
     }
+    admin::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))

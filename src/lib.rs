@@ -1,6 +1,7 @@
 //! `llm`: an OpenAI-compatible LLM gateway. See ARCHITECTURE.md for the map; [`actors`] says who messages whom.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod actors;
 pub mod config;
 pub mod deployment;
@@ -12,3 +13,4 @@ pub mod providers;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod store;

@@ -32,6 +32,9 @@ pub struct RequestFinished {
     pub custom: Vec<String>,
     pub attempts: Vec<Attempt>,
     pub outcome: Outcome,
+    /// Budgets of the caller's key and team after this request.
+    pub budgets: Vec<BudgetGauge>,
+    pub model_limits: Option<ModelLimitGauge>,
 }
 
 /// The gauge `llm_deployment_state` of one deployment has a new value.
@@ -42,12 +45,51 @@ pub struct DeploymentStateChanged {
     pub state: HealthState,
 }
 
+/// Budget gauges changed outside a request (create, update, reset), or entities went away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BudgetsChanged {
+    pub gauges: Vec<BudgetGauge>,
+    pub removed: Vec<BudgetScope>,
+}
+
 /// Renders the text exposition.
 #[derive(Message)]
 #[rtype(result = "String")]
 pub struct Render;
 
 // ---- message payloads -----------------------------------------------------------------------------------
+
+/// Whose budget a gauge describes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BudgetScope {
+    Key {
+        hashed_api_key: String,
+        api_key_alias: String,
+    },
+    Team {
+        team_id: String,
+        team_alias: String,
+    },
+}
+
+/// The budget of a key or a team as the gauges show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetGauge {
+    pub scope: BudgetScope,
+    pub max_budget: Option<f64>,
+    /// USD.
+    pub spend: f64,
+    pub reset_at_ms: Option<i64>,
+}
+
+/// What is left of a key's model-specific limits in the current minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLimitGauge {
+    pub model: Arc<str>,
+    pub remaining_requests: Option<f64>,
+    pub remaining_tokens: Option<f64>,
+}
 
 /// Labels describing the caller: virtual key, team and internal user. Empty until virtual keys exist.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
@@ -269,6 +311,37 @@ impl MetricsActor {
     }
 
     fn finish(&mut self, msg: RequestFinished) {
+        self.set_budgets(&msg.budgets);
+        if let Some(ml) = &msg.model_limits {
+            let key = &*msg.key;
+            let get = |n: &str| -> String {
+                match n {
+                    "hashed_api_key" => key.hashed_api_key.clone(),
+                    "api_key_alias" => key.api_key_alias.clone(),
+                    "model" => ml.model.to_string(),
+                    _ => String::new(),
+                }
+            };
+            let vals = |f: &Fam<GaugeVec>| f.labels.iter().map(|n| get(n)).collect::<Vec<String>>();
+            if let Some(v) = ml.remaining_requests {
+                let l = vals(&self.fam.key_remaining_requests_for_model);
+                let r: Vec<&str> = l.iter().map(String::as_str).collect();
+                self.fam
+                    .key_remaining_requests_for_model
+                    .vec
+                    .with_label_values(&r)
+                    .set(v);
+            }
+            if let Some(v) = ml.remaining_tokens {
+                let l = vals(&self.fam.key_remaining_tokens_for_model);
+                let r: Vec<&str> = l.iter().map(String::as_str).collect();
+                self.fam
+                    .key_remaining_tokens_for_model
+                    .vec
+                    .with_label_values(&r)
+                    .set(v);
+            }
+        }
         let end_user = match msg.end_user.as_deref() {
             Some(u) => self.end_users.admit(u),
             None => String::new(),
@@ -435,6 +508,88 @@ impl Handler<DeploymentStateChanged> for MetricsActor {
             class: "",
         };
         Self::gauge(&self.fam.deployment_state, &ctx).set(msg.state as i32 as f64);
+    }
+}
+
+impl MetricsActor {
+    fn budget_values<'a>(f: &Fam<GaugeVec>, scope: &'a BudgetScope) -> Vec<&'a str> {
+        f.labels
+            .iter()
+            .map(|n| match (scope, n.as_str()) {
+                (BudgetScope::Key { hashed_api_key, .. }, "hashed_api_key") => {
+                    hashed_api_key.as_str()
+                }
+                (BudgetScope::Key { api_key_alias, .. }, "api_key_alias") => api_key_alias.as_str(),
+                (BudgetScope::Team { team_id, .. }, "team_id") => team_id.as_str(),
+                (BudgetScope::Team { team_alias, .. }, "team_alias") => team_alias.as_str(),
+                _ => "",
+            })
+            .collect()
+    }
+
+    fn budget_families(&self, scope: &BudgetScope) -> [&Fam<GaugeVec>; 3] {
+        match scope {
+            BudgetScope::Key { .. } => [
+                &self.fam.key_max_budget,
+                &self.fam.key_remaining_budget,
+                &self.fam.key_remaining_hours,
+            ],
+            BudgetScope::Team { .. } => [
+                &self.fam.team_max_budget,
+                &self.fam.team_remaining_budget,
+                &self.fam.team_remaining_hours,
+            ],
+        }
+    }
+
+    /// Max (when set), remaining (`+Inf` without a max, negative when overspent) and hours to reset.
+    fn set_budgets(&mut self, gauges: &[BudgetGauge]) {
+        let now = now_unix() * 1000.0;
+        for g in gauges {
+            let [max, remaining, hours] = self.budget_families(&g.scope);
+            let v = Self::budget_values(max, &g.scope);
+            match g.max_budget {
+                Some(m) => {
+                    max.vec.with_label_values(&v).set(m);
+                    // In micro-dollars first, so 0.1 - 0.024 reads 0.076, not 0.07600000000000001.
+                    let left = crate::store::micros(m) - crate::store::micros(g.spend);
+                    remaining
+                        .vec
+                        .with_label_values(&v)
+                        .set(crate::store::usd(left));
+                }
+                None => {
+                    let _ = max.vec.remove_label_values(&v);
+                    remaining.vec.with_label_values(&v).set(f64::INFINITY);
+                }
+            }
+            match g.reset_at_ms {
+                Some(at) => hours
+                    .vec
+                    .with_label_values(&v)
+                    .set((at as f64 - now) / 3_600_000.0),
+                None => {
+                    let _ = hours.vec.remove_label_values(&v);
+                }
+            }
+        }
+    }
+
+    fn remove_budgets(&mut self, scopes: &[BudgetScope]) {
+        for s in scopes {
+            for f in self.budget_families(s) {
+                let _ = f.vec.remove_label_values(&Self::budget_values(f, s));
+            }
+        }
+    }
+}
+
+impl Handler<BudgetsChanged> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BudgetsChanged, _: &mut Context<Self>) {
+        self.set_budgets(&msg.gauges);
+        self.remove_budgets(&msg.removed);
     }
 }
 

@@ -4,9 +4,11 @@
 //! actor after [`FLUSH_DELAY`] (or at once past [`FLUSH_AT`] events). Still `do_send`, still owned by the
 //! actors; only the number of wake-ups changes.
 
+use super::budget::{BudgetActor, SpendLogged};
 use super::deployment::{AttemptDone, AttemptsDone};
 use super::metrics::{MetricsActor, RequestFinished, RequestsFinished};
 use super::Deployment;
+use crate::store::SpendLog;
 use actix::Addr;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ struct Outbox {
     metrics: Option<Addr<MetricsActor>>,
     finished: Vec<RequestFinished>,
     attempts: Vec<(Arc<Deployment>, AttemptDone)>,
+    budget: Option<Addr<BudgetActor>>,
+    spend_logs: Vec<SpendLog>,
     scheduled: bool,
 }
 
@@ -38,6 +42,19 @@ pub fn request_finished(metrics: &Addr<MetricsActor>, event: RequestFinished) {
         }
         o.finished.push(event);
         o.finished.len() + o.attempts.len() >= FLUSH_AT
+    });
+    after_push(full);
+}
+
+/// Queues a spend-log row for the budget actor.
+pub fn spend_logged(budget: &Addr<BudgetActor>, row: SpendLog) {
+    let full = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.budget.is_none() {
+            o.budget = Some(budget.clone());
+        }
+        o.spend_logs.push(row);
+        o.spend_logs.len() >= FLUSH_AT
     });
     after_push(full);
 }
@@ -71,15 +88,20 @@ fn after_push(full: bool) {
 
 /// Sends everything buffered on this thread.
 pub fn flush() {
-    let (metrics, finished, attempts) = OUTBOX.with(|o| {
+    let (metrics, finished, attempts, budget, logs) = OUTBOX.with(|o| {
         let mut o = o.borrow_mut();
         o.scheduled = false;
         (
             o.metrics.clone(),
             std::mem::take(&mut o.finished),
             std::mem::take(&mut o.attempts),
+            o.budget.clone(),
+            std::mem::take(&mut o.spend_logs),
         )
     });
+    if let (Some(b), false) = (budget, logs.is_empty()) {
+        b.do_send(SpendLogged(logs));
+    }
     // Deployment events first: a state change should not trail the request that caused it.
     let mut groups: Vec<(Arc<Deployment>, Vec<AttemptDone>)> = Vec::new();
     for (dep, ev) in attempts {

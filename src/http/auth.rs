@@ -1,10 +1,16 @@
 //! Who is calling. Reads the key from `Authorization: Bearer`, `api-key` (Azure style) or `x-api-key`
-//! (Anthropic style) and checks it against the master key. Without a master key the gateway is open.
+//! (Anthropic style): the master key, or a virtual key looked up by its sha256 (memory first, the store on a
+//! miss, unknown keys remembered briefly). Without a master key the gateway is open: requests without a
+//! known key are admitted anonymously.
 
 use super::AppState;
+use crate::accounts::{check_key, Caller, KeyEntry, KeyRecord, NEGATIVE_TTL};
 use crate::error::ApiError;
-use crate::secret::constant_time_eq;
+use crate::secret::{constant_time_eq, hash_key};
+use crate::store::{decode, now_ms, Table};
 use actix_web::HttpRequest;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The key the client presented, if any.
 pub fn presented_key(req: &HttpRequest) -> Option<&str> {
@@ -29,16 +35,100 @@ pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     None
 }
 
-/// Admits the request when no master key is set, or when it presents the master key.
-pub fn check(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(master) = &state.config.general.master_key else {
-        return Ok(());
+fn is_master(state: &AppState, key: &str) -> bool {
+    state
+        .config
+        .general
+        .master_key
+        .as_ref()
+        .is_some_and(|m| constant_time_eq(key.as_bytes(), m.expose().as_bytes()))
+}
+
+/// A virtual key by its hash: memory, else the store (another replica may have created it).
+pub async fn lookup_key(state: &AppState, token: &str) -> Option<Arc<KeyEntry>> {
+    let accounts = &state.actors.accounts;
+    if let Some(e) = accounts.keys.get(token) {
+        return Some(e.clone());
+    }
+    if accounts
+        .missing_keys
+        .get(token)
+        .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+    {
+        return None;
+    }
+    match state.actors.store.get(Table::Keys, token).await {
+        Ok(Some(row)) => {
+            let rec: KeyRecord = decode(&row)?;
+            let entry =
+                Arc::new(accounts.key_entry(rec, None, row.spend_micros, row.budget_reset_at));
+            accounts
+                .keys
+                .entry(token.to_owned())
+                .or_insert(entry.clone());
+            accounts.keys.get(token).map(|e| e.clone())
+        }
+        Ok(None) => {
+            accounts
+                .missing_keys
+                .insert(token.to_owned(), Instant::now());
+            None
+        }
+        Err(e) => {
+            tracing::warn!("key lookup failed: {e}");
+            None
+        }
+    }
+}
+
+/// Authenticates an LLM request.
+pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let open = state.config.general.master_key.is_none();
+    let Some(key) = presented_key(req) else {
+        return if open {
+            Ok(Caller::anonymous(state.anonymous.clone()))
+        } else {
+            Err(ApiError::unauthorized(
+                "no API key: send `Authorization: Bearer <key>` (or the `api-key` / `x-api-key` header)",
+            ))
+        };
     };
-    match presented_key(req) {
+    if is_master(state, key) {
+        return Ok(Caller::anonymous(state.master_labels.clone()));
+    }
+    match lookup_key(state, &hash_key(key)).await {
+        Some(entry) => {
+            check_key(&entry, now_ms())?;
+            Ok(Caller::of_key(&state.actors.accounts, entry))
+        }
+        None if open => Ok(Caller::anonymous(state.anonymous.clone())),
         None => Err(ApiError::unauthorized(
-            "no API key: send `Authorization: Bearer <key>` (or the `api-key` / `x-api-key` header)",
+            "Authentication Error - invalid API key",
         )),
-        Some(k) if constant_time_eq(k.as_bytes(), master.expose().as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("invalid API key")),
+    }
+}
+
+/// For `/models`, `/health/*` and `/metrics`: the master key or any usable virtual key (no master key: open).
+pub async fn check(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    authenticate(req, state).await.map(|_| ())
+}
+
+/// For the management API: the master key, which must be configured.
+pub fn check_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    if state.config.general.master_key.is_none() {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::AuthenticationError,
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "the management API needs a master key: set general_settings.master_key (it must start with sk-)",
+        ));
+    }
+    match presented_key(req) {
+        Some(k) if is_master(state, k) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized(
+            "only the master key may call the management API",
+        )),
+        None => Err(ApiError::unauthorized(
+            "no API key: send `Authorization: Bearer <master key>`",
+        )),
     }
 }

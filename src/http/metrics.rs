@@ -16,7 +16,7 @@ pub async fn render(
         ));
     };
     if state.config.metrics.require_auth {
-        auth::check(&req, &state).map_err(|e| {
+        auth::check(&req, &state).await.map_err(|e| {
             ApiError::unauthorized(format!(
                 "Unauthorized access to metrics endpoint: {} To allow unauthenticated access, set `llm_settings.require_auth_for_metrics_endpoint: false` in your config.",
                 e.message

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state)?;
+    auth::check(&req, &state).await?;
     let created = crate::providers::mock::unix_now();
     let data: Vec<_> = state
         .groups

@@ -5,7 +5,11 @@
 //! [`RequestFinished`] event with everything the metrics need.
 
 use super::{auth, AppState};
+use crate::accounts::{
+    admin, admit, check_model_access, current_minute, settle, Admission, Caller, EndUserEntry,
+};
 use crate::actors::deployment::AttemptDone;
+use crate::actors::metrics::ModelLimitGauge;
 use crate::actors::metrics::{Attempt, KeyLabels, Outcome, RequestFinished, OVERFLOW};
 use crate::actors::{outbox, Deployment};
 use crate::config::CustomLabel;
@@ -13,6 +17,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
 use crate::providers::{mock, openai, Endpoint};
 use crate::router::table::RouteError;
+use crate::store::{micros, now_ms, usd, SpendLog};
 use actix::clock::{sleep, Instant, Sleep};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -49,19 +54,85 @@ pub async fn embeddings(
     handle(Endpoint::Embeddings, req, body, state).await
 }
 
-/// What the metrics event needs, filled in as the request is understood, and sent exactly once.
+/// What the request's accounting needs, filled in as the request is understood, and finished exactly once:
+/// spend settled on the caller's ledgers, a spend-log row, and the metrics event.
 struct Pending {
     state: web::Data<AppState>,
     started: Instant,
+    start_ms: i64,
     requested_model: Arc<str>,
     end_user: Option<String>,
     key: Arc<KeyLabels>,
     custom: Vec<String>,
     attempts: Vec<Attempt>,
+    caller: Option<Caller>,
+    end_user_entry: Option<Arc<EndUserEntry>>,
+    /// Set once budgets and limits admitted the request; releases its parallel slot when dropped.
+    admission: Option<Admission>,
 }
 
 impl Pending {
-    fn send(self, outcome: Outcome) {
+    fn new(state: &web::Data<AppState>) -> Pending {
+        Pending {
+            state: state.clone(),
+            started: Instant::now(),
+            start_ms: now_ms(),
+            requested_model: Arc::from(""),
+            end_user: None,
+            key: state.anonymous.clone(),
+            custom: vec![String::new(); state.config.metrics.custom_metadata_labels.len()],
+            attempts: Vec::new(),
+            caller: None,
+            end_user_entry: None,
+            admission: None,
+        }
+    }
+
+    fn send(mut self, outcome: Outcome) {
+        let mut budgets = Vec::new();
+        let mut model_limits = None;
+        if let Some(caller) = &self.caller {
+            if let (Some(adm), Outcome::Success { usage, cost, .. }) = (&self.admission, &outcome) {
+                settle(
+                    caller,
+                    self.end_user_entry.as_deref(),
+                    adm,
+                    micros(*cost),
+                    usage.total_tokens,
+                );
+            }
+            if let Some(k) = &caller.key {
+                budgets.push(admin::key_gauge(k));
+                if let Some(ml) = self
+                    .admission
+                    .as_ref()
+                    .and_then(|a| a.model_limits.as_ref())
+                {
+                    let minute = current_minute(now_ms());
+                    let left = |limit: Option<&u64>, used: u64| {
+                        limit.map(|l| l.saturating_sub(used) as f64)
+                    };
+                    model_limits = Some(ModelLimitGauge {
+                        model: self.requested_model.clone(),
+                        remaining_requests: left(
+                            k.rec.model_rpm_limit.get(&*self.requested_model),
+                            ml.requests.current(minute),
+                        ),
+                        remaining_tokens: left(
+                            k.rec.model_tpm_limit.get(&*self.requested_model),
+                            ml.tokens.current(minute),
+                        ),
+                    });
+                }
+            }
+            if let Some(t) = &caller.team {
+                budgets.push(admin::team_gauge(t));
+            }
+        }
+        if self.admission.is_some() {
+            self.log_spend(&outcome);
+        }
+        self.admission = None;
         if let Some(m) = &self.state.actors.metrics {
             let event = RequestFinished {
                 requested_model: self.requested_model,
@@ -70,9 +141,43 @@ impl Pending {
                 custom: self.custom,
                 attempts: self.attempts,
                 outcome,
+                budgets,
+                model_limits,
             };
             outbox::request_finished(m, event);
         }
+    }
+
+    /// One spend-log row for a request that reached the upstream stage.
+    fn log_spend(&self, outcome: &Outcome) {
+        let k = &self.key;
+        let (usage, spend, status) = match outcome {
+            Outcome::Success { usage, cost, .. } => (*usage, *cost, "success"),
+            Outcome::Failure { .. } => (Usage::default(), 0.0, "failure"),
+        };
+        let model_id = self
+            .attempts
+            .last()
+            .map(|a| a.deployment.model_id.clone())
+            .unwrap_or_default();
+        let row = SpendLog {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            api_key: k.hashed_api_key.clone(),
+            key_alias: k.api_key_alias.clone(),
+            team_id: k.team.clone(),
+            user: k.user.clone(),
+            end_user: self.end_user.clone().unwrap_or_default(),
+            model_group: self.requested_model.to_string(),
+            model_id,
+            prompt_tokens: usage.prompt_tokens as i64,
+            completion_tokens: usage.completion_tokens as i64,
+            total_tokens: usage.total_tokens as i64,
+            spend,
+            status: status.into(),
+            start_time_ms: self.start_ms,
+            end_time_ms: now_ms(),
+        };
+        outbox::spend_logged(&self.state.actors.budget, row);
     }
 
     fn fail(self, err: &ApiError) {
@@ -114,15 +219,7 @@ async fn handle(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let mut pending = Pending {
-        state: state.clone(),
-        started: Instant::now(),
-        requested_model: Arc::from(""),
-        end_user: None,
-        key: state.anonymous.clone(),
-        custom: vec![String::new(); state.config.metrics.custom_metadata_labels.len()],
-        attempts: Vec::new(),
-    };
+    let mut pending = Pending::new(&state);
     match run(endpoint, &req, payload, &state, &mut pending).await {
         Ok(Answer::Done(resp, outcome)) => {
             pending.send(outcome);
@@ -216,7 +313,9 @@ async fn run(
     state: &web::Data<AppState>,
     pending: &mut Pending,
 ) -> Result<Answer, ApiError> {
-    auth::check(req, state)?;
+    let caller = auth::authenticate(req, state).await?;
+    pending.key = caller.labels.clone();
+    pending.caller = Some(caller.clone());
     let body = read_body(req, payload, state.config.general.max_request_bytes).await?;
     let view = RequestView::parse(&body)?;
     let model = view.model()?;
@@ -253,6 +352,18 @@ async fn run(
     validate_fields(endpoint, &view)?;
     let stream = endpoint.can_stream() && view.stream()?;
     let client_wants_usage = stream && view.include_usage()?;
+    check_model_access(&caller, &dep.cfg.model_name)?;
+    let end_user_entry = pending
+        .end_user
+        .as_ref()
+        .and_then(|u| state.actors.accounts.end_users.get(u).map(|e| e.clone()));
+    pending.admission = Some(admit(
+        &caller,
+        end_user_entry.as_deref(),
+        &dep.cfg.model_name,
+        now_ms(),
+    )?);
+    pending.end_user_entry = end_user_entry;
 
     let api_start = Instant::now();
     let Some(target) = &dep.target else {
@@ -324,15 +435,7 @@ async fn run(
 
 /// A `Pending` left behind when the real one moves into a stream body; it is never sent.
 fn pending_placeholder(state: &web::Data<AppState>) -> Pending {
-    Pending {
-        state: state.clone(),
-        started: Instant::now(),
-        requested_model: Arc::from(""),
-        end_user: None,
-        key: state.anonymous.clone(),
-        custom: Vec::new(),
-        attempts: Vec::new(),
-    }
+    Pending::new(state)
 }
 
 fn success(
@@ -342,8 +445,11 @@ fn success(
     api: Duration,
     ttft: Option<Duration>,
 ) -> Outcome {
-    let cost = usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
-        + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0);
+    // Rounded to the micro-dollar once, so the ledgers, the spend log and the metric agree exactly.
+    let cost = usd(micros(
+        usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
+            + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0),
+    ));
     Outcome::Success {
         deployment: dep.labels.clone(),
         usage,

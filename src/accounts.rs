@@ -1,0 +1,778 @@
+//! Virtual keys, teams, internal users and end users, in memory: their records, spend ledgers and rate-limit
+//! windows. The BudgetActor (`actors/budget.rs`) is the only writer of records (create, update, delete,
+//! budget resets) and persists them; HTTP workers read records from the maps and admit or settle requests
+//! with atomic counters, so a known key costs no database or actor round trip on the request path.
+//!
+//! Money is integer micro-dollars. Windows are fixed one-minute windows packed into one atomic word
+//! (minute in the high half, count in the low half), so a check-and-take is a single compare-and-swap.
+
+pub mod admin;
+
+use crate::actors::metrics::KeyLabels;
+use crate::error::{ApiError, ErrorKind};
+use crate::secret::hash_key;
+use crate::store::{micros, usd};
+use actix_web::http::StatusCode;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+// ---- records (what is stored) -----------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    /// sha256 hex of the key: its id, and the `hashed_api_key` label.
+    pub token: String,
+    /// The key shortened for display (`sk-...abcd`).
+    pub key_name: String,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
+    #[serde(default)]
+    pub model_rpm_limit: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub model_tpm_limit: BTreeMap<String, u64>,
+    /// Unix milliseconds after which the key is refused.
+    pub expires: Option<i64>,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub metadata: Map<String, Json>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub user_id: Option<String>,
+    pub user_email: Option<String>,
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "user".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TeamRecord {
+    pub team_id: String,
+    pub team_alias: Option<String>,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub members_with_roles: Vec<Member>,
+    #[serde(default)]
+    pub metadata: Map<String, Json>,
+    #[serde(default)]
+    pub blocked: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub user_email: Option<String>,
+    pub user_alias: Option<String>,
+    #[serde(default = "default_user_role")]
+    pub user_role: String,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Json>,
+    pub created_at: i64,
+}
+
+fn default_user_role() -> String {
+    "internal_user".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EndUserRecord {
+    pub user_id: String,
+    pub alias: Option<String>,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    #[serde(default)]
+    pub blocked: bool,
+    pub created_at: i64,
+}
+
+// ---- counters -----------------------------------------------------------------------------------------
+
+/// Spend of one entity. `spend` is what admission reads; `unpersisted` is what the BudgetActor has not
+/// written to the store yet (it swaps it to zero when it writes).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    spend: AtomicI64,
+    unpersisted: AtomicI64,
+    /// Unix ms of the next budget reset; -1 when the entity has no `budget_duration`.
+    reset_at: AtomicI64,
+}
+
+impl Ledger {
+    pub fn new(spend_micros: i64, reset_at: Option<i64>) -> Ledger {
+        Ledger {
+            spend: AtomicI64::new(spend_micros),
+            unpersisted: AtomicI64::new(0),
+            reset_at: AtomicI64::new(reset_at.unwrap_or(-1)),
+        }
+    }
+
+    pub fn spend_micros(&self) -> i64 {
+        self.spend.load(Ordering::Acquire)
+    }
+
+    pub fn add(&self, micros: i64) {
+        self.spend.fetch_add(micros, Ordering::AcqRel);
+        self.unpersisted.fetch_add(micros, Ordering::AcqRel);
+    }
+
+    /// What the store has not seen yet; the caller writes it.
+    pub fn take_unpersisted(&self) -> i64 {
+        self.unpersisted.swap(0, Ordering::AcqRel)
+    }
+
+    /// Gives back a delta whose write failed, so the next flush retries it.
+    pub fn restore_unpersisted(&self, micros: i64) {
+        self.unpersisted.fetch_add(micros, Ordering::AcqRel);
+    }
+
+    pub fn reset_at(&self) -> Option<i64> {
+        let v = self.reset_at.load(Ordering::Acquire);
+        (v >= 0).then_some(v)
+    }
+
+    pub fn set_reset_at(&self, at: Option<i64>) {
+        self.reset_at.store(at.unwrap_or(-1), Ordering::Release);
+    }
+
+    /// Starts a new period: spend and pending writes to zero.
+    pub fn reset(&self, next: Option<i64>) {
+        self.spend.store(0, Ordering::Release);
+        self.unpersisted.store(0, Ordering::Release);
+        self.set_reset_at(next);
+    }
+}
+
+/// A fixed one-minute window: minute number in the high 32 bits, count in the low 32 bits.
+#[derive(Debug, Default)]
+pub struct Window(AtomicU64);
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+
+impl Window {
+    fn unpack(v: u64, minute: u64) -> u64 {
+        if v >> 32 == minute {
+            v & COUNT_MASK
+        } else {
+            0
+        }
+    }
+
+    /// Count in the current minute.
+    pub fn current(&self, minute: u64) -> u64 {
+        Self::unpack(self.0.load(Ordering::Acquire), minute)
+    }
+
+    /// Takes `n` if the count stays within `limit`; returns whether it did.
+    pub fn try_take(&self, minute: u64, n: u64, limit: u64) -> bool {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let count = Self::unpack(cur, minute);
+            if count + n > limit {
+                return false;
+            }
+            let next = (minute << 32) | ((count + n) & COUNT_MASK);
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Adds `n` unconditionally (tokens, known only after the call).
+    pub fn add(&self, minute: u64, n: u64) {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let count = Self::unpack(cur, minute).saturating_add(n).min(COUNT_MASK);
+            let next = (minute << 32) | count;
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Gives back `n` taken in `minute` (a request refused by a later check).
+    pub fn give_back(&self, minute: u64, n: u64) {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            if cur >> 32 != minute {
+                return;
+            }
+            let next = (minute << 32) | (cur & COUNT_MASK).saturating_sub(n);
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(v) => cur = v,
+            }
+        }
+    }
+}
+
+/// Request and token windows of one scope (a key, a team, a key on one model).
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub requests: Window,
+    pub tokens: Window,
+    pub in_flight: AtomicI64,
+}
+
+// ---- entries (records with their counters) ------------------------------------------------------------
+
+pub struct KeyEntry {
+    pub rec: KeyRecord,
+    pub ledger: Arc<Ledger>,
+    pub limits: Arc<Limits>,
+    /// Windows per model group named in `model_rpm_limit` / `model_tpm_limit`.
+    pub model_limits: HashMap<String, Arc<Limits>>,
+    pub labels: Arc<KeyLabels>,
+}
+
+pub struct TeamEntry {
+    pub rec: TeamRecord,
+    pub ledger: Arc<Ledger>,
+    pub limits: Arc<Limits>,
+}
+
+pub struct UserEntry {
+    pub rec: UserRecord,
+    pub ledger: Arc<Ledger>,
+}
+
+pub struct EndUserEntry {
+    pub rec: EndUserRecord,
+    pub ledger: Arc<Ledger>,
+}
+
+/// Everything in memory. Shared (`Arc`) by the BudgetActor (writer) and the HTTP workers (readers).
+#[derive(Default)]
+pub struct Accounts {
+    pub keys: DashMap<String, Arc<KeyEntry>>,
+    pub teams: DashMap<String, Arc<TeamEntry>>,
+    pub users: DashMap<String, Arc<UserEntry>>,
+    pub end_users: DashMap<String, Arc<EndUserEntry>>,
+    /// Keys looked up in the store and not found, with when: not asked again for [`NEGATIVE_TTL`].
+    pub missing_keys: DashMap<String, std::time::Instant>,
+}
+
+/// How long an unknown key is remembered as unknown.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+impl Accounts {
+    /// Builds a key entry, keeping the counters of `previous` (the same key before an update).
+    pub fn key_entry(
+        &self,
+        rec: KeyRecord,
+        previous: Option<&KeyEntry>,
+        spend: i64,
+        reset_at: Option<i64>,
+    ) -> KeyEntry {
+        let ledger = previous
+            .map(|p| p.ledger.clone())
+            .unwrap_or_else(|| Arc::new(Ledger::new(spend, reset_at)));
+        let limits = previous.map(|p| p.limits.clone()).unwrap_or_default();
+        let model_limits = rec
+            .model_rpm_limit
+            .keys()
+            .chain(rec.model_tpm_limit.keys())
+            .map(|m| {
+                let l = previous
+                    .and_then(|p| p.model_limits.get(m).cloned())
+                    .unwrap_or_default();
+                (m.clone(), l)
+            })
+            .collect();
+        KeyEntry {
+            labels: Arc::new(self.labels_for(&rec)),
+            rec,
+            ledger,
+            limits,
+            model_limits,
+        }
+    }
+
+    pub fn labels_for(&self, rec: &KeyRecord) -> KeyLabels {
+        let team = rec
+            .team_id
+            .as_ref()
+            .and_then(|t| self.teams.get(t).map(|e| e.clone()));
+        KeyLabels {
+            hashed_api_key: rec.token.clone(),
+            api_key_alias: rec.key_alias.clone().unwrap_or_default(),
+            team: rec.team_id.clone().unwrap_or_default(),
+            team_alias: team
+                .and_then(|t| t.rec.team_alias.clone())
+                .unwrap_or_default(),
+            user: rec.user_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+// ---- durations ----------------------------------------------------------------------------------------
+
+/// `30s`, `30m`, `1h`, `1d`, `30d` (LiteLLM's `budget_duration` / `duration` forms; `mo` is 30 days).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        "mo" => n * 30 * 86_400,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+pub fn current_minute(now_ms: i64) -> u64 {
+    (now_ms.max(0) / 60_000) as u64
+}
+
+fn seconds_to_next_minute(now_ms: i64) -> u64 {
+    let into = now_ms.rem_euclid(60_000);
+    ((60_000 - into) as u64).div_ceil(1000).max(1)
+}
+
+// ---- the request path ---------------------------------------------------------------------------------
+
+/// Who is calling, as authentication found it.
+#[derive(Clone)]
+pub struct Caller {
+    pub key: Option<Arc<KeyEntry>>,
+    pub team: Option<Arc<TeamEntry>>,
+    pub user: Option<Arc<UserEntry>>,
+    pub labels: Arc<KeyLabels>,
+}
+
+impl Caller {
+    pub fn anonymous(labels: Arc<KeyLabels>) -> Caller {
+        Caller {
+            key: None,
+            team: None,
+            user: None,
+            labels,
+        }
+    }
+
+    pub fn of_key(accounts: &Accounts, key: Arc<KeyEntry>) -> Caller {
+        let team = key
+            .rec
+            .team_id
+            .as_ref()
+            .and_then(|t| accounts.teams.get(t).map(|e| e.clone()));
+        let user = key
+            .rec
+            .user_id
+            .as_ref()
+            .and_then(|u| accounts.users.get(u).map(|e| e.clone()));
+        Caller {
+            labels: key.labels.clone(),
+            key: Some(key),
+            team,
+            user,
+        }
+    }
+}
+
+fn budget_error(what: &str, spend: i64, max: f64) -> ApiError {
+    ApiError::new(
+        ErrorKind::BudgetExceededError,
+        StatusCode::BAD_REQUEST,
+        format!(
+            "Budget has been exceeded! {what} Current cost: {}, Max budget: {max}",
+            usd(spend)
+        ),
+    )
+}
+
+fn limit_error(what: String, now_ms: i64) -> ApiError {
+    let mut e = ApiError::new(
+        ErrorKind::RateLimitError,
+        StatusCode::TOO_MANY_REQUESTS,
+        what,
+    );
+    e.retry_after = Some(seconds_to_next_minute(now_ms));
+    e
+}
+
+/// Refuses keys that are blocked or expired (401, before any body is read).
+pub fn check_key(key: &KeyEntry, now_ms: i64) -> Result<(), ApiError> {
+    if key.rec.blocked {
+        return Err(ApiError::unauthorized(
+            "Authentication Error - this key is blocked",
+        ));
+    }
+    if key.rec.expires.is_some_and(|e| e <= now_ms) {
+        return Err(ApiError::unauthorized("Authentication Error - expired key"));
+    }
+    Ok(())
+}
+
+/// The key's and the team's `models` lists, when set, must name the requested model group.
+pub fn check_model_access(caller: &Caller, model_group: &str) -> Result<(), ApiError> {
+    let denied = |who: &str| {
+        ApiError::new(
+            ErrorKind::AuthenticationError,
+            StatusCode::UNAUTHORIZED,
+            format!("{who} is not allowed to access model={model_group}"),
+        )
+        .with_param("model")
+    };
+    if let Some(k) = &caller.key {
+        if !k.rec.models.is_empty() && !k.rec.models.iter().any(|m| m == model_group) {
+            return Err(denied("API key"));
+        }
+    }
+    if let Some(t) = &caller.team {
+        if t.rec.blocked {
+            return Err(ApiError::unauthorized(
+                "Authentication Error - this key's team is blocked",
+            ));
+        }
+        if !t.rec.models.is_empty() && !t.rec.models.iter().any(|m| m == model_group) {
+            return Err(denied("Team"));
+        }
+    }
+    Ok(())
+}
+
+/// What admission took; dropping it releases the parallel-request slot.
+pub struct Admission {
+    in_flight: Option<Arc<Limits>>,
+    pub minute: u64,
+    /// The key's windows for this model group, when it has model-specific limits.
+    pub model_limits: Option<Arc<Limits>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(l) = &self.in_flight {
+            l.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Admits a request or says why not: budgets of key, team, user and end user (400 `budget_exceeded`),
+/// then parallel requests, rpm and tpm of key, team and key-on-model (429 with `retry-after`).
+pub fn admit(
+    caller: &Caller,
+    end_user: Option<&EndUserEntry>,
+    model_group: &str,
+    now_ms: i64,
+) -> Result<Admission, ApiError> {
+    let minute = current_minute(now_ms);
+    let over =
+        |ledger: &Ledger, max: Option<f64>| max.filter(|m| ledger.spend_micros() >= micros(*m));
+    if let Some(k) = &caller.key {
+        if let Some(max) = over(&k.ledger, k.rec.max_budget) {
+            return Err(budget_error("Key", k.ledger.spend_micros(), max));
+        }
+    }
+    if let Some(t) = &caller.team {
+        if let Some(max) = over(&t.ledger, t.rec.max_budget) {
+            return Err(budget_error(
+                &format!("Team={}", t.rec.team_id),
+                t.ledger.spend_micros(),
+                max,
+            ));
+        }
+    }
+    if let Some(u) = &caller.user {
+        if let Some(max) = over(&u.ledger, u.rec.max_budget) {
+            return Err(budget_error(
+                &format!("User={}", u.rec.user_id),
+                u.ledger.spend_micros(),
+                max,
+            ));
+        }
+    }
+    if let Some(e) = end_user {
+        if e.rec.blocked {
+            return Err(ApiError::new(
+                ErrorKind::PermissionDeniedError,
+                StatusCode::FORBIDDEN,
+                format!("end user {} is blocked", e.rec.user_id),
+            ));
+        }
+        if let Some(max) = over(&e.ledger, e.rec.max_budget) {
+            return Err(budget_error(
+                &format!("End user={}", e.rec.user_id),
+                e.ledger.spend_micros(),
+                max,
+            ));
+        }
+    }
+
+    // Limits: take request slots one scope at a time, giving back what was taken if a later one refuses.
+    let mut taken: Vec<Arc<Limits>> = Vec::new();
+    let give_back = |taken: &[Arc<Limits>]| {
+        for l in taken {
+            l.requests.give_back(minute, 1);
+        }
+    };
+    let mut admission = Admission {
+        in_flight: None,
+        minute,
+        model_limits: None,
+    };
+    if let Some(k) = &caller.key {
+        if let Some(max) = k.rec.max_parallel_requests {
+            let n = k.limits.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+            admission.in_flight = Some(k.limits.clone());
+            if n as u64 > max {
+                return Err(limit_error(
+                    format!("max_parallel_requests of this key ({max}) reached"),
+                    now_ms,
+                ));
+            }
+        }
+        let ml = k.model_limits.get(model_group).cloned();
+        let scopes: [(Option<&Arc<Limits>>, Option<u64>, Option<u64>, String); 2] = [
+            (
+                Some(&k.limits),
+                k.rec.rpm_limit,
+                k.rec.tpm_limit,
+                "key".into(),
+            ),
+            (
+                ml.as_ref(),
+                k.rec.model_rpm_limit.get(model_group).copied(),
+                k.rec.model_tpm_limit.get(model_group).copied(),
+                format!("key on model {model_group}"),
+            ),
+        ];
+        for (limits, rpm, tpm, what) in scopes {
+            let Some(limits) = limits else { continue };
+            if let Some(tpm) = tpm {
+                if limits.tokens.current(minute) >= tpm {
+                    give_back(&taken);
+                    return Err(limit_error(
+                        format!("tpm_limit of this {what} ({tpm}) reached"),
+                        now_ms,
+                    ));
+                }
+            }
+            if let Some(rpm) = rpm {
+                if !limits.requests.try_take(minute, 1, rpm) {
+                    give_back(&taken);
+                    return Err(limit_error(
+                        format!("rpm_limit of this {what} ({rpm}) reached"),
+                        now_ms,
+                    ));
+                }
+                taken.push(limits.clone());
+            }
+        }
+        admission.model_limits = ml;
+    }
+    if let Some(t) = &caller.team {
+        if let Some(tpm) = t.rec.tpm_limit {
+            if t.limits.tokens.current(minute) >= tpm {
+                give_back(&taken);
+                return Err(limit_error(
+                    format!("tpm_limit of team {} ({tpm}) reached", t.rec.team_id),
+                    now_ms,
+                ));
+            }
+        }
+        if let Some(rpm) = t.rec.rpm_limit {
+            if !t.limits.requests.try_take(minute, 1, rpm) {
+                give_back(&taken);
+                return Err(limit_error(
+                    format!("rpm_limit of team {} ({rpm}) reached", t.rec.team_id),
+                    now_ms,
+                ));
+            }
+        }
+    }
+    Ok(admission)
+}
+
+/// Attributes a finished request: cost to every ledger, tokens to every token window.
+pub fn settle(
+    caller: &Caller,
+    end_user: Option<&EndUserEntry>,
+    admission: &Admission,
+    cost_micros: i64,
+    tokens: u64,
+) {
+    let minute = admission.minute;
+    if let Some(k) = &caller.key {
+        k.ledger.add(cost_micros);
+        k.limits.tokens.add(minute, tokens);
+        if let Some(ml) = &admission.model_limits {
+            ml.tokens.add(minute, tokens);
+        }
+    }
+    if let Some(t) = &caller.team {
+        t.ledger.add(cost_micros);
+        t.limits.tokens.add(minute, tokens);
+    }
+    if let Some(u) = &caller.user {
+        u.ledger.add(cost_micros);
+    }
+    if let Some(e) = end_user {
+        e.ledger.add(cost_micros);
+    }
+}
+
+/// A new key: `sk-` and 32 random URL-safe characters.
+pub fn new_key() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    let s: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    format!("sk-{s}")
+}
+
+/// `sk-...abcd`: enough to recognise a key, not enough to use it.
+pub fn key_name(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("sk-...{tail}")
+}
+
+/// The stored id of a key given either the key itself (`sk-...`) or its hash.
+pub fn token_of(key_or_hash: &str) -> String {
+    if key_or_hash.len() == 64 && key_or_hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        key_or_hash.to_ascii_lowercase()
+    } else {
+        hash_key(key_or_hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("1mo"), Some(Duration::from_secs(30 * 86400)));
+        for bad in ["", "d", "10", "5y", "0s", "-1d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_count_per_minute() {
+        let w = Window::default();
+        assert!(w.try_take(10, 1, 2));
+        assert!(w.try_take(10, 1, 2));
+        assert!(!w.try_take(10, 1, 2));
+        assert_eq!(w.current(10), 2);
+        w.give_back(10, 1);
+        assert_eq!(w.current(10), 1);
+        // A new minute starts from zero.
+        assert_eq!(w.current(11), 0);
+        assert!(w.try_take(11, 1, 1));
+        w.add(11, 500);
+        assert_eq!(w.current(11), 501);
+        w.give_back(10, 1); // an old minute's give-back does nothing
+        assert_eq!(w.current(11), 501);
+    }
+
+    #[test]
+    fn windows_are_exact_under_contention() {
+        let w = Arc::new(Window::default());
+        let taken = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (w, taken) = (w.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        if w.try_take(7, 1, 1500) {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(taken.load(Ordering::Relaxed), 1500);
+        assert_eq!(w.current(7), 1500);
+    }
+
+    #[test]
+    fn ledger_tracks_unpersisted() {
+        let l = Ledger::new(100, None);
+        l.add(5);
+        l.add(7);
+        assert_eq!(l.spend_micros(), 112);
+        assert_eq!(l.take_unpersisted(), 12);
+        assert_eq!(l.take_unpersisted(), 0);
+        l.reset(Some(1000));
+        assert_eq!(l.spend_micros(), 0);
+        assert_eq!(l.reset_at(), Some(1000));
+    }
+
+    #[test]
+    fn keys_and_names() {
+        let k = new_key();
+        assert!(k.starts_with("sk-") && k.len() == 35);
+        assert_eq!(key_name("sk-abcdefgh"), "sk-...efgh");
+        assert_eq!(
+            token_of("sk-1234"),
+            "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+        );
+        let h = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b";
+        assert_eq!(token_of(h), h);
+    }
+}

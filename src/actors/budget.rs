@@ -1,0 +1,315 @@
+//! BudgetActor: the only writer of keys, teams, internal users and end users. It loads them at boot, runs
+//! management operations one at a time (store first, memory second), persists spend write-behind (every
+//! [`FLUSH_INTERVAL`], and on shutdown), appends the spend log in batches, resets budgets when their period
+//! ends, and tells the metrics actor about budget changes that happen outside requests.
+//!
+//! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
+//! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
+
+use super::metrics::{BudgetsChanged, MetricsActor};
+use crate::accounts::admin::{self, AdminOp};
+use crate::accounts::*;
+use crate::error::ApiError;
+use crate::store::{decode, now_ms, SpendLog, Store, StoreError, Table};
+use actix::prelude::*;
+use serde_json::Value as Json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often spend and the spend log are written, and budget resets checked.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Spend-log rows kept in memory while the store refuses writes; older ones are dropped (and logged).
+const MAX_PENDING_LOGS: usize = 100_000;
+
+// ---- messages -------------------------------------------------------------------------------------------
+
+/// Spend-log rows from one HTTP worker (batched, see `actors/outbox.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SpendLogged(pub Vec<SpendLog>);
+
+/// A management operation; answers the JSON body for the client.
+#[derive(Message)]
+#[rtype(result = "Result<Json, ApiError>")]
+pub struct Admin(pub AdminOp);
+
+/// Writes pending spend and spend-log rows now and applies due budget resets.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+// ---- boot -----------------------------------------------------------------------------------------------
+
+/// Loads every entity from the store into memory.
+pub async fn load(accounts: &Accounts, store: &Store) -> Result<(), StoreError> {
+    for row in store.load(Table::Teams).await? {
+        if let Some(rec) = decode::<TeamRecord>(&row) {
+            let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+            accounts.teams.insert(
+                row.id.clone(),
+                Arc::new(TeamEntry {
+                    rec,
+                    ledger,
+                    limits: Default::default(),
+                }),
+            );
+        }
+    }
+    for row in store.load(Table::Users).await? {
+        if let Some(rec) = decode::<UserRecord>(&row) {
+            let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+            accounts
+                .users
+                .insert(row.id.clone(), Arc::new(UserEntry { rec, ledger }));
+        }
+    }
+    for row in store.load(Table::EndUsers).await? {
+        if let Some(rec) = decode::<EndUserRecord>(&row) {
+            let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+            accounts
+                .end_users
+                .insert(row.id.clone(), Arc::new(EndUserEntry { rec, ledger }));
+        }
+    }
+    for row in store.load(Table::Keys).await? {
+        if let Some(rec) = decode::<KeyRecord>(&row) {
+            let entry = accounts.key_entry(rec, None, row.spend_micros, row.budget_reset_at);
+            accounts.keys.insert(row.id.clone(), Arc::new(entry));
+        }
+    }
+    Ok(())
+}
+
+/// Budget gauges of every key and team (for `prometheus_initialize_budget_metrics`).
+pub fn all_gauges(accounts: &Accounts) -> BudgetsChanged {
+    let mut gauges: Vec<_> = accounts.keys.iter().map(|e| admin::key_gauge(&e)).collect();
+    gauges.extend(accounts.teams.iter().map(|e| admin::team_gauge(&e)));
+    BudgetsChanged {
+        gauges,
+        removed: Vec::new(),
+    }
+}
+
+// ---- the actor ------------------------------------------------------------------------------------------
+
+pub struct BudgetActor {
+    accounts: Arc<Accounts>,
+    store: Store,
+    metrics: Option<Addr<MetricsActor>>,
+    logs: Vec<SpendLog>,
+}
+
+impl BudgetActor {
+    pub fn new(accounts: Arc<Accounts>, store: Store, metrics: Option<Addr<MetricsActor>>) -> Self {
+        BudgetActor {
+            accounts,
+            store,
+            metrics,
+            logs: Vec::new(),
+        }
+    }
+}
+
+impl Actor for BudgetActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(FLUSH_INTERVAL, |_, ctx| ctx.notify(Flush));
+    }
+}
+
+impl Handler<SpendLogged> for BudgetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SpendLogged, _: &mut Context<Self>) {
+        self.logs.extend(msg.0);
+        if self.logs.len() > MAX_PENDING_LOGS {
+            let drop = self.logs.len() - MAX_PENDING_LOGS;
+            tracing::error!(
+                dropped = drop,
+                "spend log backlog is full (the store refuses writes); oldest rows dropped"
+            );
+            self.logs.drain(..drop);
+        }
+    }
+}
+
+impl Handler<Admin> for BudgetActor {
+    type Result = AtomicResponse<Self, Result<Json, ApiError>>;
+
+    fn handle(&mut self, msg: Admin, _: &mut Context<Self>) -> Self::Result {
+        let (accounts, store, metrics) = (
+            self.accounts.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (json, fx) = admin::run(&accounts, &store, msg.0).await?;
+                if let Some(m) = metrics {
+                    if !fx.gauges.is_empty() || !fx.removed.is_empty() {
+                        m.do_send(BudgetsChanged {
+                            gauges: fx.gauges,
+                            removed: fx.removed,
+                        });
+                    }
+                }
+                Ok(json)
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Flush> for BudgetActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        let (accounts, store, metrics) = (
+            self.accounts.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+        );
+        let logs = std::mem::take(&mut self.logs);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let unwritten = flush(&accounts, &store, metrics.as_ref(), logs).await;
+                unwritten
+            }
+            .into_actor(self)
+            .map(|unwritten, act, _| {
+                // Rows the store refused go back in front, to be retried on the next flush.
+                if !unwritten.is_empty() {
+                    let newer = std::mem::take(&mut act.logs);
+                    act.logs = unwritten;
+                    act.logs.extend(newer);
+                }
+            }),
+        ))
+    }
+}
+
+/// Writes spend deltas and spend-log rows, then applies due resets. Returns log rows that were not written.
+async fn flush(
+    accounts: &Accounts,
+    store: &Store,
+    metrics: Option<&Addr<MetricsActor>>,
+    logs: Vec<SpendLog>,
+) -> Vec<SpendLog> {
+    let mut deltas: Vec<(Table, String, i64, Arc<Ledger>)> = Vec::new();
+    let mut take = |table: Table, id: &String, ledger: &Arc<Ledger>| {
+        let d = ledger.take_unpersisted();
+        if d != 0 {
+            deltas.push((table, id.clone(), d, ledger.clone()));
+        }
+    };
+    for e in accounts.keys.iter() {
+        take(Table::Keys, e.key(), &e.ledger);
+    }
+    for e in accounts.teams.iter() {
+        take(Table::Teams, e.key(), &e.ledger);
+    }
+    for e in accounts.users.iter() {
+        take(Table::Users, e.key(), &e.ledger);
+    }
+    for e in accounts.end_users.iter() {
+        take(Table::EndUsers, e.key(), &e.ledger);
+    }
+    if !deltas.is_empty() {
+        let rows: Vec<(Table, String, i64)> = deltas
+            .iter()
+            .map(|(t, id, d, _)| (*t, id.clone(), *d))
+            .collect();
+        if let Err(e) = store.add_spend(&rows).await {
+            tracing::error!("cannot persist spend, will retry: {e}");
+            for (_, _, d, ledger) in &deltas {
+                ledger.restore_unpersisted(*d);
+            }
+        }
+    }
+    let unwritten = if logs.is_empty() {
+        Vec::new()
+    } else {
+        match store.insert_spend_logs(&logs).await {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::error!("cannot write the spend log, will retry: {e}");
+                logs
+            }
+        }
+    };
+    resets(accounts, store, metrics).await;
+    unwritten
+}
+
+/// Starts a new budget period for every entity whose reset time has passed.
+async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<MetricsActor>>) {
+    let now = now_ms();
+    let due = |l: &Ledger| l.reset_at().is_some_and(|t| t <= now);
+    let next = |d: &Option<String>| {
+        d.as_deref()
+            .and_then(parse_duration)
+            .map(|d| now + d.as_millis() as i64)
+    };
+    let mut gauges = Vec::new();
+    let mut todo: Vec<(Table, String, Arc<Ledger>, Option<i64>)> = Vec::new();
+    for e in accounts.keys.iter().filter(|e| due(&e.ledger)) {
+        todo.push((
+            Table::Keys,
+            e.key().clone(),
+            e.ledger.clone(),
+            next(&e.rec.budget_duration),
+        ));
+    }
+    for e in accounts.teams.iter().filter(|e| due(&e.ledger)) {
+        todo.push((
+            Table::Teams,
+            e.key().clone(),
+            e.ledger.clone(),
+            next(&e.rec.budget_duration),
+        ));
+    }
+    for e in accounts.users.iter().filter(|e| due(&e.ledger)) {
+        todo.push((
+            Table::Users,
+            e.key().clone(),
+            e.ledger.clone(),
+            next(&e.rec.budget_duration),
+        ));
+    }
+    for e in accounts.end_users.iter().filter(|e| due(&e.ledger)) {
+        todo.push((
+            Table::EndUsers,
+            e.key().clone(),
+            e.ledger.clone(),
+            next(&e.rec.budget_duration),
+        ));
+    }
+    for (table, id, ledger, next_reset) in todo {
+        if let Err(e) = store.reset_spend(table, &id, next_reset).await {
+            tracing::error!("cannot reset the budget of {id}, will retry: {e}");
+            continue;
+        }
+        ledger.reset(next_reset);
+        tracing::info!(entity = ?table, id = %if table == Table::Keys { &id[..8] } else { &id }, "budget period reset");
+        match table {
+            Table::Keys => {
+                if let Some(e) = accounts.keys.get(&id) {
+                    gauges.push(admin::key_gauge(&e));
+                }
+            }
+            Table::Teams => {
+                if let Some(e) = accounts.teams.get(&id) {
+                    gauges.push(admin::team_gauge(&e));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(m), false) = (metrics, gauges.is_empty()) {
+        m.do_send(BudgetsChanged {
+            gauges,
+            removed: Vec::new(),
+        });
+    }
+}

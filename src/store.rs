@@ -1,0 +1,484 @@
+//! Persistence with sqlx: an embedded SQLite file by default, PostgreSQL when `database_url` says so.
+//! One schema works on both (BIGINT, DOUBLE PRECISION, TEXT only), driven through sqlx's `Any` driver.
+//!
+//! Entities (keys, teams, users, end users) are rows of `(id, data, spend_micros, budget_reset_at, ...)`:
+//! `data` is the record as JSON; spend is a separate integer column (micro-dollars) that only ever moves by
+//! `spend_micros + delta` or a reset, so replicas writing at once never lose each other's spend. The spend
+//! log is append-only, written in batches, never read on the request path.
+
+use crate::secret::Secret;
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::path::Path;
+use std::time::Duration;
+
+/// The tables holding one entity kind each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Keys,
+    Teams,
+    Users,
+    EndUsers,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Keys, Table::Teams, Table::Users, Table::EndUsers];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Keys => "llm_keys",
+            Table::Teams => "llm_teams",
+            Table::Users => "llm_users",
+            Table::EndUsers => "llm_end_users",
+        }
+    }
+}
+
+/// One stored entity: its record (JSON), spend and reset time.
+#[derive(Debug, Clone)]
+pub struct Row_ {
+    pub id: String,
+    pub data: String,
+    pub spend_micros: i64,
+    pub budget_reset_at: Option<i64>,
+}
+
+/// One line of the append-only spend log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct SpendLog {
+    pub request_id: String,
+    pub api_key: String,
+    pub key_alias: String,
+    pub team_id: String,
+    pub user: String,
+    pub end_user: String,
+    pub model_group: String,
+    pub model_id: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    /// USD, exact: the log stores micro-dollars.
+    pub spend: f64,
+    pub status: String,
+    pub start_time_ms: i64,
+    pub end_time_ms: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SpendFilter {
+    pub api_key: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StoreError {
+    what: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError { what, source }
+}
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS llm_keys (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_teams (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_users (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_end_users (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS llm_spend_logs (request_id TEXT NOT NULL, api_key TEXT NOT NULL, key_alias TEXT NOT NULL, team_id TEXT NOT NULL, user_id TEXT NOT NULL, end_user TEXT NOT NULL, model_group TEXT NOT NULL, model_id TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL, spend_micros BIGINT NOT NULL, status TEXT NOT NULL, start_time_ms BIGINT NOT NULL, end_time_ms BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS llm_spend_logs_time ON llm_spend_logs (start_time_ms)",
+    "CREATE INDEX IF NOT EXISTS llm_spend_logs_key ON llm_spend_logs (api_key)",
+];
+
+/// Largest number of spend-log rows in one INSERT.
+const SPEND_LOG_BATCH: usize = 200;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub kind: &'static str,
+}
+
+pub fn micros(usd: f64) -> i64 {
+    (usd * 1_000_000.0).round() as i64
+}
+
+pub fn usd(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+impl Store {
+    /// Connects (creating the SQLite file when needed) and applies the schema.
+    /// `database_url`: `postgres://…` / `postgresql://…`, `sqlite://path`, or none for `<config dir>/llm.db`.
+    pub async fn connect(
+        database_url: Option<&Secret>,
+        config_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, kind, max) = match database_url.map(Secret::expose) {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => (u.to_owned(), "postgres", 10),
+            Some(u) if u.starts_with("sqlite:") => (with_create(u), "sqlite", 1),
+            Some(_) => {
+                return Err(StoreError {
+                    what: "general_settings.database_url must start with postgresql://, postgres:// or sqlite:".into(),
+                    source: sqlx::Error::Configuration("unsupported database URL scheme".into()),
+                })
+            }
+            None => {
+                let path = config_dir.join("llm.db");
+                (with_create(&format!("sqlite://{}", path.display())), "sqlite", 1)
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(err(format!("cannot open the {kind} database")))?;
+        for m in MIGRATIONS {
+            sqlx::query(m)
+                .execute(&pool)
+                .await
+                .map_err(err("cannot apply the schema"))?;
+        }
+        Ok(Store { pool, kind })
+    }
+
+    pub async fn load(&self, table: Table) -> Result<Vec<Row_>, StoreError> {
+        let sql = format!(
+            "SELECT id, data, spend_micros, budget_reset_at FROM {} ORDER BY created_at, id",
+            table.name()
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err(format!("cannot read {}", table.name())))?;
+        rows.iter()
+            .map(|r| row(r).map_err(err("bad row")))
+            .collect()
+    }
+
+    pub async fn get(&self, table: Table, id: &str) -> Result<Option<Row_>, StoreError> {
+        let sql = format!(
+            "SELECT id, data, spend_micros, budget_reset_at FROM {} WHERE id = $1",
+            table.name()
+        );
+        let r = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("cannot read"))?;
+        r.map(|r| row(&r).map_err(err("bad row"))).transpose()
+    }
+
+    /// Inserts or replaces the record; spend is left as stored (new rows start at `spend_micros`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert(
+        &self,
+        table: Table,
+        id: &str,
+        data: &impl Serialize,
+        spend_micros: i64,
+        budget_reset_at: Option<i64>,
+        team_id: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+        let sql = format!(
+            "INSERT INTO {} (id, data, spend_micros, budget_reset_at, team_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, budget_reset_at = excluded.budget_reset_at, team_id = excluded.team_id, user_id = excluded.user_id",
+            table.name()
+        );
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(data)
+            .bind(spend_micros)
+            .bind(budget_reset_at)
+            .bind(team_id.map(str::to_owned))
+            .bind(user_id.map(str::to_owned))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(err(format!("cannot write {}", table.name())))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
+        let sql = format!("DELETE FROM {} WHERE id = $1", table.name());
+        let mut n = 0;
+        for id in ids {
+            n += sqlx::query(&sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("cannot delete"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(err("cannot commit"))?;
+        Ok(n)
+    }
+
+    /// Adds spend deltas (micro-dollars) in one transaction.
+    pub async fn add_spend(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
+        for (table, id, d) in deltas {
+            let sql = format!(
+                "UPDATE {} SET spend_micros = spend_micros + $1 WHERE id = $2",
+                table.name()
+            );
+            sqlx::query(&sql)
+                .bind(*d)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("cannot add spend"))?;
+        }
+        tx.commit().await.map_err(err("cannot commit spend"))
+    }
+
+    /// Starts a new budget period: spend to zero, next reset time stored.
+    pub async fn reset_spend(
+        &self,
+        table: Table,
+        id: &str,
+        next_reset: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE {} SET spend_micros = 0, budget_reset_at = $1 WHERE id = $2",
+            table.name()
+        );
+        sqlx::query(&sql)
+            .bind(next_reset)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("cannot reset spend"))?;
+        Ok(())
+    }
+
+    pub async fn insert_spend_logs(&self, logs: &[SpendLog]) -> Result<(), StoreError> {
+        for chunk in logs.chunks(SPEND_LOG_BATCH) {
+            let mut sql = String::from(
+                "INSERT INTO llm_spend_logs (request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                let b = i * 15;
+                sql.push('(');
+                for j in 1..=15 {
+                    if j > 1 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", b + j));
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for l in chunk {
+                q = q
+                    .bind(l.request_id.clone())
+                    .bind(l.api_key.clone())
+                    .bind(l.key_alias.clone())
+                    .bind(l.team_id.clone())
+                    .bind(l.user.clone())
+                    .bind(l.end_user.clone())
+                    .bind(l.model_group.clone())
+                    .bind(l.model_id.clone())
+                    .bind(l.prompt_tokens)
+                    .bind(l.completion_tokens)
+                    .bind(l.total_tokens)
+                    .bind(micros(l.spend))
+                    .bind(l.status.clone())
+                    .bind(l.start_time_ms)
+                    .bind(l.end_time_ms);
+            }
+            q.execute(&self.pool)
+                .await
+                .map_err(err("cannot write the spend log"))?;
+        }
+        Ok(())
+    }
+
+    fn where_clause(f: &SpendFilter) -> (String, Vec<Bind>) {
+        let mut parts = Vec::new();
+        let mut binds = Vec::new();
+        let mut add = |col: &str, op: &str, b: Bind| {
+            binds.push(b);
+            parts.push(format!("{col} {op} ${}", binds.len()));
+        };
+        if let Some(k) = &f.api_key {
+            add("api_key", "=", Bind::Text(k.clone()));
+        }
+        if let Some(t) = &f.team_id {
+            add("team_id", "=", Bind::Text(t.clone()));
+        }
+        if let Some(u) = &f.user_id {
+            add("user_id", "=", Bind::Text(u.clone()));
+        }
+        if let Some(s) = f.start_ms {
+            add("start_time_ms", ">=", Bind::Int(s));
+        }
+        if let Some(e) = f.end_ms {
+            add("start_time_ms", "<", Bind::Int(e));
+        }
+        let w = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", parts.join(" AND "))
+        };
+        (w, binds)
+    }
+
+    pub async fn spend_logs(
+        &self,
+        f: &SpendFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SpendLog>, i64), StoreError> {
+        let (w, binds) = Self::where_clause(f);
+        let n = binds.len();
+        let count_sql = format!("SELECT COUNT(*) AS n FROM llm_spend_logs{w}");
+        let mut q = sqlx::query(&count_sql);
+        for b in &binds {
+            q = b.bind(q);
+        }
+        let total: i64 = q
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("cannot count spend logs"))?
+            .try_get("n")
+            .map_err(err("bad count"))?;
+        let sql = format!(
+            "SELECT request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms FROM llm_spend_logs{w} ORDER BY start_time_ms DESC, request_id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = b.bind(q);
+        }
+        let rows = q
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("cannot read spend logs"))?;
+        let logs = rows
+            .iter()
+            .map(|r| -> Result<SpendLog, sqlx::Error> {
+                Ok(SpendLog {
+                    request_id: r.try_get("request_id")?,
+                    api_key: r.try_get("api_key")?,
+                    key_alias: r.try_get("key_alias")?,
+                    team_id: r.try_get("team_id")?,
+                    user: r.try_get("user_id")?,
+                    end_user: r.try_get("end_user")?,
+                    model_group: r.try_get("model_group")?,
+                    model_id: r.try_get("model_id")?,
+                    prompt_tokens: r.try_get("prompt_tokens")?,
+                    completion_tokens: r.try_get("completion_tokens")?,
+                    total_tokens: r.try_get("total_tokens")?,
+                    spend: usd(r.try_get("spend_micros")?),
+                    status: r.try_get("status")?,
+                    start_time_ms: r.try_get("start_time_ms")?,
+                    end_time_ms: r.try_get("end_time_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err("bad spend log row"))?;
+        Ok((logs, total))
+    }
+
+    /// Totals grouped by one column of the spend log (`api_key`, `team_id`, `user_id`, `end_user`, `model_group`).
+    pub async fn spend_report(
+        &self,
+        f: &SpendFilter,
+        group_by: &'static str,
+    ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
+        let (w, binds) = Self::where_clause(f);
+        let sql = format!(
+            "SELECT {group_by} AS g, SUM(spend_micros) AS s, SUM(total_tokens) AS t, COUNT(*) AS n FROM llm_spend_logs{w} GROUP BY {group_by} ORDER BY s DESC"
+        );
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = b.bind(q);
+        }
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("cannot build the spend report"))?;
+        rows.iter()
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((
+                    r.try_get::<String, _>("g")?,
+                    usd(r.try_get::<i64, _>("s")?),
+                    r.try_get::<i64, _>("t")?,
+                    r.try_get::<i64, _>("n")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err("bad report row"))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Bind {
+    fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Bind::Text(s) => q.bind(s.clone()),
+            Bind::Int(i) => q.bind(*i),
+        }
+    }
+}
+
+fn with_create(url: &str) -> String {
+    if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn row(r: &AnyRow) -> Result<Row_, sqlx::Error> {
+    Ok(Row_ {
+        id: r.try_get("id")?,
+        data: r.try_get("data")?,
+        spend_micros: r.try_get("spend_micros")?,
+        budget_reset_at: r.try_get("budget_reset_at")?,
+    })
+}
+
+pub fn decode<T: DeserializeOwned>(row: &Row_) -> Option<T> {
+    serde_json::from_str(&row.data).ok()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
