@@ -293,7 +293,12 @@ fn secs(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
     Duration::from_secs_f64(v)
 }
 
-fn validate(raw: RawConfig, path: &Path, derived_ids: Vec<String>) -> Result<Config, Vec<String>> {
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    derived_ids: Vec<String>,
+    database_url_env: Option<String>,
+) -> Result<Config, Vec<String>> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut not_implemented = Vec::new();
