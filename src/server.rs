@@ -45,7 +45,9 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
         "accounts loaded"
     );
     let handles = actors::start(&config, accounts, store.clone());
-    let budget_addr = handles.budget.clone();
+    // Held to the end: an arbiter's thread stops when the last handle to it is dropped, and the server's
+    // app factories (which hold the others) are dropped when it stops.
+    let kept = handles.clone();
     let state = web::Data::new(AppState::new(config.clone(), handles));
     let server = HttpServer::new(move || {
         App::new()
@@ -57,15 +59,43 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
     .tcp_nodelay(true)
     .backlog(4096)
     .max_connection_rate(1024)
+    // Signals are ours: actix-server's own handling stops the whole System right after the HTTP server,
+    // which would kill the budget actor before it writes the spend still in memory.
+    .disable_signals()
     .bind((opts.host.as_str(), opts.port))?;
     for addr in server.addrs() {
         tracing::info!("llm gateway listening on http://{addr}");
     }
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal: finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    server.await?;
     tracing::info!("stopping: writing pending spend");
-    if let Err(e) = budget_addr.send(budget::Flush).await {
+    if let Err(e) = kept.budget.send(budget::Flush).await {
         tracing::error!("could not write pending spend at shutdown: {e}");
     }
     store.close().await;
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_stop_signal() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio_select(actix_rt::signal::ctrl_c(), term.recv()).await;
+        }
+        Err(_) => {
+            let _ = actix_rt::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Waits for whichever of two futures finishes first.
+async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B) {
+    futures_util::future::select(std::pin::pin!(a), std::pin::pin!(b)).await;
 }

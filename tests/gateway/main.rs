@@ -1,6 +1,7 @@
 //! Integration tests: the real `llm` binary against the `llm-mock` upstream, asserted through HTTP and by
 //! parsing `/metrics`. One test binary (faster to link than one per file).
 
+mod budgets;
 mod cli;
 mod errors;
 mod metrics;

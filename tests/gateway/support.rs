@@ -85,35 +85,56 @@ impl Drop for Mock {
     }
 }
 
-/// The gateway, started on a config written to a scratch dir, killed on drop.
+/// The gateway, started on a config written to a scratch dir, killed on drop. Its SQLite file lives in that
+/// dir; with `LLM_TEST_DATABASE_URL` set (a PostgreSQL URL), each gateway gets a fresh database there.
 pub struct Gateway {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    database_url: Option<String>,
+    keep_dir: bool,
+}
+
+/// A new, empty PostgreSQL database next to the one `base` names; returns its URL.
+async fn fresh_database(base: &str) -> String {
+    use sqlx::Executor;
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let name = format!("llm_test_{}_{n}", std::process::id());
+    let pool = sqlx::PgPool::connect(base).await.expect("LLM_TEST_DATABASE_URL connects");
+    pool.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await.unwrap();
+    pool.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
+    pool.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("URL has a database name");
+    format!("{prefix}/{name}")
 }
 
 impl Gateway {
     pub async fn start(config: &str) -> Gateway {
         let dir = scratch_dir();
+        let database_url = match std::env::var("LLM_TEST_DATABASE_URL") {
+            Ok(base) if !base.is_empty() => Some(fresh_database(&base).await),
+            _ => None,
+        };
+        Self::start_in(dir, config, database_url).await
+    }
+
+    /// Starts on an existing dir (and database): a restart.
+    pub async fn start_in(dir: PathBuf, config: &str, database_url: Option<String>) -> Gateway {
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_llm"))
-            .args([
-                "--config",
-                path.to_str().unwrap(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
+        cmd.args(["--config", path.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--num_workers", "1"])
+            .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("llm starts");
-        let gw = Gateway { child, port, dir };
+            .stderr(log);
+        if let Some(url) = &database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        let child = cmd.spawn().expect("llm starts");
+        let gw = Gateway { child, port, dir, database_url, keep_dir: false };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = client().get(gw.url("/health/liveliness")).send().await {
@@ -121,14 +142,38 @@ impl Gateway {
                     break;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not start: {}",
-                gw.log()
-            );
+            assert!(Instant::now() < deadline, "gateway did not start: {}", gw.log());
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         gw
+    }
+
+    /// Stops the gateway as an operator would (SIGTERM, graceful) and starts it again on the same files.
+    pub async fn restart(mut self, config: &str) -> Gateway {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                assert!(code.success(), "gateway exited with {code}: {}", self.log());
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.keep_dir = true;
+        let (dir, url) = (self.dir.clone(), self.database_url.clone());
+        drop(self);
+        Gateway::start_in(dir, config, url).await
+    }
+
+    /// A management call with the master key `sk-master`.
+    pub async fn admin(&self, path: &str, body: &Value) -> Reply {
+        self.post_with(path, body, &[("authorization", "Bearer sk-master")]).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.get(path, &[("authorization", "Bearer sk-master")]).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -218,7 +263,9 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -394,4 +441,8 @@ pub fn upstream_config(mock: &Mock, extra: &str) -> String {
 
 pub fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Say hello to the tests"}]})
+}
+
+pub fn sha256(s: &str) -> String {
+    llm::secret::hash_key(s)
 }
