@@ -479,6 +479,9 @@ pub fn check_model_access(caller: &Caller, model_group: &str) -> Result<(), ApiE
     Ok(())
 }
 
+/// A limited scope during admission: its windows, rpm, tpm, and how errors name it.
+type Scope<'a> = (Option<&'a Arc<Limits>>, Option<u64>, Option<u64>, String);
+
 /// What admission took; dropping it releases the parallel-request slot.
 pub struct Admission {
     in_flight: Option<Arc<Limits>>,
@@ -570,7 +573,7 @@ pub fn admit(
             }
         }
         let ml = k.model_limits.get(model_group).cloned();
-        let scopes: [(Option<&Arc<Limits>>, Option<u64>, Option<u64>, String); 2] = [
+        let scopes: [Scope; 2] = [
             (
                 Some(&k.limits),
                 k.rec.rpm_limit,

@@ -410,7 +410,7 @@ impl Store {
     ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
         let (w, binds) = Self::where_clause(f);
         let sql = format!(
-            "SELECT {group_by} AS g, SUM(spend_micros) AS s, SUM(total_tokens) AS t, COUNT(*) AS n FROM llm_spend_logs{w} GROUP BY {group_by} ORDER BY s DESC"
+            "SELECT {group_by} AS g, CAST(SUM(spend_micros) AS BIGINT) AS s, CAST(SUM(total_tokens) AS BIGINT) AS t, COUNT(*) AS n FROM llm_spend_logs{w} GROUP BY {group_by} ORDER BY s DESC"
         );
         let mut q = sqlx::query(&sql);
         for b in &binds {

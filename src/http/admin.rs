@@ -210,7 +210,7 @@ async fn team_list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         .iter()
         .map(|e| (e.rec.created_at, team_info(&e)))
         .collect();
-    teams.sort_by(|a, b| a.0.cmp(&b.0));
+    teams.sort_by_key(|t| t.0);
     Ok(HttpResponse::Ok().json(teams.into_iter().map(|t| t.1).collect::<Vec<_>>()))
 }
 

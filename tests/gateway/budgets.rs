@@ -11,7 +11,12 @@ fn ask(model: &str) -> Value {
 }
 
 async fn call(gw: &Gateway, key: &str, body: &Value) -> Reply {
-    gw.post_with("/v1/chat/completions", body, &[("authorization", &format!("Bearer {key}"))]).await
+    gw.post_with(
+        "/v1/chat/completions",
+        body,
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await
 }
 
 fn cost_of(reply: &Reply) -> f64 {
@@ -30,21 +35,40 @@ async fn management_api_validates_and_guards() {
     let r = gw.post("/key/generate", &json!({})).await;
     assert_eq!(r.status, 401);
     r.error();
-    let r = gw.post_with("/key/generate", &json!({}), &[("authorization", "Bearer sk-not-master")]).await;
+    let r = gw
+        .post_with(
+            "/key/generate",
+            &json!({}),
+            &[("authorization", "Bearer sk-not-master")],
+        )
+        .await;
     assert_eq!(r.status, 401);
     // Bad fields are named; nothing is written.
-    let r = gw.admin("/key/generate", &json!({"max_budget": "lots"})).await;
+    let r = gw
+        .admin("/key/generate", &json!({"max_budget": "lots"}))
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error()["param"], "max_budget");
-    let r = gw.admin("/key/generate", &json!({"budget_duration": "soon"})).await;
+    let r = gw
+        .admin("/key/generate", &json!({"budget_duration": "soon"}))
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error()["param"], "budget_duration");
     let r = gw.admin("/key/generate", &json!({"colour": "red"})).await;
     assert_eq!(r.status, 400);
-    assert!(r.error()["message"].as_str().unwrap().contains("unknown field `colour`"));
+    assert!(r.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `colour`"));
     let r = gw.admin("/key/generate", &json!({"team_id": "nope"})).await;
     assert_eq!(r.status, 400);
-    let r = gw.post_raw("/team/new", b"{oops".to_vec(), &[("authorization", "Bearer sk-master")]).await;
+    let r = gw
+        .post_raw(
+            "/team/new",
+            b"{oops".to_vec(),
+            &[("authorization", "Bearer sk-master")],
+        )
+        .await;
     assert_eq!(r.status, 400);
     r.error();
     let list = gw.admin_get("/key/list").await.json();
@@ -52,31 +76,75 @@ async fn management_api_validates_and_guards() {
     // Unknown ids are 404.
     assert_eq!(gw.admin_get("/key/info?key=sk-unknown").await.status, 404);
     assert_eq!(gw.admin_get("/team/info?team_id=nope").await.status, 404);
-    assert_eq!(gw.admin("/team/update", &json!({"team_id": "nope", "max_budget": 1})).await.status, 404);
-    assert_eq!(gw.admin("/key/delete", &json!({"keys": ["sk-unknown"]})).await.status, 404);
-    assert_eq!(gw.admin("/user/delete", &json!({"user_ids": ["nobody"]})).await.status, 404);
-    assert_eq!(gw.admin_get("/customer/info?end_user_id=nobody").await.status, 404);
+    assert_eq!(
+        gw.admin("/team/update", &json!({"team_id": "nope", "max_budget": 1}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        gw.admin("/key/delete", &json!({"keys": ["sk-unknown"]}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        gw.admin("/user/delete", &json!({"user_ids": ["nobody"]}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        gw.admin_get("/customer/info?end_user_id=nobody")
+            .await
+            .status,
+        404
+    );
 
     // Key lifecycle: generate, info, update, block, unblock, delete.
-    let k = gw.admin("/key/generate", &json!({"key_alias": "k", "models": ["m"], "duration": "1h", "metadata": {"a": 1}})).await;
+    let k = gw
+        .admin(
+            "/key/generate",
+            &json!({"key_alias": "k", "models": ["m"], "duration": "1h", "metadata": {"a": 1}}),
+        )
+        .await;
     assert_eq!(k.status, 200, "{}", k.body);
     let key = k.json()["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("sk-"));
-    assert!(!gw.admin_get("/key/list").await.body.contains(&key), "keys are listed by hash only");
+    assert!(
+        !gw.admin_get("/key/list").await.body.contains(&key),
+        "keys are listed by hash only"
+    );
     assert_eq!(call(&gw, &key, &ask("m")).await.status, 200);
     let r = call(&gw, &key, &ask("other")).await;
     assert_eq!(r.status, 401, "the key's models list");
-    assert_eq!(gw.admin("/key/block", &json!({"key": key})).await.status, 200);
+    assert_eq!(
+        gw.admin("/key/block", &json!({"key": key})).await.status,
+        200
+    );
     assert_eq!(call(&gw, &key, &ask("m")).await.status, 401);
-    assert_eq!(gw.admin("/key/unblock", &json!({"key": key})).await.status, 200);
+    assert_eq!(
+        gw.admin("/key/unblock", &json!({"key": key})).await.status,
+        200
+    );
     assert_eq!(call(&gw, &key, &ask("m")).await.status, 200);
-    let r = gw.admin("/key/update", &json!({"key": key, "models": []})).await;
+    let r = gw
+        .admin("/key/update", &json!({"key": key, "models": []}))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(call(&gw, &key, &ask("other")).await.status, 200);
     let info = gw.admin_get(&format!("/key/info?key={key}")).await.json();
     assert_eq!(info["info"]["key_alias"], "k");
     assert!(info["info"]["expires"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(gw.admin("/key/delete", &json!({"keys": [key]})).await.json()["deleted_keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        gw.admin("/key/delete", &json!({"keys": [key]}))
+            .await
+            .json()["deleted_keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(call(&gw, &key, &ask("m")).await.status, 401);
     // Keys never appear in the log.
     assert!(!gw.log().contains(&key));
@@ -91,9 +159,22 @@ async fn the_whole_story_limits_budgets_metrics_reset_and_restart() {
         .await;
     assert_eq!(team.status, 200, "{}", team.body);
     assert!(team.json()["budget_reset_at"].as_str().is_some());
-    let user = gw.admin("/user/new", &json!({"user_id": "alice", "user_email": "a@example.com", "auto_create_key": false})).await;
+    let user = gw
+        .admin(
+            "/user/new",
+            &json!({"user_id": "alice", "user_email": "a@example.com", "auto_create_key": false}),
+        )
+        .await;
     assert_eq!(user.status, 200, "{}", user.body);
-    assert_eq!(gw.admin("/team/member_add", &json!({"team_id": "team-a", "member": {"user_id": "alice", "role": "user"}})).await.status, 200);
+    assert_eq!(
+        gw.admin(
+            "/team/member_add",
+            &json!({"team_id": "team-a", "member": {"user_id": "alice", "role": "user"}})
+        )
+        .await
+        .status,
+        200
+    );
     let limited = gw
         .admin("/key/generate", &json!({"team_id": "team-a", "user_id": "alice", "key_alias": "limited", "rpm_limit": 3, "model_rpm_limit": {"m": 100}, "model_tpm_limit": {"m": 100000}}))
         .await
@@ -136,38 +217,111 @@ async fn the_whole_story_limits_budgets_metrics_reset_and_restart() {
     assert_eq!(refused.status, 400);
     let e = refused.error();
     assert_eq!(e["type"], "budget_exceeded");
-    assert!(e["message"].as_str().unwrap().contains("Budget has been exceeded"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("Budget has been exceeded"));
 
     // Metrics: spend, tokens, budget gauges, rejections.
     let m = gw.metrics_after(8.0).await;
     let spender_hash = crate::support::sha256(&spender);
     let limited_hash = crate::support::sha256(&limited);
-    let by_key = |h: &str| [("hashed_api_key", h.to_owned())];
-    let s = |m: &Metrics, name: &str, h: &str| {
-        let l = by_key(h);
-        m.sum(name, &[("hashed_api_key", l[0].1.as_str())])
-    };
-    assert!(close(s(&m, "llm_spend_metric_total", &limited_hash), 3.0 * cost));
-    assert!(close(s(&m, "llm_spend_metric_total", &spender_hash), 3.0 * cost));
-    assert_eq!(m.sum("llm_spend_metric_total", &[("team", "team-a"), ("team_alias", "Team A"), ("user", "alice"), ("api_key_alias", "limited")]) > 0.0, true);
+    let s = |m: &Metrics, name: &str, h: &str| m.sum(name, &[("hashed_api_key", h)]);
+    assert!(close(
+        s(&m, "llm_spend_metric_total", &limited_hash),
+        3.0 * cost
+    ));
+    assert!(close(
+        s(&m, "llm_spend_metric_total", &spender_hash),
+        3.0 * cost
+    ));
+    let labelled = [
+        ("team", "team-a"),
+        ("team_alias", "Team A"),
+        ("user", "alice"),
+        ("api_key_alias", "limited"),
+    ];
+    assert!(
+        close(m.sum("llm_spend_metric_total", &labelled), 3.0 * cost),
+        "key, team and user labels"
+    );
     assert!(s(&m, "llm_total_tokens_total", &limited_hash) > 0.0);
-    assert!(close(s(&m, "llm_api_key_max_budget_metric", &spender_hash), budget));
-    assert!(close(s(&m, "llm_remaining_api_key_budget_metric", &spender_hash), budget - 3.0 * cost));
-    assert!(s(&m, "llm_api_key_budget_remaining_hours_metric", &spender_hash) > 0.0);
-    assert_eq!(s(&m, "llm_remaining_api_key_budget_metric", &limited_hash), f64::INFINITY, "no max budget");
-    assert!(close(m.sum("llm_team_max_budget_metric", &[("team_id", "team-a"), ("team_alias", "Team A")]), 10.0));
-    assert!(close(m.sum("llm_remaining_team_budget_metric", &[("team_id", "team-a")]), 10.0 - 6.0 * cost));
-    let hours = m.sum("llm_team_budget_remaining_hours_metric", &[("team_id", "team-a")]);
-    assert!(hours > 719.0 && hours <= 720.0, "{hours}");
-    assert_eq!(m.sum("llm_remaining_api_key_requests_for_model", &[("hashed_api_key", &limited_hash), ("model", "m")]), 97.0);
-    assert!(m.sum("llm_remaining_api_key_tokens_for_model", &[("hashed_api_key", &limited_hash), ("model", "m")]) < 100000.0);
-    assert_eq!(m.count("llm_remaining_api_key_requests_for_model", &[("hashed_api_key", &spender_hash)]), 0);
+    assert!(close(
+        s(&m, "llm_api_key_max_budget_metric", &spender_hash),
+        budget
+    ));
+    assert!(close(
+        s(&m, "llm_remaining_api_key_budget_metric", &spender_hash),
+        budget - 3.0 * cost
+    ));
+    assert!(
+        s(
+            &m,
+            "llm_api_key_budget_remaining_hours_metric",
+            &spender_hash
+        ) > 0.0
+    );
     assert_eq!(
-        m.sum("llm_proxy_failed_requests_metric_total", &[("exception_class", "RateLimitError"), ("exception_status", "429"), ("hashed_api_key", &limited_hash)]),
+        s(&m, "llm_remaining_api_key_budget_metric", &limited_hash),
+        f64::INFINITY,
+        "no max budget"
+    );
+    assert!(close(
+        m.sum(
+            "llm_team_max_budget_metric",
+            &[("team_id", "team-a"), ("team_alias", "Team A")]
+        ),
+        10.0
+    ));
+    assert!(close(
+        m.sum("llm_remaining_team_budget_metric", &[("team_id", "team-a")]),
+        10.0 - 6.0 * cost
+    ));
+    let hours = m.sum(
+        "llm_team_budget_remaining_hours_metric",
+        &[("team_id", "team-a")],
+    );
+    assert!(hours > 719.0 && hours <= 720.0, "{hours}");
+    assert_eq!(
+        m.sum(
+            "llm_remaining_api_key_requests_for_model",
+            &[("hashed_api_key", &limited_hash), ("model", "m")]
+        ),
+        97.0
+    );
+    assert!(
+        m.sum(
+            "llm_remaining_api_key_tokens_for_model",
+            &[("hashed_api_key", &limited_hash), ("model", "m")]
+        ) < 100000.0
+    );
+    assert_eq!(
+        m.count(
+            "llm_remaining_api_key_requests_for_model",
+            &[("hashed_api_key", &spender_hash)]
+        ),
+        0
+    );
+    assert_eq!(
+        m.sum(
+            "llm_proxy_failed_requests_metric_total",
+            &[
+                ("exception_class", "RateLimitError"),
+                ("exception_status", "429"),
+                ("hashed_api_key", &limited_hash)
+            ]
+        ),
         1.0
     );
     assert_eq!(
-        m.sum("llm_proxy_failed_requests_metric_total", &[("exception_class", "BudgetExceededError"), ("exception_status", "400"), ("api_key_alias", "spender")]),
+        m.sum(
+            "llm_proxy_failed_requests_metric_total",
+            &[
+                ("exception_class", "BudgetExceededError"),
+                ("exception_status", "400"),
+                ("api_key_alias", "spender")
+            ]
+        ),
         1.0
     );
 
@@ -175,41 +329,82 @@ async fn the_whole_story_limits_budgets_metrics_reset_and_restart() {
     let logs = gw.admin_get("/spend/logs?team_id=team-a").await.json();
     let rows = logs["data"].as_array().unwrap();
     assert_eq!(rows.iter().filter(|r| r["status"] == "success").count(), 6);
-    assert!(rows.iter().all(|r| r["model_group"] == "m" && !r["model_id"].as_str().unwrap().is_empty()));
+    assert!(rows
+        .iter()
+        .all(|r| r["model_group"] == "m" && !r["model_id"].as_str().unwrap().is_empty()));
     let logged: f64 = rows.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
     assert!(close(logged, 6.0 * cost));
-    let report = gw.admin_get("/global/spend/report?group_by=key").await.json();
+    let report = gw
+        .admin_get("/global/spend/report?group_by=key")
+        .await
+        .json();
     assert!(close(report["total_spend"].as_f64().unwrap(), 6.0 * cost));
 
     // The budget resets after its duration, without a restart.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(12);
     loop {
-        let info = gw.admin_get(&format!("/key/info?key={spender}")).await.json();
+        let info = gw
+            .admin_get(&format!("/key/info?key={spender}"))
+            .await
+            .json();
         if info["info"]["spend"].as_f64() == Some(0.0) {
             assert!(info["info"]["budget_reset_at"].as_str().is_some());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "budget never reset: {info}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "budget never reset: {info}"
+        );
         actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(call(&gw, &spender, &ask("m")).await.status, 200, "a fresh period admits again");
+    assert_eq!(
+        call(&gw, &spender, &ask("m")).await.status,
+        200,
+        "a fresh period admits again"
+    );
     let m = gw.metrics_after(9.0).await;
-    assert!(close(s(&m, "llm_remaining_api_key_budget_metric", &spender_hash), budget - cost));
+    assert!(close(
+        s(&m, "llm_remaining_api_key_budget_metric", &spender_hash),
+        budget - cost
+    ));
 
     // Restart: spend, keys and gauges survive.
-    let team_spend = gw.admin_get("/team/info?team_id=team-a").await.json()["team_info"]["spend"].as_f64().unwrap();
+    let team_spend = gw.admin_get("/team/info?team_id=team-a").await.json()["team_info"]["spend"]
+        .as_f64()
+        .unwrap();
     assert!(close(team_spend, 7.0 * cost));
     let gw = gw.restart(CONFIG).await;
-    let info = gw.admin_get(&format!("/key/info?key={limited}")).await.json();
-    assert!(close(info["info"]["spend"].as_f64().unwrap(), 3.0 * cost), "{info}");
+    let info = gw
+        .admin_get(&format!("/key/info?key={limited}"))
+        .await
+        .json();
+    assert!(
+        close(info["info"]["spend"].as_f64().unwrap(), 3.0 * cost),
+        "{info}"
+    );
     let t = gw.admin_get("/team/info?team_id=team-a").await.json();
-    assert!(close(t["team_info"]["spend"].as_f64().unwrap(), 7.0 * cost), "{t}");
+    assert!(
+        close(t["team_info"]["spend"].as_f64().unwrap(), 7.0 * cost),
+        "{t}"
+    );
     assert_eq!(t["team_info"]["members_with_roles"][0]["user_id"], "alice");
-    assert_eq!(gw.admin_get("/user/info?user_id=alice").await.json()["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        gw.admin_get("/user/info?user_id=alice").await.json()["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Budget gauges exist from boot (prometheus_initialize_budget_metrics), before any request.
     let m = gw.metrics().await;
-    assert!(close(m.sum("llm_remaining_team_budget_metric", &[("team_id", "team-a")]), 10.0 - 7.0 * cost));
-    assert!(close(s(&m, "llm_api_key_max_budget_metric", &spender_hash), budget));
+    assert!(close(
+        m.sum("llm_remaining_team_budget_metric", &[("team_id", "team-a")]),
+        10.0 - 7.0 * cost
+    ));
+    assert!(close(
+        s(&m, "llm_api_key_max_budget_metric", &spender_hash),
+        budget
+    ));
     // The key still works (within its rpm window it is still limited: three were taken this minute).
     let r = call(&gw, &spender, &ask("m")).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -218,10 +413,16 @@ async fn the_whole_story_limits_budgets_metrics_reset_and_restart() {
 #[actix_rt::test]
 async fn concurrent_requests_never_overspend_and_spend_is_exact() {
     let gw = Gateway::start(CONFIG).await;
-    let probe = gw.admin("/key/generate", &json!({})).await.json()["key"].as_str().unwrap().to_owned();
+    let probe = gw.admin("/key/generate", &json!({})).await.json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cost = cost_of(&call(&gw, &probe, &ask("m")).await);
     let key = gw
-        .admin("/key/generate", &json!({"key_alias": "busy", "max_budget": cost * 100.5}))
+        .admin(
+            "/key/generate",
+            &json!({"key_alias": "busy", "max_budget": cost * 100.5}),
+        )
         .await
         .json()["key"]
         .as_str()
@@ -247,27 +448,60 @@ async fn concurrent_requests_never_overspend_and_spend_is_exact() {
             }
         })
         .collect();
-    let statuses: Vec<u16> = futures_util::future::join_all(workers).await.into_iter().flatten().collect();
+    let statuses: Vec<u16> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 400),
+        "{statuses:?}"
+    );
     // The budget allows 101 (spend 100 x cost is still under 100.5 x cost); at most 20 more were in flight.
     assert!((101..=121).contains(&ok), "{ok} admitted");
     let info = gw.admin_get(&format!("/key/info?key={key}")).await.json();
     let spend = info["info"]["spend"].as_f64().unwrap();
-    assert!(close(spend, ok as f64 * cost), "spend {spend} for {ok} requests of {cost}");
+    assert!(
+        close(spend, ok as f64 * cost),
+        "spend {spend} for {ok} requests of {cost}"
+    );
     let m = gw.metrics_after(201.0).await;
-    assert!(close(m.sum("llm_spend_metric_total", &[("api_key_alias", "busy")]), ok as f64 * cost));
-    assert_eq!(m.sum("llm_proxy_total_requests_metric_total", &[("api_key_alias", "busy"), ("status_code", "200")]), ok as f64);
-    let logs = gw.admin_get(&format!("/spend/logs?api_key={key}&size=1000")).await.json();
+    assert!(close(
+        m.sum("llm_spend_metric_total", &[("api_key_alias", "busy")]),
+        ok as f64 * cost
+    ));
+    assert_eq!(
+        m.sum(
+            "llm_proxy_total_requests_metric_total",
+            &[("api_key_alias", "busy"), ("status_code", "200")]
+        ),
+        ok as f64
+    );
+    let logs = gw
+        .admin_get(&format!("/spend/logs?api_key={key}&size=1000"))
+        .await
+        .json();
     assert_eq!(logs["total"], ok as u64);
 }
 
 #[actix_rt::test]
 async fn end_users_and_team_limits_are_enforced() {
     let gw = Gateway::start(CONFIG).await;
-    let probe = gw.admin("/key/generate", &json!({})).await.json()["key"].as_str().unwrap().to_owned();
+    let probe = gw.admin("/key/generate", &json!({})).await.json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cost = cost_of(&call(&gw, &probe, &ask("m")).await);
-    assert_eq!(gw.admin("/customer/new", &json!({"user_id": "cust-1", "max_budget": cost * 1.5})).await.status, 200);
+    assert_eq!(
+        gw.admin(
+            "/customer/new",
+            &json!({"user_id": "cust-1", "max_budget": cost * 1.5})
+        )
+        .await
+        .status,
+        200
+    );
     let mut body = ask("m");
     body["user"] = json!("cust-1");
     assert_eq!(call(&gw, &probe, &body).await.status, 200);
@@ -275,23 +509,68 @@ async fn end_users_and_team_limits_are_enforced() {
     let r = call(&gw, &probe, &body).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error()["type"], "budget_exceeded");
-    let c = gw.admin_get("/customer/info?end_user_id=cust-1").await.json();
+    let c = gw
+        .admin_get("/customer/info?end_user_id=cust-1")
+        .await
+        .json();
     assert!(close(c["spend"].as_f64().unwrap(), 2.0 * cost));
-    assert_eq!(gw.admin("/customer/update", &json!({"user_id": "cust-1", "max_budget": 100})).await.status, 200);
+    assert_eq!(
+        gw.admin(
+            "/customer/update",
+            &json!({"user_id": "cust-1", "max_budget": 100})
+        )
+        .await
+        .status,
+        200
+    );
     assert_eq!(call(&gw, &probe, &body).await.status, 200);
-    assert_eq!(gw.admin("/customer/update", &json!({"user_id": "cust-1", "blocked": true})).await.status, 200);
+    assert_eq!(
+        gw.admin(
+            "/customer/update",
+            &json!({"user_id": "cust-1", "blocked": true})
+        )
+        .await
+        .status,
+        200
+    );
     assert_eq!(call(&gw, &probe, &body).await.status, 403);
 
     // A team's rpm limit binds all its keys together; its models list too.
-    gw.admin("/team/new", &json!({"team_id": "t2", "rpm_limit": 2, "models": ["m"]})).await;
-    let a = gw.admin("/key/generate", &json!({"team_id": "t2"})).await.json()["key"].as_str().unwrap().to_owned();
-    let b = gw.admin("/key/generate", &json!({"team_id": "t2"})).await.json()["key"].as_str().unwrap().to_owned();
+    gw.admin(
+        "/team/new",
+        &json!({"team_id": "t2", "rpm_limit": 2, "models": ["m"]}),
+    )
+    .await;
+    let a = gw
+        .admin("/key/generate", &json!({"team_id": "t2"}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = gw
+        .admin("/key/generate", &json!({"team_id": "t2"}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(call(&gw, &a, &ask("other")).await.status, 401);
     assert_eq!(call(&gw, &a, &ask("m")).await.status, 200);
     assert_eq!(call(&gw, &b, &ask("m")).await.status, 200);
     assert_eq!(call(&gw, &b, &ask("m")).await.status, 429);
     // max_parallel_requests and tpm on a key.
-    let t = gw.admin("/key/generate", &json!({"tpm_limit": 1})).await.json()["key"].as_str().unwrap().to_owned();
+    let t = gw
+        .admin("/key/generate", &json!({"tpm_limit": 1}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(call(&gw, &t, &ask("m")).await.status, 200);
-    assert_eq!(call(&gw, &t, &ask("m")).await.status, 429, "the first request used the minute's tokens");
+    assert_eq!(
+        call(&gw, &t, &ask("m")).await.status,
+        429,
+        "the first request used the minute's tokens"
+    );
 }

@@ -100,9 +100,15 @@ async fn fresh_database(base: &str) -> String {
     use sqlx::Executor;
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let name = format!("llm_test_{}_{n}", std::process::id());
-    let pool = sqlx::PgPool::connect(base).await.expect("LLM_TEST_DATABASE_URL connects");
-    pool.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await.unwrap();
-    pool.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
+    let pool = sqlx::PgPool::connect(base)
+        .await
+        .expect("LLM_TEST_DATABASE_URL connects");
+    pool.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await
+        .unwrap();
+    pool.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("CREATE DATABASE");
     pool.close().await;
     let (prefix, _) = base.rsplit_once('/').expect("URL has a database name");
     format!("{prefix}/{name}")
@@ -123,18 +129,35 @@ impl Gateway {
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).unwrap();
         let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
-        cmd.args(["--config", path.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--num_workers", "1"])
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "--config",
+            path.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--num_workers", "1"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(log);
         if let Some(url) = &database_url {
             cmd.env("DATABASE_URL", url);
         }
         let child = cmd.spawn().expect("llm starts");
-        let gw = Gateway { child, port, dir, database_url, keep_dir: false };
+        let gw = Gateway {
+            child,
+            port,
+            dir,
+            database_url,
+            keep_dir: false,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = client().get(gw.url("/health/liveliness")).send().await {
@@ -142,7 +165,11 @@ impl Gateway {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "gateway did not start: {}", gw.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start: {}",
+                gw.log()
+            );
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         gw
@@ -150,7 +177,10 @@ impl Gateway {
 
     /// Stops the gateway as an operator would (SIGTERM, graceful) and starts it again on the same files.
     pub async fn restart(mut self, config: &str) -> Gateway {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -169,11 +199,13 @@ impl Gateway {
 
     /// A management call with the master key `sk-master`.
     pub async fn admin(&self, path: &str, body: &Value) -> Reply {
-        self.post_with(path, body, &[("authorization", "Bearer sk-master")]).await
+        self.post_with(path, body, &[("authorization", "Bearer sk-master")])
+            .await
     }
 
     pub async fn admin_get(&self, path: &str) -> Reply {
-        self.get(path, &[("authorization", "Bearer sk-master")]).await
+        self.get(path, &[("authorization", "Bearer sk-master")])
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {
