@@ -29,6 +29,10 @@
 #                    On a 2-core machine the cores are shared by the gateway, the upstream (1 nginx
 #                    worker) and wrk (1 thread); GATEWAY_WORKERS=1 compares like for like with the
 #                    one-worker bare pass-through.
+#   AUTH             virtual | master: the key wrk sends to the gateway    [virtual]
+#                    virtual: a key made with /key/generate, in a team, with a max budget, rpm/tpm
+#                    limits and model-specific limits (set high enough never to refuse), so every
+#                    request goes through auth, budget checks, limit windows and spend settlement.
 #   MOCK_WORKERS     llm-mock --workers with UPSTREAM=mock           [1]
 #   LLM_BIN_DIR      where `llm` and `llm-mock` are      [$CARGO_TARGET_DIR/release, else target/release]
 #   GATEWAY_URL      TESTING ONLY: do not start `llm`; use this base URL (http://127.0.0.1:PORT) as
@@ -50,6 +54,7 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-2}"
 GATEWAY_WORKERS="${GATEWAY_WORKERS:-$(nproc)}"
 MOCK_WORKERS="${MOCK_WORKERS:-1}"
+AUTH="${AUTH:-virtual}"
 GATEWAY_URL="${GATEWAY_URL:-}"
 if [[ -n "${LLM_BIN_DIR:-}" ]]; then
     BIN_DIR="$LLM_BIN_DIR"
@@ -252,7 +257,7 @@ fi
 smoke() {
     local name="$1" url="$2" out="$TMP_DIR/smoke.$1.json" code
     code="$(curl -sS -o "$out" -w '%{http_code}' --max-time 10 -X POST \
-        -H 'Content-Type: application/json' -H "Authorization: Bearer $MASTER_KEY" \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer $BENCH_KEY" \
         -d "$BODY" "$url/v1/chat/completions" || true)"
     if [[ "$code" != 200 ]] || ! grep -Eq '"usage"[[:space:]]*:[[:space:]]*\{' "$out" \
         || ! grep -q '"total_tokens"' "$out"; then
@@ -266,6 +271,22 @@ smoke() {
         die "$name does not answer a chat completion with usage"
     fi
 }
+# The key the load uses: the master key, or a virtual key with a budget and limits.
+BENCH_KEY="$MASTER_KEY"
+if [[ "$AUTH" == virtual && -z "$GATEWAY_URL" ]]; then
+    admin() {
+        curl -sS --max-time 10 -X POST -H 'Content-Type: application/json' \
+            -H "Authorization: Bearer $MASTER_KEY" -d "$2" "$GATEWAY$1"
+    }
+    admin /team/new '{"team_id":"bench-team","team_alias":"bench","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000}' >/dev/null
+    BENCH_KEY="$(admin /key/generate '{"key_alias":"bench","team_id":"bench-team","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000,"model_rpm_limit":{"bench-model":1000000000},"model_tpm_limit":{"bench-model":4000000000}}' |
+        sed -n 's/.*"key":"\(sk-[^"]*\)".*/\1/p')"
+    [[ "$BENCH_KEY" == sk-* ]] || die "could not create the virtual key (gateway log: $GATEWAY_LOG)"
+    GATEWAY_DESC="$GATEWAY_DESC, virtual key with budget and limits"
+else
+    GATEWAY_DESC="$GATEWAY_DESC, master key"
+fi
+
 smoke direct "$DIRECT_URL"
 smoke gateway "$GATEWAY"
 
@@ -275,7 +296,7 @@ cat >"$TMP_DIR/post.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $MASTER_KEY"
+wrk.headers["Authorization"] = "Bearer $BENCH_KEY"
 EOF
 
 # Prints "req_per_s p50_ms p99_ms errors requests" from one wrk --latency output.

@@ -6,11 +6,14 @@
 //! `spend_micros + delta` or a reset, so replicas writing at once never lose each other's spend. The spend
 //! log is append-only, written in batches, never read on the request path.
 
+use crate::actors::metrics::{DeploymentLabels, KeyLabels};
+use crate::providers::wire::Usage;
 use crate::secret::Secret;
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The tables holding one entity kind each.
@@ -65,6 +68,21 @@ pub struct SpendLog {
     pub end_time_ms: i64,
 }
 
+/// A finished request as the spend log needs it, built on the request path without copying strings; the
+/// row is written from it directly.
+#[derive(Debug, Clone)]
+pub struct SpendEvent {
+    pub key: Arc<KeyLabels>,
+    pub end_user: Option<String>,
+    pub model_group: Arc<str>,
+    pub deployment: Option<Arc<DeploymentLabels>>,
+    pub usage: Usage,
+    pub spend_micros: i64,
+    pub ok: bool,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct SpendFilter {
     pub api_key: Option<String>,
@@ -94,7 +112,6 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS llm_end_users (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS llm_spend_logs (request_id TEXT NOT NULL, api_key TEXT NOT NULL, key_alias TEXT NOT NULL, team_id TEXT NOT NULL, user_id TEXT NOT NULL, end_user TEXT NOT NULL, model_group TEXT NOT NULL, model_id TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL, spend_micros BIGINT NOT NULL, status TEXT NOT NULL, start_time_ms BIGINT NOT NULL, end_time_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS llm_spend_logs_time ON llm_spend_logs (start_time_ms)",
-    "CREATE INDEX IF NOT EXISTS llm_spend_logs_key ON llm_spend_logs (api_key)",
 ];
 
 /// Largest number of spend-log rows in one INSERT.
@@ -124,7 +141,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (url, kind, max) = match database_url.map(Secret::expose) {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => (u.to_owned(), "postgres", 10),
-            Some(u) if u.starts_with("sqlite:") => (with_create(u), "sqlite", 1),
+            Some(u) if u.starts_with("sqlite:") => (with_create(u), "sqlite", 4),
             Some(_) => {
                 return Err(StoreError {
                     what: "general_settings.database_url must start with postgresql://, postgres:// or sqlite:".into(),
@@ -133,10 +150,28 @@ impl Store {
             }
             None => {
                 let path = config_dir.join("llm.db");
-                (with_create(&format!("sqlite://{}", path.display())), "sqlite", 1)
+                (with_create(&format!("sqlite://{}", path.display())), "sqlite", 4)
             }
         };
         let pool = AnyPoolOptions::new()
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == "sqlite" {
+                        // WAL: readers do not block the writer; NORMAL: no fsync per commit (still durable
+                        // across a process crash, which is what write-behind spend needs).
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
             .connect(&url)
@@ -267,7 +302,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_spend_logs(&self, logs: &[SpendLog]) -> Result<(), StoreError> {
+    /// Appends rows in one transaction. SQLite gets anonymous `?` placeholders: with `$N` ones, binding
+    /// looks every name up by index, which is quadratic in the parameters of a batch.
+    pub async fn insert_spend_logs(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
+        let sqlite = self.kind == "sqlite";
+        let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
         for chunk in logs.chunks(SPEND_LOG_BATCH) {
             let mut sql = String::from(
                 "INSERT INTO llm_spend_logs (request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms) VALUES ",
@@ -282,34 +321,55 @@ impl Store {
                     if j > 1 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", b + j));
+                    if sqlite {
+                        sql.push('?');
+                    } else {
+                        sql.push_str(&format!("${}", b + j));
+                    }
                 }
                 sql.push(')');
             }
+            // Random 128-bit ids from the thread's generator: a v4 UUID would ask the kernel each time.
+            let ids: Vec<String> = {
+                use rand::Rng;
+                let mut rng = rand::thread_rng();
+                chunk
+                    .iter()
+                    .map(|_| format!("{:032x}", rng.gen::<u128>()))
+                    .collect()
+            };
             let mut q = sqlx::query(&sql);
-            for l in chunk {
+            for (l, id) in chunk.iter().zip(&ids) {
+                // Borrowed: the rows outlive the statement, so no copy of each string per bind.
                 q = q
-                    .bind(l.request_id.clone())
-                    .bind(l.api_key.clone())
-                    .bind(l.key_alias.clone())
-                    .bind(l.team_id.clone())
-                    .bind(l.user.clone())
-                    .bind(l.end_user.clone())
-                    .bind(l.model_group.clone())
-                    .bind(l.model_id.clone())
-                    .bind(l.prompt_tokens)
-                    .bind(l.completion_tokens)
-                    .bind(l.total_tokens)
-                    .bind(micros(l.spend))
-                    .bind(l.status.clone())
-                    .bind(l.start_time_ms)
-                    .bind(l.end_time_ms);
+                    .bind(id.as_str())
+                    .bind(l.key.hashed_api_key.as_str())
+                    .bind(l.key.api_key_alias.as_str())
+                    .bind(l.key.team.as_str())
+                    .bind(l.key.user.as_str())
+                    .bind(l.end_user.as_deref().unwrap_or(""))
+                    .bind(&*l.model_group)
+                    .bind(
+                        l.deployment
+                            .as_ref()
+                            .map(|d| d.model_id.as_str())
+                            .unwrap_or(""),
+                    )
+                    .bind(l.usage.prompt_tokens as i64)
+                    .bind(l.usage.completion_tokens as i64)
+                    .bind(l.usage.total_tokens as i64)
+                    .bind(l.spend_micros)
+                    .bind(if l.ok { "success" } else { "failure" })
+                    .bind(l.start_ms)
+                    .bind(l.end_ms);
             }
-            q.execute(&self.pool)
+            q.execute(&mut *tx)
                 .await
                 .map_err(err("cannot write the spend log"))?;
         }
-        Ok(())
+        tx.commit()
+            .await
+            .map_err(err("cannot commit the spend log"))
     }
 
     fn where_clause(f: &SpendFilter) -> (String, Vec<Bind>) {

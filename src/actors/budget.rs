@@ -10,7 +10,7 @@ use super::metrics::{BudgetsChanged, MetricsActor};
 use crate::accounts::admin::{self, AdminOp};
 use crate::accounts::*;
 use crate::error::ApiError;
-use crate::store::{decode, now_ms, SpendLog, Store, StoreError, Table};
+use crate::store::{decode, now_ms, SpendEvent, Store, StoreError, Table};
 use actix::prelude::*;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ const MAX_PENDING_LOGS: usize = 100_000;
 /// Spend-log rows from one HTTP worker (batched, see `actors/outbox.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SpendLogged(pub Vec<SpendLog>);
+pub struct SpendLogged(pub Vec<SpendEvent>);
 
 /// A management operation; answers the JSON body for the client.
 #[derive(Message)]
@@ -96,7 +96,7 @@ pub struct BudgetActor {
     accounts: Arc<Accounts>,
     store: Store,
     metrics: Option<Addr<MetricsActor>>,
-    logs: Vec<SpendLog>,
+    logs: Vec<SpendEvent>,
 }
 
 impl BudgetActor {
@@ -194,8 +194,8 @@ async fn flush(
     accounts: &Accounts,
     store: &Store,
     metrics: Option<&Addr<MetricsActor>>,
-    logs: Vec<SpendLog>,
-) -> Vec<SpendLog> {
+    logs: Vec<SpendEvent>,
+) -> Vec<SpendEvent> {
     let mut deltas: Vec<(Table, String, i64, Arc<Ledger>)> = Vec::new();
     let mut take = |table: Table, id: &String, ledger: &Arc<Ledger>| {
         let d = ledger.take_unpersisted();

@@ -6,6 +6,7 @@
 //! hash lookup here, not one per family. Client-controlled label values (`end_user`, custom metadata) are
 //! bounded: past a cap, new values fold into `other`, so totals stay exact and series stay finite.
 
+use crate::accounts::{KeyEntry, Limits, TeamEntry};
 use crate::config::MetricsSettings;
 use crate::metrics::families::{Fam, Families};
 use crate::metrics::render::{created_key, render};
@@ -32,9 +33,11 @@ pub struct RequestFinished {
     pub custom: Vec<String>,
     pub attempts: Vec<Attempt>,
     pub outcome: Outcome,
-    /// Budgets of the caller's key and team after this request.
-    pub budgets: Vec<BudgetGauge>,
-    pub model_limits: Option<ModelLimitGauge>,
+    /// The caller's key and team: their budget gauges are refreshed from the ledgers.
+    pub key_entry: Option<Arc<KeyEntry>>,
+    pub team_entry: Option<Arc<TeamEntry>>,
+    /// The key's windows on the requested model, when it has model-specific limits.
+    pub model_limits: Option<Arc<Limits>>,
 }
 
 /// The gauge `llm_deployment_state` of one deployment has a new value.
@@ -81,14 +84,6 @@ pub struct BudgetGauge {
     /// USD.
     pub spend: f64,
     pub reset_at_ms: Option<i64>,
-}
-
-/// What is left of a key's model-specific limits in the current minute.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelLimitGauge {
-    pub model: Arc<str>,
-    pub remaining_requests: Option<f64>,
-    pub remaining_tokens: Option<f64>,
 }
 
 /// Labels describing the caller: virtual key, team and internal user. Empty until virtual keys exist.
@@ -199,6 +194,19 @@ pub struct MetricsActor {
     end_users: Bounded,
     custom: Vec<Bounded>,
     custom_names: Vec<String>,
+    /// Budget gauge handles per key hash or team id, with the shape they were made for.
+    budget_handles: HashMap<String, ((bool, bool), BudgetHandles)>,
+    /// Remaining model-limit gauges per key hash: (model, requests, tokens).
+    model_limit_handles: HashMap<String, Vec<ModelLimitHandles>>,
+}
+
+type ModelLimitHandles = (Arc<str>, Option<Gauge>, Option<Gauge>);
+
+#[derive(Clone)]
+struct BudgetHandles {
+    max: Option<Gauge>,
+    remaining: Gauge,
+    hours: Option<Gauge>,
 }
 
 impl Actor for MetricsActor {
@@ -283,6 +291,8 @@ impl MetricsActor {
                 seen: HashSet::new(),
                 cap: settings.end_user_max_series,
             },
+            budget_handles: HashMap::new(),
+            model_limit_handles: HashMap::new(),
         }
     }
 
@@ -311,36 +321,37 @@ impl MetricsActor {
     }
 
     fn finish(&mut self, msg: RequestFinished) {
-        self.set_budgets(&msg.budgets);
-        if let Some(ml) = &msg.model_limits {
-            let key = &*msg.key;
-            let get = |n: &str| -> String {
-                match n {
-                    "hashed_api_key" => key.hashed_api_key.clone(),
-                    "api_key_alias" => key.api_key_alias.clone(),
-                    "model" => ml.model.to_string(),
-                    _ => String::new(),
-                }
+        let now = now_unix() * 1000.0;
+        if let Some(k) = &msg.key_entry {
+            let labels = || BudgetScope::Key {
+                hashed_api_key: k.rec.token.clone(),
+                api_key_alias: k.rec.key_alias.clone().unwrap_or_default(),
             };
-            let vals = |f: &Fam<GaugeVec>| f.labels.iter().map(|n| get(n)).collect::<Vec<String>>();
-            if let Some(v) = ml.remaining_requests {
-                let l = vals(&self.fam.key_remaining_requests_for_model);
-                let r: Vec<&str> = l.iter().map(String::as_str).collect();
-                self.fam
-                    .key_remaining_requests_for_model
-                    .vec
-                    .with_label_values(&r)
-                    .set(v);
+            self.set_budget(
+                &k.rec.token,
+                labels,
+                k.rec.max_budget,
+                k.ledger.spend_micros(),
+                k.ledger.reset_at(),
+                now,
+            );
+            if let Some(ml) = &msg.model_limits {
+                self.set_model_limits(k, &msg.requested_model, ml);
             }
-            if let Some(v) = ml.remaining_tokens {
-                let l = vals(&self.fam.key_remaining_tokens_for_model);
-                let r: Vec<&str> = l.iter().map(String::as_str).collect();
-                self.fam
-                    .key_remaining_tokens_for_model
-                    .vec
-                    .with_label_values(&r)
-                    .set(v);
-            }
+        }
+        if let Some(t) = &msg.team_entry {
+            let labels = || BudgetScope::Team {
+                team_id: t.rec.team_id.clone(),
+                team_alias: t.rec.team_alias.clone().unwrap_or_default(),
+            };
+            self.set_budget(
+                &t.rec.team_id,
+                labels,
+                t.rec.max_budget,
+                t.ledger.spend_micros(),
+                t.ledger.reset_at(),
+                now,
+            );
         }
         let end_user = match msg.end_user.as_deref() {
             Some(u) => self.end_users.admit(u),
@@ -542,40 +553,134 @@ impl MetricsActor {
         }
     }
 
-    /// Max (when set), remaining (`+Inf` without a max, negative when overspent) and hours to reset.
+    /// Max (when set), remaining (`+Inf` without a max, negative when overspent) and hours to reset of one
+    /// key or team. Handles are cached by id and shape (max set or not, reset time set or not), so a
+    /// request's update is a map lookup by `&str` and three atomic stores.
+    fn set_budget(
+        &mut self,
+        id: &str,
+        labels: impl FnOnce() -> BudgetScope,
+        max_budget: Option<f64>,
+        spend_micros: i64,
+        reset_at_ms: Option<i64>,
+        now_ms: f64,
+    ) {
+        let shape = (max_budget.is_some(), reset_at_ms.is_some());
+        let handles = match self.budget_handles.get(id).filter(|h| h.0 == shape) {
+            Some(h) => h.1.clone(),
+            None => {
+                let scope = labels();
+                let [max, remaining, hours] = self.budget_families(&scope);
+                let v = Self::budget_values(max, &scope);
+                let h = BudgetHandles {
+                    max: if shape.0 {
+                        Some(max.vec.with_label_values(&v))
+                    } else {
+                        let _ = max.vec.remove_label_values(&v);
+                        None
+                    },
+                    remaining: remaining.vec.with_label_values(&v),
+                    hours: if shape.1 {
+                        Some(hours.vec.with_label_values(&v))
+                    } else {
+                        let _ = hours.vec.remove_label_values(&v);
+                        None
+                    },
+                };
+                self.budget_handles
+                    .insert(id.to_owned(), (shape, h.clone()));
+                h
+            }
+        };
+        match (max_budget, &handles.max) {
+            (Some(m), Some(h)) => {
+                h.set(m);
+                // In micro-dollars, so 0.1 - 0.024 reads 0.076, not 0.07600000000000001.
+                handles
+                    .remaining
+                    .set(crate::store::usd(crate::store::micros(m) - spend_micros));
+            }
+            _ => handles.remaining.set(f64::INFINITY),
+        }
+        if let (Some(at), Some(h)) = (reset_at_ms, &handles.hours) {
+            h.set((at as f64 - now_ms) / 3_600_000.0);
+        }
+    }
+
+    /// Budget changes from the management API or a reset: labels may have changed, so handles are rebuilt.
     fn set_budgets(&mut self, gauges: &[BudgetGauge]) {
         let now = now_unix() * 1000.0;
         for g in gauges {
-            let [max, remaining, hours] = self.budget_families(&g.scope);
-            let v = Self::budget_values(max, &g.scope);
-            match g.max_budget {
-                Some(m) => {
-                    max.vec.with_label_values(&v).set(m);
-                    // In micro-dollars first, so 0.1 - 0.024 reads 0.076, not 0.07600000000000001.
-                    let left = crate::store::micros(m) - crate::store::micros(g.spend);
-                    remaining
+            let id = match &g.scope {
+                BudgetScope::Key { hashed_api_key, .. } => hashed_api_key.clone(),
+                BudgetScope::Team { team_id, .. } => team_id.clone(),
+            };
+            self.budget_handles.remove(&id);
+            self.set_budget(
+                &id,
+                || g.scope.clone(),
+                g.max_budget,
+                crate::store::micros(g.spend),
+                g.reset_at_ms,
+                now,
+            );
+        }
+    }
+
+    /// What is left of a key's model-specific rpm / tpm in the current minute.
+    fn set_model_limits(&mut self, k: &KeyEntry, model: &Arc<str>, limits: &Limits) {
+        let minute = crate::accounts::current_minute(crate::store::now_ms());
+        let rpm = k.rec.model_rpm_limit.get(&**model).copied();
+        let tpm = k.rec.model_tpm_limit.get(&**model).copied();
+        let per_key = self
+            .model_limit_handles
+            .entry(k.rec.token.clone())
+            .or_default();
+        let slot = match per_key.iter().position(|(m, _, _)| m == model) {
+            Some(i) => i,
+            None => {
+                let v = [
+                    k.rec.token.as_str(),
+                    k.rec.key_alias.as_deref().unwrap_or(""),
+                    &**model,
+                ];
+                let names = &self.fam.key_remaining_requests_for_model.labels;
+                let vals: Vec<&str> = names
+                    .iter()
+                    .map(|n| match n.as_str() {
+                        "hashed_api_key" => v[0],
+                        "api_key_alias" => v[1],
+                        _ => v[2],
+                    })
+                    .collect();
+                let r = rpm.map(|_| {
+                    self.fam
+                        .key_remaining_requests_for_model
                         .vec
-                        .with_label_values(&v)
-                        .set(crate::store::usd(left));
-                }
-                None => {
-                    let _ = max.vec.remove_label_values(&v);
-                    remaining.vec.with_label_values(&v).set(f64::INFINITY);
-                }
+                        .with_label_values(&vals)
+                });
+                let t = tpm.map(|_| {
+                    self.fam
+                        .key_remaining_tokens_for_model
+                        .vec
+                        .with_label_values(&vals)
+                });
+                per_key.push((model.clone(), r, t));
+                per_key.len() - 1
             }
-            match g.reset_at_ms {
-                Some(at) => hours
-                    .vec
-                    .with_label_values(&v)
-                    .set((at as f64 - now) / 3_600_000.0),
-                None => {
-                    let _ = hours.vec.remove_label_values(&v);
-                }
-            }
+        };
+        let (_, r, t) = &per_key[slot];
+        if let (Some(g), Some(l)) = (r, rpm) {
+            g.set(l.saturating_sub(limits.requests.current(minute)) as f64);
+        }
+        if let (Some(g), Some(l)) = (t, tpm) {
+            g.set(l.saturating_sub(limits.tokens.current(minute)) as f64);
         }
     }
 
     fn remove_budgets(&mut self, scopes: &[BudgetScope]) {
+        self.budget_handles.clear();
+        self.model_limit_handles.clear();
         for s in scopes {
             for f in self.budget_families(s) {
                 let _ = f.vec.remove_label_values(&Self::budget_values(f, s));

@@ -8,7 +8,7 @@ use super::budget::{BudgetActor, SpendLogged};
 use super::deployment::{AttemptDone, AttemptsDone};
 use super::metrics::{MetricsActor, RequestFinished, RequestsFinished};
 use super::Deployment;
-use crate::store::SpendLog;
+use crate::store::SpendEvent;
 use actix::Addr;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ struct Outbox {
     finished: Vec<RequestFinished>,
     attempts: Vec<(Arc<Deployment>, AttemptDone)>,
     budget: Option<Addr<BudgetActor>>,
-    spend_logs: Vec<SpendLog>,
+    spend_logs: Vec<SpendEvent>,
     scheduled: bool,
 }
 
@@ -47,7 +47,7 @@ pub fn request_finished(metrics: &Addr<MetricsActor>, event: RequestFinished) {
 }
 
 /// Queues a spend-log row for the budget actor.
-pub fn spend_logged(budget: &Addr<BudgetActor>, row: SpendLog) {
+pub fn spend_logged(budget: &Addr<BudgetActor>, row: SpendEvent) {
     let full = OUTBOX.with(|o| {
         let mut o = o.borrow_mut();
         if o.budget.is_none() {

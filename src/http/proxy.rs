@@ -5,11 +5,8 @@
 //! [`RequestFinished`] event with everything the metrics need.
 
 use super::{auth, AppState};
-use crate::accounts::{
-    admin, admit, check_model_access, current_minute, settle, Admission, Caller, EndUserEntry,
-};
+use crate::accounts::{admit, check_model_access, settle, Admission, Caller, EndUserEntry};
 use crate::actors::deployment::AttemptDone;
-use crate::actors::metrics::ModelLimitGauge;
 use crate::actors::metrics::{Attempt, KeyLabels, Outcome, RequestFinished, OVERFLOW};
 use crate::actors::{outbox, Deployment};
 use crate::config::CustomLabel;
@@ -17,7 +14,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
 use crate::providers::{mock, openai, Endpoint};
 use crate::router::table::RouteError;
-use crate::store::{micros, now_ms, usd, SpendLog};
+use crate::store::{micros, now_ms, usd, SpendEvent};
 use actix::clock::{sleep, Instant, Sleep};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -89,8 +86,7 @@ impl Pending {
     }
 
     fn send(mut self, outcome: Outcome) {
-        let mut budgets = Vec::new();
-        let mut model_limits = None;
+        let (mut key_entry, mut team_entry, mut model_limits) = (None, None, None);
         if let Some(caller) = &self.caller {
             if let (Some(adm), Outcome::Success { usage, cost, .. }) = (&self.admission, &outcome) {
                 settle(
@@ -101,33 +97,9 @@ impl Pending {
                     usage.total_tokens,
                 );
             }
-            if let Some(k) = &caller.key {
-                budgets.push(admin::key_gauge(k));
-                if let Some(ml) = self
-                    .admission
-                    .as_ref()
-                    .and_then(|a| a.model_limits.as_ref())
-                {
-                    let minute = current_minute(now_ms());
-                    let left = |limit: Option<&u64>, used: u64| {
-                        limit.map(|l| l.saturating_sub(used) as f64)
-                    };
-                    model_limits = Some(ModelLimitGauge {
-                        model: self.requested_model.clone(),
-                        remaining_requests: left(
-                            k.rec.model_rpm_limit.get(&*self.requested_model),
-                            ml.requests.current(minute),
-                        ),
-                        remaining_tokens: left(
-                            k.rec.model_tpm_limit.get(&*self.requested_model),
-                            ml.tokens.current(minute),
-                        ),
-                    });
-                }
-            }
-            if let Some(t) = &caller.team {
-                budgets.push(admin::team_gauge(t));
-            }
+            key_entry = caller.key.clone();
+            team_entry = caller.team.clone();
+            model_limits = self.admission.as_ref().and_then(|a| a.model_limits.clone());
         }
         if self.admission.is_some() {
             self.log_spend(&outcome);
@@ -141,7 +113,8 @@ impl Pending {
                 custom: self.custom,
                 attempts: self.attempts,
                 outcome,
-                budgets,
+                key_entry,
+                team_entry,
                 model_limits,
             };
             outbox::request_finished(m, event);
@@ -150,32 +123,20 @@ impl Pending {
 
     /// One spend-log row for a request that reached the upstream stage.
     fn log_spend(&self, outcome: &Outcome) {
-        let k = &self.key;
-        let (usage, spend, status) = match outcome {
-            Outcome::Success { usage, cost, .. } => (*usage, *cost, "success"),
-            Outcome::Failure { .. } => (Usage::default(), 0.0, "failure"),
+        let (usage, spend_micros, ok) = match outcome {
+            Outcome::Success { usage, cost, .. } => (*usage, micros(*cost), true),
+            Outcome::Failure { .. } => (Usage::default(), 0, false),
         };
-        let model_id = self
-            .attempts
-            .last()
-            .map(|a| a.deployment.model_id.clone())
-            .unwrap_or_default();
-        let row = SpendLog {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            api_key: k.hashed_api_key.clone(),
-            key_alias: k.api_key_alias.clone(),
-            team_id: k.team.clone(),
-            user: k.user.clone(),
-            end_user: self.end_user.clone().unwrap_or_default(),
-            model_group: self.requested_model.to_string(),
-            model_id,
-            prompt_tokens: usage.prompt_tokens as i64,
-            completion_tokens: usage.completion_tokens as i64,
-            total_tokens: usage.total_tokens as i64,
-            spend,
-            status: status.into(),
-            start_time_ms: self.start_ms,
-            end_time_ms: now_ms(),
+        let row = SpendEvent {
+            key: self.key.clone(),
+            end_user: self.end_user.clone(),
+            model_group: self.requested_model.clone(),
+            deployment: self.attempts.last().map(|a| a.deployment.clone()),
+            usage,
+            spend_micros,
+            ok,
+            start_ms: self.start_ms,
+            end_ms: now_ms(),
         };
         outbox::spend_logged(&self.state.actors.budget, row);
     }
