@@ -167,9 +167,14 @@ impl Ledger {
     }
 
     /// Starts a new period: spend and pending writes to zero.
+    ///
+    /// The caller has just written the store's spend to zero. Whatever was settled since it last took the
+    /// unpersisted amount (requests finishing during the write) belongs to the new period: it is kept, in
+    /// memory and as still to be written.
     pub fn reset(&self, next: Option<i64>) {
-        self.spend.store(0, Ordering::Release);
-        self.unpersisted.store(0, Ordering::Release);
+        let carried = self.unpersisted.swap(0, Ordering::AcqRel);
+        self.spend.store(carried, Ordering::Release);
+        self.unpersisted.fetch_add(carried, Ordering::AcqRel);
         self.set_reset_at(next);
     }
 }
@@ -198,6 +203,9 @@ impl Window {
     pub fn try_take(&self, minute: u64, n: u64, limit: u64) -> bool {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
+            // Never back to an older minute: a caller that read the clock before another moved the window on
+            // counts in the newer window.
+            let minute = minute.max(cur >> 32);
             let count = Self::unpack(cur, minute);
             if count + n > limit {
                 return false;
@@ -217,6 +225,7 @@ impl Window {
     pub fn add(&self, minute: u64, n: u64) {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
+            let minute = minute.max(cur >> 32);
             let count = Self::unpack(cur, minute).saturating_add(n).min(COUNT_MASK);
             let next = (minute << 32) | count;
             match self
@@ -642,7 +651,8 @@ pub fn settle(
     cost_micros: i64,
     tokens: u64,
 ) {
-    let minute = admission.minute;
+    // Tokens count in the minute the request finished in (a long stream may end in the next one).
+    let minute = current_minute(crate::store::now_ms()).max(admission.minute);
     if let Some(k) = &caller.key {
         k.ledger.add(cost_micros);
         k.limits.tokens.add(minute, tokens);
@@ -728,6 +738,11 @@ mod tests {
         assert_eq!(w.current(11), 501);
         w.give_back(10, 1); // an old minute's give-back does nothing
         assert_eq!(w.current(11), 501);
+        // Nor does a late add or take for an old minute move the window back.
+        w.add(10, 5);
+        assert_eq!(w.current(11), 506);
+        assert!(w.try_take(10, 1, 1000));
+        assert_eq!(w.current(11), 507);
     }
 
     #[test]
@@ -764,6 +779,11 @@ mod tests {
         l.reset(Some(1000));
         assert_eq!(l.spend_micros(), 0);
         assert_eq!(l.reset_at(), Some(1000));
+        // Spend settled after the last write survives a reset, as the new period's.
+        l.add(9);
+        l.reset(Some(2000));
+        assert_eq!(l.spend_micros(), 9);
+        assert_eq!(l.take_unpersisted(), 9);
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl<'a> Fields<'a> {
             Some(Json::Null) => Ok(Some(None)),
             Some(v) => serde_json::from_value(v.clone())
                 .map(|v| Some(Some(v)))
-                .map_err(|_| bad(format!("`{k}` must be {what}, got {v}")).with_param(k)),
+                // The value is not echoed: it could be a key.
+                .map_err(|_| bad(format!("`{k}` must be {what}")).with_param(k)),
         }
     }
 
@@ -596,6 +597,9 @@ pub async fn run(
                     .collect(),
                 None => return Err(bad("`member` is required").with_param("member")),
             };
+            if members.is_empty() {
+                return Err(bad("`member` must name at least one member").with_param("member"));
+            }
             if members
                 .iter()
                 .any(|m| m.user_id.is_none() && m.user_email.is_none())
@@ -695,8 +699,19 @@ pub async fn run(
             accounts.users.insert(user_id.clone(), entry);
             if auto_key {
                 let mut kb = Map::new();
-                kb.insert("user_id".into(), Json::String(user_id));
-                let (k, kfx) = Box::pin(run(accounts, store, AdminOp::KeyGenerate(kb))).await?;
+                kb.insert("user_id".into(), Json::String(user_id.clone()));
+                let generated = Box::pin(run(accounts, store, AdminOp::KeyGenerate(kb))).await;
+                let (k, kfx) = match generated {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Nothing half-written: the user goes too.
+                        let _ = store
+                            .delete(Table::Users, std::slice::from_ref(&user_id))
+                            .await;
+                        accounts.users.remove(&user_id);
+                        return Err(e);
+                    }
+                };
                 fx.gauges.extend(kfx.gauges);
                 if let Some(o) = info.as_object_mut() {
                     o.insert("key".into(), k["key"].clone());

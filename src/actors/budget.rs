@@ -239,6 +239,10 @@ async fn flush(
         }
     };
     resets(accounts, store, metrics).await;
+    // Unknown keys are remembered for a few seconds only, so a flood of random keys cannot grow memory.
+    accounts
+        .missing_keys
+        .retain(|_, seen| seen.elapsed() < NEGATIVE_TTL);
     unwritten
 }
 

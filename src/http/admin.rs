@@ -127,7 +127,8 @@ fn page(q: &Query) -> Result<(usize, usize), ApiError> {
             }),
         }
     };
-    Ok((num("page", 1)?, num("size", 100)?.min(1000)))
+    // Bounded so that (page - 1) * size cannot overflow.
+    Ok((num("page", 1)?.min(1_000_000), num("size", 100)?.min(1000)))
 }
 
 async fn key_list(
@@ -298,7 +299,9 @@ fn date_ms(q: &Query, name: &str, end: bool) -> Result<Option<i64>, ApiError> {
             ))
         })
         .flatten()
-        .filter(|(_, m, d)| (1..=12).contains(m) && (1..=31).contains(d));
+        .filter(|(y, m, d)| {
+            (1970..=9999).contains(y) && (1..=12).contains(m) && (1..=31).contains(d)
+        });
     let Some((y, m, d)) = parsed else {
         return Err(ApiError::bad_request(format!(
             "`{name}` must be YYYY-MM-DD or unix milliseconds"

@@ -12,6 +12,9 @@ use actix_web::HttpRequest;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Unknown keys remembered at once (older ones expire every second, see `actors/budget.rs`).
+const MAX_REMEMBERED_MISSING_KEYS: usize = 100_000;
+
 /// The key the client presented, if any.
 pub fn presented_key(req: &HttpRequest) -> Option<&str> {
     let h = req.headers();
@@ -69,9 +72,11 @@ pub async fn lookup_key(state: &AppState, token: &str) -> Option<Arc<KeyEntry>> 
             accounts.keys.get(token).map(|e| e.clone())
         }
         Ok(None) => {
-            accounts
-                .missing_keys
-                .insert(token.to_owned(), Instant::now());
+            if accounts.missing_keys.len() < MAX_REMEMBERED_MISSING_KEYS {
+                accounts
+                    .missing_keys
+                    .insert(token.to_owned(), Instant::now());
+            }
             None
         }
         Err(e) => {

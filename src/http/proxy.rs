@@ -66,6 +66,8 @@ struct Pending {
     end_user_entry: Option<Arc<EndUserEntry>>,
     /// Set once budgets and limits admitted the request; releases its parallel slot when dropped.
     admission: Option<Admission>,
+    /// Usage and cost of a stream that failed after generating text: charged although the request failed.
+    partial: Option<(Usage, f64)>,
 }
 
 impl Pending {
@@ -82,18 +84,19 @@ impl Pending {
             caller: None,
             end_user_entry: None,
             admission: None,
+            partial: None,
         }
     }
 
     fn send(mut self, outcome: Outcome) {
         let (mut key_entry, mut team_entry, mut model_limits) = (None, None, None);
         if let Some(caller) = &self.caller {
-            if let (Some(adm), Outcome::Success { usage, cost, .. }) = (&self.admission, &outcome) {
+            if let (Some(adm), Some((usage, cost))) = (&self.admission, self.charge(&outcome)) {
                 settle(
                     caller,
                     self.end_user_entry.as_deref(),
                     adm,
-                    micros(*cost),
+                    micros(cost),
                     usage.total_tokens,
                 );
             }
@@ -121,12 +124,18 @@ impl Pending {
         }
     }
 
+    /// What the request costs: its usage on success, what a broken stream generated on failure.
+    fn charge(&self, outcome: &Outcome) -> Option<(Usage, f64)> {
+        match outcome {
+            Outcome::Success { usage, cost, .. } => Some((*usage, *cost)),
+            Outcome::Failure { .. } => self.partial,
+        }
+    }
+
     /// One spend-log row for a request that reached the upstream stage.
     fn log_spend(&self, outcome: &Outcome) {
-        let (usage, spend_micros, ok) = match outcome {
-            Outcome::Success { usage, cost, .. } => (*usage, micros(*cost), true),
-            Outcome::Failure { .. } => (Usage::default(), 0, false),
-        };
+        let (usage, cost) = self.charge(outcome).unwrap_or_default();
+        let (spend_micros, ok) = (micros(cost), matches!(outcome, Outcome::Success { .. }));
         let row = SpendEvent {
             key: self.key.clone(),
             end_user: self.end_user.clone(),
@@ -406,11 +415,7 @@ fn success(
     api: Duration,
     ttft: Option<Duration>,
 ) -> Outcome {
-    // Rounded to the micro-dollar once, so the ledgers, the spend log and the metric agree exactly.
-    let cost = usd(micros(
-        usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
-            + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0),
-    ));
+    let cost = cost_of(dep, &usage);
     Outcome::Success {
         deployment: dep.labels.clone(),
         usage,
@@ -419,6 +424,15 @@ fn success(
         api_latency: api.as_secs_f64(),
         time_to_first_token: ttft.map(|d| d.as_secs_f64()),
     }
+}
+
+/// USD for `usage` at the deployment's prices, rounded to the micro-dollar once, so the ledgers, the spend
+/// log and the metric agree exactly.
+fn cost_of(dep: &Deployment, usage: &Usage) -> f64 {
+    usd(micros(
+        usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
+            + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0),
+    ))
 }
 
 fn json_response(dep: &Deployment, body: Bytes) -> HttpResponse {
@@ -571,6 +585,7 @@ impl<S> Metered<S> {
     }
 
     fn fail(&mut self, err: &ApiError) -> Bytes {
+        let partial = self.partial();
         if let Some(mut p) = self.pending.take() {
             tracing::warn!(class = %err.class(), "stream failed: {}", err.message);
             p.attempt(
@@ -579,9 +594,18 @@ impl<S> Metered<S> {
                 self.api_start.elapsed(),
                 self.remaining,
             );
+            p.partial = partial;
             p.fail(err);
         }
         Bytes::from(format!("data: {}\n\n", err.body()))
+    }
+
+    /// What a stream that did not finish generated, to be charged: nothing if no text came through.
+    fn partial(&self) -> Option<(Usage, f64)> {
+        (self.tap.saw_token || self.tap.usage.is_some()).then(|| {
+            let usage = self.usage();
+            (usage, cost_of(&self.dep, &usage))
+        })
     }
 }
 
@@ -675,6 +699,7 @@ impl<S> Drop for Metered<S> {
                 "client closed the stream",
             );
             p.attempt(&self.dep, Ok(()), self.api_start.elapsed(), self.remaining);
+            p.partial = self.partial();
             p.fail(&err);
         }
     }

@@ -24,6 +24,19 @@ fn cost_of(reply: &Reply) -> f64 {
     u["prompt_tokens"].as_f64().unwrap() * 0.001 + u["completion_tokens"].as_f64().unwrap() * 0.002
 }
 
+/// Rate limits use fixed one-minute windows: a check that needs several requests in one window waits out
+/// the last seconds of a minute first.
+async fn fresh_minute() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if secs > 50.0 {
+        actix_rt::time::sleep(std::time::Duration::from_secs_f64(60.5 - secs)).await;
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -184,6 +197,7 @@ async fn the_whole_story_limits_budgets_metrics_reset_and_restart() {
         .to_owned();
 
     // rpm: three requests pass, the fourth is refused with 429 and retry-after.
+    fresh_minute().await;
     let mut cost = 0.0;
     for _ in 0..3 {
         let r = call(&gw, &limited, &ask("m")).await;
@@ -536,6 +550,7 @@ async fn end_users_and_team_limits_are_enforced() {
     assert_eq!(call(&gw, &probe, &body).await.status, 403);
 
     // A team's rpm limit binds all its keys together; its models list too.
+    fresh_minute().await;
     gw.admin(
         "/team/new",
         &json!({"team_id": "t2", "rpm_limit": 2, "models": ["m"]}),
@@ -573,4 +588,38 @@ async fn end_users_and_team_limits_are_enforced() {
         429,
         "the first request used the minute's tokens"
     );
+}
+
+#[actix_rt::test]
+async fn a_broken_stream_is_charged_for_what_it_generated() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&upstream_config(
+        &mock,
+        "general_settings:\n  master_key: sk-master\n",
+    ))
+    .await;
+    let key = gw
+        .admin("/key/generate", &json!({"key_alias": "streamer"}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    mock.rule(json!({"model": "gpt-4o-2024", "cut_stream_after": 3}))
+        .await;
+    let mut body = chat("gpt-4o");
+    body["stream"] = json!(true);
+    let r = call(&gw, &key, &body).await;
+    assert_eq!(r.status, 200);
+    assert!(r.sse_data().last().unwrap().contains("error"));
+    // Text came through before the break: the key pays for it, and the spend log says the request failed.
+    let spend = gw.admin_get(&format!("/key/info?key={key}")).await.json()["info"]["spend"]
+        .as_f64()
+        .unwrap();
+    assert!(spend > 0.0, "{spend}");
+    let logs = gw.admin_get("/spend/logs").await.json();
+    let row = &logs["data"][0];
+    assert_eq!(row["status"], "failure");
+    assert!(close(row["spend"].as_f64().unwrap(), spend));
+    assert!(row["completion_tokens"].as_i64().unwrap() > 0);
 }
