@@ -206,65 +206,44 @@ pub fn team_gauge(e: &TeamEntry) -> BudgetGauge {
     }
 }
 
-fn budget_json(ledger: &Ledger) -> (f64, Json) {
-    (
-        usd(ledger.spend_micros()),
-        ledger
+/// A record as the info endpoints show it: its fields, plus spend, reset and creation times.
+fn info_json(rec: &impl Serialize, ledger: &Ledger, created_at: i64) -> Json {
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("spend".into(), usd(ledger.spend_micros()).into());
+        let reset = ledger
             .reset_at()
             .map(|t| Json::String(iso(t)))
-            .unwrap_or(Json::Null),
-    )
+            .unwrap_or(Json::Null);
+        o.insert("budget_reset_at".into(), reset);
+        o.insert("created_at".into(), Json::String(iso(created_at)));
+    }
+    v
 }
 
 pub fn key_info(e: &KeyEntry) -> Json {
-    let (spend, reset) = budget_json(&e.ledger);
-    let mut v = serde_json::to_value(&e.rec).unwrap_or_default();
+    let mut v = info_json(&e.rec, &e.ledger, e.rec.created_at);
     if let Some(o) = v.as_object_mut() {
-        o.insert("spend".into(), spend.into());
-        o.insert("budget_reset_at".into(), reset);
-        o.insert(
-            "expires".into(),
-            e.rec
-                .expires
-                .map(|t| Json::String(iso(t)))
-                .unwrap_or(Json::Null),
-        );
-        o.insert("created_at".into(), Json::String(iso(e.rec.created_at)));
+        let expires = e
+            .rec
+            .expires
+            .map(|t| Json::String(iso(t)))
+            .unwrap_or(Json::Null);
+        o.insert("expires".into(), expires);
     }
     v
 }
 
 pub fn team_info(e: &TeamEntry) -> Json {
-    let (spend, reset) = budget_json(&e.ledger);
-    let mut v = serde_json::to_value(&e.rec).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("spend".into(), spend.into());
-        o.insert("budget_reset_at".into(), reset);
-        o.insert("created_at".into(), Json::String(iso(e.rec.created_at)));
-    }
-    v
+    info_json(&e.rec, &e.ledger, e.rec.created_at)
 }
 
 pub fn user_info(e: &UserEntry) -> Json {
-    let (spend, reset) = budget_json(&e.ledger);
-    let mut v = serde_json::to_value(&e.rec).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("spend".into(), spend.into());
-        o.insert("budget_reset_at".into(), reset);
-        o.insert("created_at".into(), Json::String(iso(e.rec.created_at)));
-    }
-    v
+    info_json(&e.rec, &e.ledger, e.rec.created_at)
 }
 
 pub fn end_user_info(e: &EndUserEntry) -> Json {
-    let (spend, reset) = budget_json(&e.ledger);
-    let mut v = serde_json::to_value(&e.rec).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("spend".into(), spend.into());
-        o.insert("budget_reset_at".into(), reset);
-        o.insert("created_at".into(), Json::String(iso(e.rec.created_at)));
-    }
-    v
+    info_json(&e.rec, &e.ledger, e.rec.created_at)
 }
 
 const KEY_FIELDS: &[&str] = &[
