@@ -59,3 +59,34 @@ fn broken_configs_fail_with_every_problem_listed() {
     assert!(out.contains("cannot read"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn json_logs_are_json() {
+    let dir = std::env::temp_dir().join(format!("llm-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    // An unknown top-level section is a warning: one log line to look at.
+    std::fs::write(
+        &path,
+        "model_list:\n  - {model_name: a, llm_params: {model: mock/x}}\nsurprise: 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_llm"))
+        .args([
+            "--check-config",
+            "--json-logs",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("surprise"))
+        .expect("a warning about the unknown section");
+    let v: serde_json::Value = serde_json::from_str(line).expect("the log line is JSON");
+    assert_eq!(v["level"], "WARN");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -340,3 +340,43 @@ async fn master_key_guards_the_api_and_optionally_metrics() {
         "the master key must not be logged"
     );
 }
+
+#[actix_rt::test]
+async fn upstream_timeouts_answer_408_and_count() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: slow\n    llm_params: {{model: openai/slow-model, api_base: {}, timeout: 0.3, stream_timeout: 0.3}}\nllm_settings:\n  callbacks: [prometheus]\n  request_timeout: 30\n",
+        mock.base()
+    ))
+    .await;
+    mock.rule(json!({"model": "slow-model", "latency_ms": 1500}))
+        .await;
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat("slow")).await;
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert_eq!(r.error()["type"], "timeout_error");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1400),
+        "the deployment's timeout applies"
+    );
+    // A stream that goes silent after its first frames is cut by stream_timeout.
+    mock.rule(json!({"model": "slow-model", "frame_delay_ms": 1500}))
+        .await;
+    let mut body = chat("slow");
+    body["stream"] = json!(true);
+    let r = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.sse_data().last().unwrap().contains("stream_timeout"),
+        "{}",
+        r.body
+    );
+    let m = gw.metrics_after(2.0).await;
+    assert_eq!(
+        m.sum(
+            "llm_deployment_failure_responses_total",
+            &[("exception_class", "Openai.Timeout")]
+        ),
+        2.0
+    );
+}
