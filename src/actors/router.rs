@@ -8,13 +8,6 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
-// ---- messages -------------------------------------------------------------------------------------------
-
-/// The current table (a cheap `Arc` clone), e.g. for tests and admin endpoints.
-#[derive(Message)]
-#[rtype(result = "Arc<RoutingTable>")]
-pub struct CurrentTable;
-
 // ---- the actor ------------------------------------------------------------------------------------------
 
 pub struct RouterActor {
@@ -45,13 +38,5 @@ impl Actor for RouterActor {
 
     fn started(&mut self, _: &mut Context<Self>) {
         self.publish();
-    }
-}
-
-impl Handler<CurrentTable> for RouterActor {
-    type Result = MessageResult<CurrentTable>;
-
-    fn handle(&mut self, _: CurrentTable, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.published.load_full())
     }
 }

@@ -368,7 +368,7 @@ async fn run(
         let metered = Metered::new(
             response,
             SseTap::new(!client_wants_usage),
-            std::mem::replace(pending, pending_placeholder(state)),
+            std::mem::replace(pending, Pending::new(state)),
             dep.clone(),
             body,
             api_start,
@@ -401,11 +401,6 @@ async fn run(
     let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
     let resp = json_response(&dep, bytes);
     Ok(Answer::Done(resp, outcome))
-}
-
-/// A `Pending` left behind when the real one moves into a stream body; it is never sent.
-fn pending_placeholder(state: &web::Data<AppState>) -> Pending {
-    Pending::new(state)
 }
 
 fn success(
@@ -488,7 +483,7 @@ async fn mock_answer(
         let metered = Metered::new(
             chunks,
             SseTap::new(!client_wants_usage),
-            std::mem::replace(pending, pending_placeholder(&pending.state.clone())),
+            std::mem::replace(pending, Pending::new(&pending.state.clone())),
             dep.clone(),
             body.clone(),
             api_start,

@@ -234,19 +234,7 @@ impl Gateway {
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
-        let mut resp = req.send_body(body).await.expect("gateway answers");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = resp.body().limit(64 * 1024 * 1024).await.expect("body");
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Reply::read(req.send_body(body).await.expect("gateway answers")).await
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -254,19 +242,7 @@ impl Gateway {
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
-        let mut resp = req.send().await.expect("gateway answers");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = resp.body().limit(64 * 1024 * 1024).await.expect("body");
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Reply::read(req.send().await.expect("gateway answers")).await
     }
 
     /// Scrapes `/metrics` once the metrics actor has caught up with `expect_requests` finished requests
@@ -308,6 +284,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    async fn read(mut resp: awc::ClientResponse) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = resp.body().limit(64 * 1024 * 1024).await.expect("body");
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
