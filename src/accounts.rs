@@ -221,8 +221,8 @@ impl Window {
         }
     }
 
-    /// Adds `n` unconditionally (tokens, known only after the call).
-    pub fn add(&self, minute: u64, n: u64) {
+    /// Adds `n` unconditionally (tokens, known only after the call); returns the new count.
+    pub fn add(&self, minute: u64, n: u64) -> u64 {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
             let minute = minute.max(cur >> 32);
@@ -232,10 +232,15 @@ impl Window {
                 .0
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return,
+                Ok(_) => return count,
                 Err(v) => cur = v,
             }
         }
+    }
+
+    /// Forgets the count.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Release);
     }
 
     /// Gives back `n` taken in `minute` (a request refused by a later check).

@@ -19,6 +19,7 @@ pub mod router;
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::deployment::live::{CooldownPolicy, Live};
 use crate::providers::openai;
 use crate::router::table::RoutingTable;
 use crate::store::Store;
@@ -39,6 +40,9 @@ pub struct Deployment {
     pub addr: Addr<DeploymentActor>,
     /// URLs and auth header of an HTTP upstream; `None` for the built-in mock.
     pub target: Option<openai::Target>,
+    /// In flight, usage, cooldown gate, latency: what routing reads on every request.
+    pub live: Arc<Live>,
+    pub policy: CooldownPolicy,
 }
 
 /// Addresses of the running actors.
@@ -77,10 +81,16 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
                 api_base: cfg.api_base.clone(),
                 api_provider: cfg.provider.as_str(),
             });
-            let (l, m) = (labels.clone(), metrics.clone());
+            let live = Arc::new(Live::default());
+            let (l, m, lv) = (labels.clone(), metrics.clone(), live.clone());
             let addr = DeploymentActor::start_in_arbiter(&routing_arbiter, move |_| {
-                DeploymentActor::new(l, m)
+                DeploymentActor::new(l, m, lv)
             });
+            let policy = CooldownPolicy {
+                allowed_fails: config.router.allowed_fails,
+                cooldown_time: config.router.cooldown_time,
+                probe_timeout: cfg.timeout.max(cfg.stream_timeout),
+            };
             let target = (cfg.provider != ProviderKind::Mock)
                 .then(|| openai::Target::new(cfg))
                 .flatten();
@@ -90,15 +100,21 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
                 labels,
                 addr,
                 target,
+                live,
+                policy,
             })
         })
         .collect();
     let deployments = Arc::new(deployments);
     // Published now so the first request finds it; the actor republishes on every change.
-    let routes = Arc::new(ArcSwap::from_pointee(RoutingTable::new(&deployments)));
+    let strategy = config.router.routing_strategy;
+    let routes = Arc::new(ArcSwap::from_pointee(RoutingTable::new(
+        &deployments,
+        strategy,
+    )));
     let router = {
         let (d, r) = (deployments.clone(), routes.clone());
-        RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, r))
+        RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, strategy, r))
     };
     let budget_arbiter = Arbiter::new().handle();
     let budget = {

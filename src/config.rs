@@ -137,8 +137,9 @@ pub struct RouterSettings {
     pub default_fallbacks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoutingStrategy {
+    #[default]
     SimpleShuffle,
     LeastBusy,
     LatencyBased,
@@ -153,6 +154,15 @@ impl RoutingStrategy {
             "latency-based-routing" => Some(Self::LatencyBased),
             "usage-based-routing" | "usage-based-routing-v2" => Some(Self::UsageBased),
             _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SimpleShuffle => "simple-shuffle",
+            Self::LeastBusy => "least-busy",
+            Self::LatencyBased => "latency-based-routing",
+            Self::UsageBased => "usage-based-routing",
         }
     }
 }

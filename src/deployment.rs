@@ -2,3 +2,4 @@
 //! The DeploymentActor (`actors/deployment.rs`) owns one [`health::Health`] per deployment.
 
 pub mod health;
+pub mod live;

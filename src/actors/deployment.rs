@@ -1,9 +1,13 @@
-//! DeploymentActor: one per `model_list` entry. Records each upstream attempt's outcome, latency and the
-//! upstream's remaining-limit headers in a [`Health`], and reports state changes to the metrics actor.
+//! DeploymentActor: one per `model_list` entry. Keeps the deployment's [`Health`] record from each upstream
+//! attempt (outcome, latency, remaining-limit headers), writes the latency and headers back into the
+//! deployment's [`Live`] state for routing, follows its cooldowns with timers, and reports state changes and
+//! cooldowns to the metrics actor. Cooldowns themselves start on the worker that saw the failure
+//! (`deployment/live.rs`), so no request reaches a deployment that is being taken out.
 
 use super::metrics::{DeploymentLabels, DeploymentStateChanged, HealthState, MetricsActor};
-use crate::deployment::health::Health;
-use actix::clock::Instant;
+use crate::deployment::health::{Health, IDLE_RECOVERY};
+use crate::deployment::live::{CooldownStarted, Live};
+use crate::store::now_ms;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +26,13 @@ pub struct AttemptDone {
     pub latency: Duration,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
+    /// The cooldown this failure started.
+    pub cooldown: Option<CooldownStarted>,
+    /// This success proved the deployment back after a cooldown.
+    pub recovered: bool,
 }
 
-/// A copy of the deployment's health, for `/health` endpoints and routing decisions.
+/// A copy of the deployment's health, for `/health` endpoints.
 #[derive(Message)]
 #[rtype(result = "DeploymentSnapshot")]
 pub struct Snapshot;
@@ -34,7 +42,7 @@ pub struct DeploymentSnapshot {
     pub state: HealthState,
     pub successes: u64,
     pub failures: u64,
-    pub recent_failures: usize,
+    pub cooldowns: u64,
     pub last_error: Option<(u16, String)>,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
@@ -46,26 +54,53 @@ pub struct DeploymentSnapshot {
 pub struct DeploymentActor {
     labels: Arc<DeploymentLabels>,
     metrics: Option<Addr<MetricsActor>>,
+    live: Arc<Live>,
     health: Health,
+    /// Counts cooldowns, so that a timer set for an older one does nothing.
+    epoch: u64,
 }
 
 impl DeploymentActor {
-    pub fn new(labels: Arc<DeploymentLabels>, metrics: Option<Addr<MetricsActor>>) -> Self {
+    pub fn new(
+        labels: Arc<DeploymentLabels>,
+        metrics: Option<Addr<MetricsActor>>,
+        live: Arc<Live>,
+    ) -> Self {
         DeploymentActor {
             labels,
             metrics,
+            live,
             health: Health::default(),
+            epoch: 0,
         }
     }
 
-    fn publish(&self, from: HealthState, to: HealthState) {
-        tracing::info!(deployment = %self.labels.model_id, model_group = %self.labels.model_group, from = ?from, to = ?to, "deployment state changed");
+    fn publish(&self, to: HealthState, cooled_down: Option<u16>) {
+        tracing::info!(deployment = %self.labels.model_id, model_group = %self.labels.model_group, state = ?to, "deployment state changed");
         if let Some(m) = &self.metrics {
             m.do_send(DeploymentStateChanged {
                 deployment: self.labels.clone(),
                 state: to,
+                cooled_down,
             });
         }
+    }
+
+    /// Follows the cooldown of `epoch`: when it is over, waits [`IDLE_RECOVERY`] for a probe.
+    fn watch(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+        let left = self.live.cooldown_until() - now_ms();
+        if left > 0 {
+            let wait = Duration::from_millis(left as u64 + 1);
+            ctx.run_later(wait, move |act, ctx| act.watch(epoch, ctx));
+            return;
+        }
+        ctx.run_later(IDLE_RECOVERY, move |act, _| {
+            if act.epoch == epoch && !act.live.cooling(now_ms()) {
+                if let Some(s) = act.health.idle_recovery() {
+                    act.publish(s, None);
+                }
+            }
+        });
     }
 }
 
@@ -74,32 +109,44 @@ impl Actor for DeploymentActor {
 
     fn started(&mut self, _: &mut Context<Self>) {
         // The state series exists from boot, at 0, not only after the first request.
-        if let Some(m) = &self.metrics {
-            m.do_send(DeploymentStateChanged {
-                deployment: self.labels.clone(),
-                state: self.health.state,
-            });
-        }
+        self.publish(self.health.state, None);
     }
 }
 
 impl Handler<AttemptsDone> for DeploymentActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AttemptsDone, _: &mut Context<Self>) {
-        let now = Instant::now().into_std();
-        let from = self.health.state;
+    fn handle(&mut self, msg: AttemptsDone, ctx: &mut Context<Self>) {
         for a in msg.0 {
             self.health
                 .headers(a.remaining_requests, a.remaining_tokens);
-            match a.result {
-                Ok(()) => self.health.success(now, a.latency),
-                Err((status, class)) => self.health.failure(now, status, class),
+            self.live
+                .set_remaining(a.remaining_requests, a.remaining_tokens);
+            let changed = match a.result {
+                Ok(()) => {
+                    let cooling = !a.recovered && self.live.cooling(now_ms());
+                    let s = self.health.success(a.latency, cooling);
+                    if let Some(avg) = self.health.latency_ewma {
+                        self.live.set_latency(Duration::from_secs_f64(avg));
+                    }
+                    s.map(|s| (s, None))
+                }
+                Err((status, class)) => {
+                    let cooled = a.cooldown.is_some();
+                    let s = self.health.failure(status, class, cooled);
+                    if cooled {
+                        self.epoch += 1;
+                        self.watch(self.epoch, ctx);
+                        // Every cooldown is counted, also one that keeps the state at 2.
+                        Some((s.unwrap_or(HealthState::CompleteOutage), Some(status)))
+                    } else {
+                        s.map(|s| (s, None))
+                    }
+                }
             };
-        }
-        // One published change per batch: the state it ends in.
-        if self.health.state != from {
-            self.publish(from, self.health.state);
+            if let Some((state, cooled_down)) = changed {
+                self.publish(state, cooled_down);
+            }
         }
     }
 }
@@ -108,13 +155,12 @@ impl Handler<Snapshot> for DeploymentActor {
     type Result = MessageResult<Snapshot>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        let now = Instant::now().into_std();
-        let h = &mut self.health;
+        let h = &self.health;
         MessageResult(DeploymentSnapshot {
             state: h.state,
             successes: h.successes,
             failures: h.failures_total,
-            recent_failures: h.recent_failures(now),
+            cooldowns: h.cooldowns,
             last_error: h.last_error.clone(),
             remaining_requests: h.remaining_requests,
             remaining_tokens: h.remaining_tokens,

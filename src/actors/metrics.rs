@@ -38,6 +38,16 @@ pub struct RequestFinished {
     pub team_entry: Option<Arc<TeamEntry>>,
     /// The key's windows on the requested model, when it has model-specific limits.
     pub model_limits: Option<Arc<Limits>>,
+    /// Fallback groups tried after the requested group failed, in order.
+    pub fallbacks: Vec<FallbackTried>,
+}
+
+/// One fallback model group tried for a request.
+pub struct FallbackTried {
+    pub fallback_model: Arc<str>,
+    pub ok: bool,
+    /// The requested group's failure that sent the request to its fallbacks: (status, exception class).
+    pub cause: (u16, String),
 }
 
 /// The gauge `llm_deployment_state` of one deployment has a new value.
@@ -46,6 +56,8 @@ pub struct RequestFinished {
 pub struct DeploymentStateChanged {
     pub deployment: Arc<DeploymentLabels>,
     pub state: HealthState,
+    /// Set when the change is a new cooldown, with the status of the failure that started it.
+    pub cooled_down: Option<u16>,
 }
 
 /// Budget gauges changed outside a request (create, update, reset), or entities went away.
@@ -231,6 +243,7 @@ struct LabelCtx<'a> {
     custom: &'a [String],
     status: &'a str,
     class: &'a str,
+    fallback_model: &'a str,
 }
 
 impl<'a> LabelCtx<'a> {
@@ -246,6 +259,7 @@ impl<'a> LabelCtx<'a> {
             "requested_model" => self.requested_model,
             "status_code" | "exception_status" => self.status,
             "exception_class" => self.class,
+            "fallback_model" => self.fallback_model,
             "model" | "llm_model_name" => dep(|d| &d.llm_model_name),
             "model_group" => dep(|d| &d.model_group),
             "model_id" => dep(|d| &d.model_id),
@@ -372,8 +386,25 @@ impl MetricsActor {
             custom: &custom,
             status: "",
             class: "",
+            fallback_model: "",
         };
         let (fam, created) = (&self.fam, &mut self.created);
+
+        for f in &msg.fallbacks {
+            let status = f.cause.0.to_string();
+            let ctx = LabelCtx {
+                status: &status,
+                class: &f.cause.1,
+                fallback_model: &f.fallback_model,
+                ..base
+            };
+            let family = if f.ok {
+                &fam.successful_fallbacks
+            } else {
+                &fam.failed_fallbacks
+            };
+            Self::counter(created, family, &ctx).inc();
+        }
 
         // Upstream attempts: deployment-level counters and the provider's remaining-limit headers.
         for a in &msg.attempts {
@@ -517,8 +548,17 @@ impl Handler<DeploymentStateChanged> for MetricsActor {
             custom: &[],
             status: "",
             class: "",
+            fallback_model: "",
         };
         Self::gauge(&self.fam.deployment_state, &ctx).set(msg.state as i32 as f64);
+        if let Some(status) = msg.cooled_down {
+            let status = status.to_string();
+            let ctx = LabelCtx {
+                status: &status,
+                ..ctx
+            };
+            Self::counter(&mut self.created, &self.fam.deployment_cooled_down, &ctx).inc();
+        }
     }
 }
 

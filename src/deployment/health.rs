@@ -1,21 +1,25 @@
-//! The health of one deployment: the state `llm_deployment_state` reports, a one-minute failure window, the
-//! upstream's last remaining-limit headers, in-flight count and a latency average.
+//! The record one DeploymentActor keeps about its deployment: the state `llm_deployment_state` reports,
+//! totals, the last error, the latency average and the upstream's last remaining-limit headers.
+//!
+//! State follows LiteLLM's meaning, on one series that always returns to 0: a success sets 0 (healthy); a
+//! failure sets 1 (partial outage) unless the deployment is cooling down; a cooldown sets 2 (complete
+//! outage), which holds until a request after the cooldown succeeds (the probe), or until the deployment
+//! has been idle for a [`IDLE_RECOVERY`] after its cooldown ended.
 
 use crate::actors::metrics::HealthState;
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Failures are counted over this window (LiteLLM's `allowed_fails` is per minute).
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// After a cooldown ends with no request to prove the deployment back, the state returns to 0 after this.
+pub const IDLE_RECOVERY: Duration = Duration::from_secs(60);
 /// Weight of the newest sample in the latency average.
 const LATENCY_EWMA_ALPHA: f64 = 0.2;
 
 #[derive(Debug, Clone)]
 pub struct Health {
     pub state: HealthState,
-    failures: VecDeque<Instant>,
     pub successes: u64,
     pub failures_total: u64,
+    pub cooldowns: u64,
     pub last_error: Option<(u16, String)>,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
@@ -27,9 +31,9 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             state: HealthState::Healthy,
-            failures: VecDeque::new(),
             successes: 0,
             failures_total: 0,
+            cooldowns: 0,
             last_error: None,
             remaining_requests: None,
             remaining_tokens: None,
@@ -39,44 +43,46 @@ impl Default for Health {
 }
 
 impl Health {
-    fn prune(&mut self, now: Instant) {
-        while let Some(&t) = self.failures.front() {
-            if now.duration_since(t) > FAILURE_WINDOW {
-                self.failures.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Records a successful call; returns the new state when it changed.
-    pub fn success(&mut self, now: Instant, latency: Duration) -> Option<HealthState> {
-        self.prune(now);
+    /// Records a successful call; `cooling` when the deployment is (still) in a cooldown, so a call that
+    /// started before the cooldown does not end it. Returns the new state when it changed.
+    pub fn success(&mut self, latency: Duration, cooling: bool) -> Option<HealthState> {
         self.successes += 1;
         let s = latency.as_secs_f64();
         self.latency_ewma = Some(match self.latency_ewma {
             None => s,
             Some(avg) => avg + LATENCY_EWMA_ALPHA * (s - avg),
         });
+        if cooling {
+            return None;
+        }
         self.set(HealthState::Healthy)
     }
 
-    /// Records a failed call; returns the new state when it changed.
-    pub fn failure(&mut self, now: Instant, status: u16, class: String) -> Option<HealthState> {
-        self.prune(now);
-        self.failures.push_back(now);
+    /// Records a failed call; `cooled_down` when this failure started a cooldown.
+    pub fn failure(
+        &mut self,
+        status: u16,
+        class: String,
+        cooled_down: bool,
+    ) -> Option<HealthState> {
         self.failures_total += 1;
         self.last_error = Some((status, class));
+        if cooled_down {
+            self.cooldowns += 1;
+            return self.set(HealthState::CompleteOutage);
+        }
         if self.state == HealthState::CompleteOutage {
             return None;
         }
         self.set(HealthState::PartialOutage)
     }
 
-    /// Failures inside the current window.
-    pub fn recent_failures(&mut self, now: Instant) -> usize {
-        self.prune(now);
-        self.failures.len()
+    /// Nobody proved the deployment back within [`IDLE_RECOVERY`] after its cooldown: back to healthy.
+    pub fn idle_recovery(&mut self) -> Option<HealthState> {
+        if self.state != HealthState::CompleteOutage {
+            return None;
+        }
+        self.set(HealthState::Healthy)
     }
 
     pub fn headers(&mut self, requests: Option<f64>, tokens: Option<f64>) {
@@ -99,26 +105,31 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use HealthState::*;
 
     #[test]
-    fn moves_between_healthy_and_partial() {
+    fn zero_one_two_zero_on_one_record() {
         let mut h = Health::default();
-        let t0 = Instant::now();
-        assert_eq!(h.success(t0, Duration::from_millis(100)), None);
+        assert_eq!(h.success(Duration::from_millis(100), false), None);
         assert_eq!(
-            h.failure(t0, 500, "Openai.InternalServerError".into()),
-            Some(HealthState::PartialOutage)
+            h.failure(500, "Openai.InternalServerError".into(), false),
+            Some(PartialOutage)
         );
-        assert_eq!(h.failure(t0, 500, "x".into()), None);
-        assert_eq!(h.recent_failures(t0), 2);
+        assert_eq!(h.failure(500, "x".into(), false), None);
         assert_eq!(
-            h.recent_failures(t0 + FAILURE_WINDOW + Duration::from_secs(1)),
-            0
+            h.failure(429, "Openai.RateLimitError".into(), true),
+            Some(CompleteOutage)
         );
-        assert_eq!(
-            h.success(t0, Duration::from_millis(300)),
-            Some(HealthState::Healthy)
-        );
+        // Failures and stragglers' successes during the cooldown keep it at 2.
+        assert_eq!(h.failure(500, "x".into(), false), None);
+        assert_eq!(h.success(Duration::from_millis(100), true), None);
+        assert_eq!(h.state, CompleteOutage);
+        // The probe after the cooldown succeeds.
+        assert_eq!(h.success(Duration::from_millis(300), false), Some(Healthy));
+        assert_eq!((h.successes, h.failures_total, h.cooldowns), (3, 4, 1));
         assert!((h.latency_ewma.unwrap() - 0.14).abs() < 1e-9);
+        h.failure(429, "x".into(), true);
+        assert_eq!(h.idle_recovery(), Some(Healthy));
+        assert_eq!(h.idle_recovery(), None);
     }
 }

@@ -1,8 +1,10 @@
 //! Liveness, readiness and per-deployment health.
 
 use super::{auth, AppState};
+use crate::accounts::admin::iso;
 use crate::actors::deployment::Snapshot;
 use crate::error::ApiError;
+use crate::store::now_ms;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -40,20 +42,35 @@ pub async fn deployments(
             .send(Snapshot)
             .await
             .map_err(|e| ApiError::internal(format!("deployment actor unavailable: {e}")))?;
+        let now = now_ms();
+        let until = d.live.cooldown_until();
+        let (rpm_used, tpm_used) = d.live.usage(now);
         out.push(json!({
             "model_name": d.cfg.model_name,
             "model_id": d.cfg.id,
             "model": format!("{}/{}", d.cfg.provider.as_str(), d.cfg.model),
             "api_base": d.cfg.api_base,
             "state": s.state as i32,
+            "state_name": match s.state as i32 { 0 => "healthy", 1 => "partial_outage", _ => "complete_outage" },
+            "cooling_down": until > now,
+            "cooldown_until": (until > now).then(|| iso(until)),
+            "cooldown_remaining_seconds": (until > now).then(|| (until - now) as f64 / 1000.0),
+            "on_probation": d.live.on_probation(),
+            "cooldowns": s.cooldowns,
+            "in_flight": d.live.in_flight(),
+            "rpm_used": rpm_used,
+            "tpm_used": tpm_used,
             "successes": s.successes,
             "failures": s.failures,
-            "recent_failures": s.recent_failures,
+            "recent_failures": d.live.recent_failures(now),
             "last_error": s.last_error.map(|(status, class)| json!({"status": status, "class": class})),
             "remaining_requests": s.remaining_requests,
             "remaining_tokens": s.remaining_tokens,
             "latency_ewma_seconds": s.latency_ewma_seconds,
         }));
     }
-    Ok(HttpResponse::Ok().json(json!({ "deployments": out })))
+    Ok(HttpResponse::Ok().json(json!({
+        "routing_strategy": state.config.router.routing_strategy.as_str(),
+        "deployments": out,
+    })))
 }

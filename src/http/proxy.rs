@@ -7,13 +7,16 @@
 use super::{auth, AppState};
 use crate::accounts::{admit, check_model_access, settle, Admission, Caller, EndUserEntry};
 use crate::actors::deployment::AttemptDone;
-use crate::actors::metrics::{Attempt, KeyLabels, Outcome, RequestFinished, OVERFLOW};
+use crate::actors::metrics::{
+    Attempt, FallbackTried, KeyLabels, Outcome, RequestFinished, OVERFLOW,
+};
 use crate::actors::{outbox, Deployment};
-use crate::config::CustomLabel;
+use crate::config::{CustomLabel, RoutingStrategy};
+use crate::deployment::live::InFlight;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
 use crate::providers::{mock, openai, Endpoint};
-use crate::router::table::RouteError;
+use crate::router::table::{Group, Pick, RoutingTable};
 use crate::store::{micros, now_ms, usd, SpendEvent};
 use actix::clock::{sleep, Instant, Sleep};
 use actix_web::http::header;
@@ -68,6 +71,8 @@ struct Pending {
     admission: Option<Admission>,
     /// Usage and cost of a stream that failed after generating text: charged although the request failed.
     partial: Option<(Usage, f64)>,
+    /// Fallback groups tried; the last is marked successful when it answers.
+    fallbacks: Vec<FallbackTried>,
 }
 
 impl Pending {
@@ -85,6 +90,7 @@ impl Pending {
             end_user_entry: None,
             admission: None,
             partial: None,
+            fallbacks: Vec::new(),
         }
     }
 
@@ -108,6 +114,11 @@ impl Pending {
             self.log_spend(&outcome);
         }
         self.admission = None;
+        if let (Outcome::Success { deployment, .. }, Some(last)) =
+            (&outcome, self.fallbacks.last_mut())
+        {
+            last.ok = *last.fallback_model == *deployment.model_group;
+        }
         if let Some(m) = &self.state.actors.metrics {
             let event = RequestFinished {
                 requested_model: self.requested_model,
@@ -119,6 +130,7 @@ impl Pending {
                 key_entry,
                 team_entry,
                 model_limits,
+                fallbacks: self.fallbacks,
             };
             outbox::request_finished(m, event);
         }
@@ -166,12 +178,30 @@ impl Pending {
         latency: Duration,
         remaining: (Option<f64>, Option<f64>),
     ) {
+        let now = now_ms();
+        let mut recovered = false;
+        let cooldown = match result {
+            Ok(()) => {
+                let started = now - latency.as_millis() as i64;
+                recovered = dep.live.record_success(now, started);
+                None
+            }
+            Err(e) if counts_against(e) => dep.live.record_failure(
+                now,
+                e.status.as_u16(),
+                e.retry_after.map(Duration::from_secs),
+                &dep.policy,
+            ),
+            Err(_) => None,
+        };
         let result = result.map_err(|e| (e.status.as_u16(), e.class()));
         let event = AttemptDone {
             result: result.clone(),
             latency,
             remaining_requests: remaining.0,
             remaining_tokens: remaining.1,
+            cooldown,
+            recovered,
         };
         outbox::attempt_done(dep, event);
         self.attempts.push(Attempt {
@@ -298,31 +328,27 @@ async fn run(
             pending.custom = labels.iter().map(|l| custom_value(&meta, l)).collect();
         }
     }
-    let picked = state
-        .actors
-        .routes
-        .load()
-        .pick(&model, rand::thread_rng().gen::<f64>());
-    let dep = match picked {
-        Ok(dep) => dep,
-        Err(RouteError::UnknownModel) => {
-            pending.requested_model = Arc::from(OVERFLOW);
-            let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
-            let name: String = model.chars().take(100).collect();
-            return Err(ApiError::bad_request(format!(
-                "Invalid model name passed in model={name}. Call `/v1/models` to view available models for your key. Available models: {}",
-                shown.join(", ")
-            ))
-            .with_param("model"));
-        }
+    let table = state.actors.routes.load_full();
+    let Some(group) = table.group(&model) else {
+        pending.requested_model = Arc::from(OVERFLOW);
+        let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
+        let name: String = model.chars().take(100).collect();
+        return Err(ApiError::bad_request(format!(
+            "Invalid model name passed in model={name}. Call `/v1/models` to view available models for your key. Available models: {}",
+            shown.join(", ")
+        ))
+        .with_param("model"));
     };
-    pending.requested_model = dep.group.clone();
+    pending.requested_model = group.name.clone();
     view.user()?;
     view.metadata()?;
     validate_fields(endpoint, &view)?;
     let stream = endpoint.can_stream() && view.stream()?;
     let client_wants_usage = stream && view.include_usage()?;
-    check_model_access(&caller, &dep.cfg.model_name)?;
+    let router = &state.config.router;
+    let num_retries = view.num_retries()?.unwrap_or(router.num_retries);
+    let request_fallbacks = view.fallbacks()?;
+    check_model_access(&caller, &group.name)?;
     let end_user_entry = pending
         .end_user
         .as_ref()
@@ -330,28 +356,266 @@ async fn run(
     pending.admission = Some(admit(
         &caller,
         end_user_entry.as_deref(),
-        &dep.cfg.model_name,
+        &group.name,
         now_ms(),
     )?);
     pending.end_user_entry = end_user_entry;
 
+    let tokens = match table.strategy {
+        RoutingStrategy::UsageBased => estimate_prompt_tokens(&view),
+        _ => 0,
+    };
+    let call = Call {
+        endpoint,
+        view: &view,
+        body: &body,
+        stream,
+        client_wants_usage,
+        deadline: router.timeout.map(|t| pending.started + t),
+        strategy: table.strategy,
+        retry_after: router.retry_after,
+        tokens,
+        num_retries,
+    };
+    // Where a failure of the requested group goes, unless it is a context-window or content-policy error.
+    let general: Vec<&Group> = request_fallbacks
+        .as_ref()
+        .or_else(|| router.fallbacks.get(&*group.name))
+        .unwrap_or(&router.default_fallbacks)
+        .iter()
+        .filter_map(|name| table.group(name))
+        .filter(|g| g.name != group.name)
+        .collect();
+    let mut recovery = Recovery::default();
+    let alone = !general.iter().any(|g| g.any_available(now_ms()));
+    let cause = match try_group(group, &call, alone, &mut recovery, pending).await {
+        Ok(answer) => return Ok(answer),
+        Err(err) => err,
+    };
+    let chain: Vec<&Group> = match cause.kind {
+        ErrorKind::ContextWindowExceededError => {
+            named(&table, router.context_window_fallbacks.get(&*group.name))
+        }
+        ErrorKind::ContentPolicyViolationError => {
+            named(&table, router.content_policy_fallbacks.get(&*group.name))
+        }
+        _ if falls_back(&cause) => general,
+        _ => Vec::new(),
+    };
+    let why = (cause.status.as_u16(), cause.class());
+    let mut last = cause;
+    for (i, g) in chain.iter().enumerate() {
+        pending.fallbacks.push(FallbackTried {
+            fallback_model: g.name.clone(),
+            ok: false,
+            cause: why.clone(),
+        });
+        let alone = !chain[i + 1..].iter().any(|g| g.any_available(now_ms()));
+        match try_group(g, &call, alone, &mut recovery, pending).await {
+            Ok(answer) => return Ok(answer),
+            // A real upstream answer says more than "nothing was available" does.
+            Err(err) if err.provider.is_some() || last.provider.is_none() => last = err,
+            Err(_) => {}
+        }
+    }
+    if last.retry_after.is_none() {
+        last.retry_after = recovery.retry_after_secs(now_ms());
+    }
+    Err(last)
+}
+
+/// What every attempt of one request shares.
+struct Call<'a> {
+    endpoint: Endpoint,
+    view: &'a RequestView<'a>,
+    body: &'a Bytes,
+    stream: bool,
+    client_wants_usage: bool,
+    /// `router_settings.timeout` from the request's arrival: no attempt starts or runs past it.
+    deadline: Option<Instant>,
+    strategy: RoutingStrategy,
+    /// `router_settings.retry_after`: the least wait before a retry.
+    retry_after: Duration,
+    /// Estimated prompt tokens (usage-based routing only).
+    tokens: u64,
+    num_retries: u32,
+}
+
+impl Call<'_> {
+    /// `base`, cut to what is left before the deadline.
+    fn timeout(&self, base: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => base.min(d.saturating_duration_since(Instant::now())),
+            None => base,
+        }
+    }
+}
+
+/// The earliest time (wall clock ms) a deployment of the groups tried may take requests again.
+#[derive(Default)]
+struct Recovery(Option<i64>);
+
+impl Recovery {
+    fn note(&mut self, until_ms: i64) {
+        self.0 = Some(self.0.map_or(until_ms, |t| t.min(until_ms)));
+    }
+
+    fn retry_after_secs(&self, now_ms: i64) -> Option<u64> {
+        self.0
+            .map(|t| ((t - now_ms).max(0) as u64).div_ceil(1000).max(1))
+    }
+}
+
+fn named<'t>(table: &'t RoutingTable, names: Option<&Vec<String>>) -> Vec<&'t Group> {
+    names
+        .into_iter()
+        .flatten()
+        .filter_map(|n| table.group(n))
+        .collect()
+}
+
+/// Whether a failure of the requested group moves the request to its fallbacks: every upstream failure but
+/// those caused by the request itself (400, 413, 422), and "nothing available".
+fn falls_back(err: &ApiError) -> bool {
+    match err.provider {
+        Some(_) => !matches!(err.status.as_u16(), 400 | 413 | 422),
+        None => matches!(err.status.as_u16(), 429 | 503 | 408),
+    }
+}
+
+/// Whether a failed attempt counts against its deployment (towards `allowed_fails` and cooldowns). Errors the
+/// request caused itself do not: 400 (including context-window and content-policy), 403, 413, 422.
+fn counts_against(err: &ApiError) -> bool {
+    err.provider.is_some() && !matches!(err.status.as_u16(), 400 | 403 | 413 | 422)
+}
+
+/// Up to `1 + num_retries` attempts on the deployments of `g`. A retry goes to another deployment when
+/// there is one (a deployment that failed is tried again only when no other is available, after its
+/// `retry-after`); non-retryable errors end the group at once. `alone` allows the group's only
+/// deployment to be used while it cools down, when nothing else could answer.
+async fn try_group(
+    g: &Group,
+    call: &Call<'_>,
+    alone: bool,
+    recovery: &mut Recovery,
+    pending: &mut Pending,
+) -> Result<Answer, ApiError> {
+    let mut tried: Vec<Arc<Deployment>> = Vec::new();
+    let mut last: Option<ApiError> = None;
+    let mut left = call.num_retries + 1;
+    while left > 0 {
+        let now = now_ms();
+        let r = rand::thread_rng().gen::<f64>();
+        let mut pick = g.pick(call.strategy, &tried, now, r, call.tokens);
+        if matches!(pick, Pick::Cooling { .. }) && !tried.is_empty() {
+            pick = g.pick(call.strategy, &[], now, r, call.tokens);
+        }
+        let dep = match pick {
+            Pick::Chosen(d) => d,
+            Pick::Cooling { until_ms } => {
+                recovery.note(until_ms);
+                if last.is_none() && alone && g.deployments.len() == 1 {
+                    g.deployments[0].clone()
+                } else {
+                    break;
+                }
+            }
+            Pick::NoCapacity => {
+                let secs = 60 - (now / 1000) % 60;
+                let mut err = ApiError::new(
+                    ErrorKind::RateLimitError,
+                    actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "No deployment of model group `{}` has room for this request under its rpm/tpm limits this minute",
+                        g.name
+                    ),
+                );
+                err.retry_after = Some(secs as u64);
+                last = Some(err);
+                break;
+            }
+        };
+        if let Some(prev) = &last {
+            let mut wait = call.retry_after;
+            if tried.iter().any(|t| Arc::ptr_eq(t, &dep)) {
+                wait = wait.max(Duration::from_secs(prev.retry_after.unwrap_or(0)));
+            }
+            if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                break;
+            }
+            if !wait.is_zero() {
+                sleep(wait).await;
+            }
+        }
+        if call.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        left -= 1;
+        match attempt(&dep, call, pending).await {
+            Ok(answer) => return Ok(answer),
+            Err(err) => {
+                if dep.live.cooling(now_ms()) {
+                    recovery.note(dep.live.cooldown_until());
+                }
+                let retry = err.is_retryable();
+                if !tried.iter().any(|t| Arc::ptr_eq(t, &dep)) {
+                    tried.push(dep);
+                }
+                last = Some(err);
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        if call.deadline.is_some_and(|d| Instant::now() >= d) {
+            return ApiError::new(
+                ErrorKind::Timeout,
+                actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                "the request ran out of time (router_settings.timeout) before a deployment answered",
+            );
+        }
+        let mut err = ApiError::new(
+            ErrorKind::ServiceUnavailableError,
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "No deployments available for model group `{}`: every deployment is cooling down after failures",
+                g.name
+            ),
+        );
+        err.retry_after = recovery.retry_after_secs(now_ms());
+        err
+    }))
+}
+
+/// One upstream call to `dep`. For a stream, the first chunk is read before anything reaches the client,
+/// so that a stream failing at once is still retried; after that the stream is the client's.
+async fn attempt(
+    dep: &Arc<Deployment>,
+    call: &Call<'_>,
+    pending: &mut Pending,
+) -> Result<Answer, ApiError> {
+    let slot = dep.live.start(now_ms());
     let api_start = Instant::now();
     let Some(target) = &dep.target else {
-        return mock_answer(
-            endpoint,
-            &view,
-            &body,
-            dep,
-            stream,
-            client_wants_usage,
-            api_start,
-            pending,
-        )
-        .await;
+        return mock_answer(call, dep.clone(), api_start, slot, pending).await;
     };
-
-    let upstream_body = view.upstream_body(&dep.cfg.model, stream);
-    let sent = openai::send(&dep.cfg, target, endpoint, upstream_body, stream).await;
+    let upstream_body = call.view.upstream_body(&dep.cfg.model, call.stream);
+    let base = if call.stream {
+        dep.cfg.stream_timeout
+    } else {
+        dep.cfg.timeout
+    };
+    let sent = openai::send(
+        &dep.cfg,
+        target,
+        call.endpoint,
+        upstream_body,
+        call.stream,
+        call.timeout(base),
+    )
+    .await;
     let openai::UpstreamResponse {
         mut response,
         remaining_requests,
@@ -359,47 +623,83 @@ async fn run(
     } = match sent {
         Ok(up) => up,
         Err(err) => {
-            pending.attempt(&dep, Err(&err), api_start.elapsed(), (None, None));
+            pending.attempt(dep, Err(&err), api_start.elapsed(), (None, None));
             return Err(err);
         }
     };
     let remaining = (remaining_requests, remaining_tokens);
-    if stream {
+    if call.stream {
+        let first =
+            match actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), response.next())
+                .await
+            {
+                Ok(Some(Ok(chunk))) => Ok(chunk),
+                Ok(Some(Err(e))) => Err((
+                    ErrorKind::APIConnectionError,
+                    format!("upstream stream for `{}` broke: {e}", dep.cfg.model),
+                )),
+                Ok(None) => Err((
+                    ErrorKind::APIConnectionError,
+                    format!(
+                        "upstream stream for `{}` ended before any data",
+                        dep.cfg.model
+                    ),
+                )),
+                Err(_) => Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "upstream stream for `{}` sent nothing within {:?}",
+                        dep.cfg.model, dep.cfg.stream_timeout
+                    ),
+                )),
+            };
+        let first = match first {
+            Ok(chunk) => chunk,
+            Err((kind, message)) => {
+                let err = ApiError::upstream_failure(dep.cfg.provider, kind, message);
+                pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
+                return Err(err);
+            }
+        };
+        let inner = futures_util::stream::once(std::future::ready(Ok(first))).chain(response);
         let metered = Metered::new(
-            response,
-            SseTap::new(!client_wants_usage),
-            std::mem::replace(pending, Pending::new(state)),
+            inner,
+            SseTap::new(!call.client_wants_usage),
+            std::mem::replace(pending, Pending::new(&pending.state.clone())),
             dep.clone(),
-            body,
+            call.body.clone(),
             api_start,
             remaining,
+            slot,
         );
-        return Ok(Answer::Streaming(stream_response(&dep, metered)));
+        return Ok(Answer::Streaming(stream_response(dep, metered)));
     }
-    let bytes = match openai::read_body(&dep.cfg, &mut response).await {
-        Ok(b) => b,
-        Err(err) => {
-            pending.attempt(&dep, Err(&err), api_start.elapsed(), remaining);
-            return Err(err);
-        }
-    };
+    let bytes =
+        match openai::read_body(&dep.cfg, &mut response, call.timeout(dep.cfg.timeout)).await {
+            Ok(b) => b,
+            Err(err) => {
+                pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
+                return Err(err);
+            }
+        };
     let api_latency = api_start.elapsed();
     let usage = match response_usage(&bytes) {
         Ok(Some(u)) => u,
-        Ok(None) => Usage::new(estimate_prompt_tokens(&view), 0),
+        Ok(None) => Usage::new(estimate_prompt_tokens(call.view), 0),
         Err(e) => {
             let err = ApiError::upstream_failure(
                 dep.cfg.provider,
                 ErrorKind::BadGatewayError,
                 format!("upstream `{}` answered malformed JSON: {e}", dep.cfg.model),
             );
-            pending.attempt(&dep, Err(&err), api_latency, remaining);
+            pending.attempt(dep, Err(&err), api_latency, remaining);
             return Err(err);
         }
     };
-    pending.attempt(&dep, Ok(()), api_latency, remaining);
-    let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
-    let resp = json_response(&dep, bytes);
+    pending.attempt(dep, Ok(()), api_latency, remaining);
+    drop(slot);
+    let outcome = success(dep, usage, pending.started.elapsed(), api_latency, None);
+    let resp = json_response(dep, bytes);
     Ok(Answer::Done(resp, outcome))
 }
 
@@ -411,6 +711,7 @@ fn success(
     ttft: Option<Duration>,
 ) -> Outcome {
     let cost = cost_of(dep, &usage);
+    dep.live.add_tokens(now_ms(), usage.total_tokens);
     Outcome::Success {
         deployment: dep.labels.clone(),
         usage,
@@ -450,17 +751,14 @@ where
         .streaming(body)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn mock_answer(
-    endpoint: Endpoint,
-    view: &RequestView<'_>,
-    body: &Bytes,
+    call: &Call<'_>,
     dep: Arc<Deployment>,
-    stream: bool,
-    client_wants_usage: bool,
     api_start: Instant,
+    slot: InFlight,
     pending: &mut Pending,
 ) -> Result<Answer, ApiError> {
+    let (endpoint, view, stream) = (call.endpoint, call.view, call.stream);
     let reply = match view.mock_response()? {
         Some(r) => r.into_owned(),
         None => dep
@@ -482,12 +780,13 @@ async fn mock_answer(
         );
         let metered = Metered::new(
             chunks,
-            SseTap::new(!client_wants_usage),
+            SseTap::new(!call.client_wants_usage),
             std::mem::replace(pending, Pending::new(&pending.state.clone())),
             dep.clone(),
-            body.clone(),
+            call.body.clone(),
             api_start,
             (None, None),
+            slot,
         );
         return Ok(Answer::Streaming(stream_response(&dep, metered)));
     }
@@ -512,6 +811,7 @@ async fn mock_answer(
     );
     let api_latency = api_start.elapsed();
     pending.attempt(&dep, Ok(()), api_latency, (None, None));
+    drop(slot);
     let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
     Ok(Answer::Done(
         json_response(&dep, Bytes::from(bytes)),
@@ -533,9 +833,12 @@ struct Metered<S> {
     remaining: (Option<f64>, Option<f64>),
     idle: Pin<Box<Sleep>>,
     done: bool,
+    /// The attempt's in-flight slot on its deployment, held until the stream ends.
+    _slot: InFlight,
 }
 
 impl<S> Metered<S> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         inner: S,
         tap: SseTap,
@@ -544,6 +847,7 @@ impl<S> Metered<S> {
         request: Bytes,
         api_start: Instant,
         remaining: (Option<f64>, Option<f64>),
+        slot: InFlight,
     ) -> Self {
         let idle = Box::pin(sleep(dep.cfg.stream_timeout));
         Metered {
@@ -557,6 +861,7 @@ impl<S> Metered<S> {
             remaining,
             idle,
             done: false,
+            _slot: slot,
         }
     }
 

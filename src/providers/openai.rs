@@ -132,12 +132,8 @@ pub async fn send(
     endpoint: Endpoint,
     body: Vec<u8>,
     stream: bool,
+    timeout: Duration,
 ) -> Result<UpstreamResponse, ApiError> {
-    let timeout = if stream {
-        dep.stream_timeout
-    } else {
-        dep.timeout
-    };
     let mut req = client()
         .post(target.url(endpoint))
         .timeout(timeout)
@@ -157,7 +153,7 @@ pub async fn send(
     let mut resp = req
         .send_body(body)
         .await
-        .map_err(|e| transport_error(dep, &e))?;
+        .map_err(|e| transport_error(dep, &e, timeout))?;
     let remaining_requests = header_f64(&resp, "x-ratelimit-remaining-requests", parse_remaining);
     let remaining_tokens = header_f64(&resp, "x-ratelimit-remaining-tokens", parse_remaining);
     let status = resp.status();
@@ -179,7 +175,43 @@ pub async fn send(
         error_message(&body, status.as_u16()),
     );
     err.retry_after = retry_after.map(|s| s.ceil() as u64);
+    if let Some(kind) = refined_kind(status.as_u16(), &body, &err.message) {
+        err.kind = kind;
+    }
     Err(err)
+}
+
+/// OpenAI-compatible servers answer 400 both for a prompt too long for the model and for a refused prompt;
+/// routing sends each to its own fallbacks, so they are told apart by the error's `code` or message, as
+/// LiteLLM does.
+pub fn refined_kind(status: u16, body: &[u8], message: &str) -> Option<ErrorKind> {
+    if status != 400 {
+        return None;
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let m = message.to_ascii_lowercase();
+    if code == "context_length_exceeded"
+        || m.contains("context length")
+        || m.contains("context_length_exceeded")
+        || m.contains("context window")
+        || m.contains("too many tokens")
+        || m.contains("prompt is too long")
+    {
+        return Some(ErrorKind::ContextWindowExceededError);
+    }
+    if code == "content_policy_violation"
+        || code == "content_filter"
+        || m.contains("content policy")
+        || m.contains("content management policy")
+        || m.contains("content_policy_violation")
+        || m.contains("content_filter")
+    {
+        return Some(ErrorKind::ContentPolicyViolationError);
+    }
+    None
 }
 
 /// The message of an upstream error body: OpenAI's `error.message`, else the text itself (shortened).
@@ -211,15 +243,12 @@ pub fn error_message(body: &[u8], status: u16) -> String {
     }
 }
 
-fn transport_error(dep: &DeploymentConfig, e: &SendRequestError) -> ApiError {
+fn transport_error(dep: &DeploymentConfig, e: &SendRequestError, timeout: Duration) -> ApiError {
     match e {
         SendRequestError::Timeout => ApiError::upstream_failure(
             dep.provider,
             ErrorKind::Timeout,
-            format!(
-                "upstream `{}` did not answer within {:?}",
-                dep.model, dep.timeout
-            ),
+            format!("upstream `{}` did not answer within {timeout:?}", dep.model),
         ),
         other => ApiError::upstream_failure(
             dep.provider,
@@ -233,8 +262,9 @@ fn transport_error(dep: &DeploymentConfig, e: &SendRequestError) -> ApiError {
 pub async fn read_body(
     dep: &DeploymentConfig,
     resp: &mut awc::ClientResponse,
+    timeout: Duration,
 ) -> Result<bytes::Bytes, ApiError> {
-    match actix_rt::time::timeout(dep.timeout, resp.body().limit(MAX_UPSTREAM_BODY_BYTES)).await {
+    match actix_rt::time::timeout(timeout, resp.body().limit(MAX_UPSTREAM_BODY_BYTES)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(ApiError::upstream_failure(
             dep.provider,
@@ -245,8 +275,8 @@ pub async fn read_body(
             dep.provider,
             ErrorKind::Timeout,
             format!(
-                "upstream `{}` did not finish its answer within {:?}",
-                dep.model, dep.timeout
+                "upstream `{}` did not finish its answer within {timeout:?}",
+                dep.model
             ),
         )),
     }

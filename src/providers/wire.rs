@@ -125,6 +125,30 @@ impl<'a> RequestView<'a> {
         self.typed::<Cow<'a, str>>("mock_response", "a string")
     }
 
+    /// `num_retries`: this request's retries, instead of `router_settings.num_retries`.
+    pub fn num_retries(&self) -> Result<Option<u32>, ApiError> {
+        self.typed::<u32>("num_retries", "a non-negative integer")
+    }
+
+    /// `fallbacks`: model groups to try, in order, when the requested one fails (instead of the configured
+    /// fallbacks). Names, or objects with a `model` field as LiteLLM also accepts.
+    pub fn fallbacks(&self) -> Result<Option<Vec<String>>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Name(String),
+            Object { model: String },
+        }
+        let list: Option<Vec<Entry>> = self.typed("fallbacks", "an array of model group names")?;
+        Ok(list.map(|l| {
+            l.into_iter()
+                .map(|e| match e {
+                    Entry::Name(m) | Entry::Object { model: m } => m,
+                })
+                .collect()
+        }))
+    }
+
     /// Checks the fields each endpoint cannot do without, so the client hears it before any upstream call.
     pub fn require(&self, key: &str, expected: &str, ok: fn(&str) -> bool) -> Result<(), ApiError> {
         match self.get(key) {
@@ -139,7 +163,7 @@ impl<'a> RequestView<'a> {
     }
 
     /// The body to send upstream: `model` replaced by the deployment's model name, the gateway's own fields
-    /// (`metadata`, `mock_response`) dropped, and `stream_options.include_usage` forced on when `force_usage`.
+    /// (`metadata`, `mock_response`, `fallbacks`, `num_retries`) dropped, and `stream_options.include_usage` forced on when `force_usage`.
     /// Every other field is copied byte for byte.
     pub fn upstream_body(&self, model: &str, force_usage: bool) -> Vec<u8> {
         let len: usize = self
@@ -166,7 +190,7 @@ impl<'a> RequestView<'a> {
         out.extend_from_slice(serde_json::to_string(model).unwrap_or_default().as_bytes());
         for (k, v) in &self.fields {
             match k.as_ref() {
-                "model" | "metadata" | "mock_response" => continue,
+                "model" | "metadata" | "mock_response" | "fallbacks" | "num_retries" => continue,
                 "stream_options" if force_usage => continue,
                 _ => {}
             }

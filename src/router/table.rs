@@ -1,31 +1,110 @@
-//! The routing table: model groups, their deployments and pick weights, and which deployments are eligible
-//! right now. Immutable once published; the RouterActor builds a new one when something changes.
+//! The routing table: model groups and their deployments. Immutable once published; the RouterActor builds
+//! a new one when the set of deployments changes. What changes per request (in flight, usage, cooldowns,
+//! latency) lives in each deployment's [`Live`](crate::deployment::live::Live) atomics, read at pick time.
 
-use super::strategy::{shuffle_weights, weighted_pick};
+use super::strategy::{choose, shuffle_weights, Candidate};
 use crate::actors::Deployment;
+use crate::config::RoutingStrategy;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteError {
-    /// No model group has this name.
-    UnknownModel,
+/// The result of asking a group for a deployment.
+pub enum Pick {
+    Chosen(Arc<Deployment>),
+    /// Every deployment left is cooling down (or waiting on its probe); the earliest may be back at
+    /// `until_ms` (wall clock).
+    Cooling {
+        until_ms: i64,
+    },
+    /// Usage-based routing: no deployment has room for the request this minute.
+    NoCapacity,
 }
 
 pub struct Group {
+    pub name: Arc<str>,
     pub deployments: Vec<Arc<Deployment>>,
     weights: Vec<f64>,
-    /// Indices of the deployments routing may choose.
-    eligible: Vec<usize>,
+}
+
+impl Group {
+    /// Whether any deployment could take a request now.
+    pub fn any_available(&self, now_ms: i64) -> bool {
+        self.deployments
+            .iter()
+            .any(|d| d.live.available(now_ms, &d.policy))
+    }
+
+    /// The deployment `strategy` picks among those not in `exclude` and available now. `r` is uniform in
+    /// [0, 1); `tokens` is the request's estimated size.
+    pub fn pick(
+        &self,
+        strategy: RoutingStrategy,
+        exclude: &[Arc<Deployment>],
+        now_ms: i64,
+        r: f64,
+        tokens: u64,
+    ) -> Pick {
+        let mut cands: Vec<Candidate> = Vec::with_capacity(self.deployments.len());
+        let mut until_ms = i64::MAX;
+        for (i, d) in self.deployments.iter().enumerate() {
+            if exclude.iter().any(|e| Arc::ptr_eq(e, d)) {
+                continue;
+            }
+            if !d.live.available(now_ms, &d.policy) {
+                let back = d.live.cooldown_until().max(now_ms + 1);
+                until_ms = until_ms.min(back);
+                continue;
+            }
+            let mut c = Candidate {
+                index: i,
+                weight: self.weights[i],
+                ..Default::default()
+            };
+            match strategy {
+                RoutingStrategy::SimpleShuffle => {}
+                RoutingStrategy::LeastBusy => c.in_flight = d.live.in_flight(),
+                RoutingStrategy::LatencyBased => {
+                    c.latency = d.live.latency().map(|l| l.as_secs_f64())
+                }
+                RoutingStrategy::UsageBased => {
+                    (c.rpm_used, c.tpm_used) = d.live.usage(now_ms);
+                    (c.rpm_limit, c.tpm_limit) = (d.cfg.rpm, d.cfg.tpm);
+                    (c.remaining_requests, c.remaining_tokens) = d.live.remaining();
+                }
+            }
+            cands.push(c);
+        }
+        loop {
+            if cands.is_empty() {
+                return Pick::Cooling {
+                    until_ms: if until_ms == i64::MAX {
+                        now_ms
+                    } else {
+                        until_ms
+                    },
+                };
+            }
+            let Some(k) = choose(strategy, &cands, r, tokens) else {
+                return Pick::NoCapacity;
+            };
+            let d = &self.deployments[cands[k].index];
+            // A deployment back from a cooldown takes one request (its probe) until it answers.
+            if d.live.claim(now_ms, &d.policy) {
+                return Pick::Chosen(d.clone());
+            }
+            cands.remove(k);
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct RoutingTable {
     groups: HashMap<String, Group>,
+    pub strategy: RoutingStrategy,
 }
 
 impl RoutingTable {
-    pub fn new(deployments: &[Arc<Deployment>]) -> RoutingTable {
+    pub fn new(deployments: &[Arc<Deployment>], strategy: RoutingStrategy) -> RoutingTable {
         let mut by_group: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
         for d in deployments {
             by_group
@@ -38,28 +117,25 @@ impl RoutingTable {
             .map(|(name, deployments)| {
                 let cfgs: Vec<_> = deployments.iter().map(|d| &d.cfg).collect();
                 let weights = shuffle_weights(&cfgs);
-                let eligible = (0..deployments.len()).collect();
-                (
-                    name,
-                    Group {
-                        deployments,
-                        weights,
-                        eligible,
-                    },
-                )
+                let group = Group {
+                    name: deployments[0].group.clone(),
+                    deployments,
+                    weights,
+                };
+                (name, group)
             })
             .collect();
-        RoutingTable { groups }
+        RoutingTable { groups, strategy }
     }
 
     pub fn group(&self, model: &str) -> Option<&Group> {
         self.groups.get(model)
     }
 
-    /// Picks a deployment of `model` (simple-shuffle); `r` is uniform in [0, 1).
-    pub fn pick(&self, model: &str, r: f64) -> Result<Arc<Deployment>, RouteError> {
-        let g = self.groups.get(model).ok_or(RouteError::UnknownModel)?;
-        let i = weighted_pick(&g.weights, &g.eligible, r).ok_or(RouteError::UnknownModel)?;
-        Ok(g.deployments[i].clone())
+    /// Picks a deployment of `model` with the table's strategy, as a request's first attempt does.
+    pub fn pick(&self, model: &str, now_ms: i64, r: f64, tokens: u64) -> Option<Pick> {
+        self.groups
+            .get(model)
+            .map(|g| g.pick(self.strategy, &[], now_ms, r, tokens))
     }
 }

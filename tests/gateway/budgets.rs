@@ -26,17 +26,6 @@ fn cost_of(reply: &Reply) -> f64 {
 
 /// Rate limits use fixed one-minute windows: a check that needs several requests in one window waits out
 /// the last seconds of a minute first.
-async fn fresh_minute() {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if secs > 50.0 {
-        actix_rt::time::sleep(std::time::Duration::from_secs_f64(60.5 - secs)).await;
-    }
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }

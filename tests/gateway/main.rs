@@ -6,4 +6,5 @@ mod cli;
 mod errors;
 mod metrics;
 mod proxy;
+mod routing;
 mod support;

@@ -469,3 +469,30 @@ pub fn chat(model: &str) -> Value {
 pub fn sha256(s: &str) -> String {
     llm::secret::hash_key(s)
 }
+
+/// Waits for the next minute when less than 10 s are left of this one, so that per-minute windows do not
+/// roll over in the middle of a test.
+pub async fn fresh_minute() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if secs > 50.0 {
+        actix_rt::time::sleep(Duration::from_secs_f64(60.5 - secs)).await;
+    }
+}
+
+/// Scrapes `/metrics` until `ok` holds (events reach the metrics actor a few milliseconds after the
+/// responses), or fails after 5 s showing what the last scrape had.
+pub async fn metrics_until(gw: &Gateway, what: &str, ok: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = gw.metrics().await;
+        if ok(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
