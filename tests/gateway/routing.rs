@@ -595,3 +595,29 @@ async fn scenario_rate_limited_and_flaky_group_with_a_fallback() {
     assert_eq!(state(&m, "a-limited"), 2.0);
     assert_eq!(state(&m, "b-backup"), 0.0);
 }
+
+#[actix_rt::test]
+async fn the_overall_timeout_bounds_every_attempt() {
+    let mock = Mock::start();
+    mock.rule(json!({"model": "slow-a", "latency_ms": 1500}))
+        .await;
+    mock.rule(json!({"model": "slow-b", "latency_ms": 1500}))
+        .await;
+    let gw = Gateway::start(&config(
+        &[
+            entry(&mock, "g", "slow-a", "sa", ""),
+            entry(&mock, "g", "slow-b", "sb", ""),
+        ],
+        "  num_retries: 3\n  timeout: 0.5\n  allowed_fails: 1000\n",
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat("g")).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert_eq!(r.error()["type"], "timeout_error");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1200),
+        "{took:?}"
+    );
+}
