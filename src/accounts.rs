@@ -494,7 +494,8 @@ pub fn check_model_access(caller: &Caller, model_group: &str) -> Result<(), ApiE
 }
 
 /// A limited scope during admission: its windows, rpm, tpm, and how errors name it.
-type Scope<'a> = (Option<&'a Arc<Limits>>, Option<u64>, Option<u64>, String);
+/// Limits of one scope, and whether it is the key's model-specific scope (named only in errors).
+type Scope<'a> = (Option<&'a Arc<Limits>>, Option<u64>, Option<u64>, bool);
 
 /// What admission took; dropping it releases the parallel-request slot.
 pub struct Admission {
@@ -588,26 +589,25 @@ pub fn admit(
         }
         let ml = k.model_limits.get(model_group).cloned();
         let scopes: [Scope; 2] = [
-            (
-                Some(&k.limits),
-                k.rec.rpm_limit,
-                k.rec.tpm_limit,
-                "key".into(),
-            ),
+            (Some(&k.limits), k.rec.rpm_limit, k.rec.tpm_limit, false),
             (
                 ml.as_ref(),
                 k.rec.model_rpm_limit.get(model_group).copied(),
                 k.rec.model_tpm_limit.get(model_group).copied(),
-                format!("key on model {model_group}"),
+                true,
             ),
         ];
-        for (limits, rpm, tpm, what) in scopes {
+        for (limits, rpm, tpm, on_model) in scopes {
             let Some(limits) = limits else { continue };
+            let what = || match on_model {
+                true => format!("key on model {model_group}"),
+                false => "key".to_owned(),
+            };
             if let Some(tpm) = tpm {
                 if limits.tokens.current(minute) >= tpm {
                     give_back(&taken);
                     return Err(limit_error(
-                        format!("tpm_limit of this {what} ({tpm}) reached"),
+                        format!("tpm_limit of this {} ({tpm}) reached", what()),
                         now_ms,
                     ));
                 }
@@ -616,7 +616,7 @@ pub fn admit(
                 if !limits.requests.try_take(minute, 1, rpm) {
                     give_back(&taken);
                     return Err(limit_error(
-                        format!("rpm_limit of this {what} ({rpm}) reached"),
+                        format!("rpm_limit of this {} ({rpm}) reached", what()),
                         now_ms,
                     ));
                 }

@@ -24,6 +24,7 @@ use crate::providers::openai;
 use crate::router::table::RoutingTable;
 use crate::store::Store;
 use actix::prelude::*;
+use actix_web::http::header::HeaderValue;
 use arc_swap::ArcSwap;
 use budget::BudgetActor;
 use deployment::DeploymentActor;
@@ -43,6 +44,8 @@ pub struct Deployment {
     /// In flight, usage, cooldown gate, latency: what routing reads on every request.
     pub live: Arc<Live>,
     pub policy: CooldownPolicy,
+    /// `x-llm-model-id` and `x-llm-model-group` response header values, built once.
+    pub headers: (HeaderValue, HeaderValue),
 }
 
 /// Addresses of the running actors.
@@ -60,6 +63,11 @@ pub struct Handles {
     pub store: Store,
     /// Keeps the arbiters' handles; the threads stop with the System.
     _arbiters: Arc<Vec<ArbiterHandle>>,
+}
+
+/// A response header value for a configured name; names that are not valid header text are left out.
+fn header_value(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Starts every actor. Must run inside an actix System.
@@ -102,6 +110,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
                 target,
                 live,
                 policy,
+                headers: (header_value(&cfg.id), header_value(&cfg.model_name)),
             })
         })
         .collect();

@@ -46,7 +46,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The sha256 hex of a key, the form keys are stored in and the value of the `hashed_api_key` label.
 pub fn hash_key(key: &str) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(key.as_bytes()))
+    let mut out = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(Sha256::digest(key.as_bytes()), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -731,11 +731,17 @@ fn cost_of(dep: &Deployment, usage: &Usage) -> f64 {
     ))
 }
 
+const MODEL_ID: header::HeaderName = header::HeaderName::from_static("x-llm-model-id");
+const MODEL_GROUP: header::HeaderName = header::HeaderName::from_static("x-llm-model-group");
+
 fn json_response(dep: &Deployment, body: Bytes) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header(("x-llm-model-id", dep.cfg.id.as_str()))
-        .insert_header(("x-llm-model-group", dep.cfg.model_name.as_str()))
+        .insert_header((
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((MODEL_ID, dep.headers.0.clone()))
+        .insert_header((MODEL_GROUP, dep.headers.1.clone()))
         .body(body)
 }
 
@@ -746,8 +752,8 @@ where
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-llm-model-id", dep.cfg.id.as_str()))
-        .insert_header(("x-llm-model-group", dep.cfg.model_name.as_str()))
+        .insert_header((MODEL_ID, dep.headers.0.clone()))
+        .insert_header((MODEL_GROUP, dep.headers.1.clone()))
         .streaming(body)
 }
 

@@ -113,9 +113,14 @@ pub struct UpstreamResponse {
     pub remaining_tokens: Option<f64>,
 }
 
+const REMAINING_REQUESTS: header::HeaderName =
+    header::HeaderName::from_static("x-ratelimit-remaining-requests");
+const REMAINING_TOKENS: header::HeaderName =
+    header::HeaderName::from_static("x-ratelimit-remaining-tokens");
+
 fn header_f64(
     resp: &awc::ClientResponse,
-    name: &str,
+    name: header::HeaderName,
     parse: fn(&str) -> Option<f64>,
 ) -> Option<f64> {
     resp.headers()
@@ -154,8 +159,8 @@ pub async fn send(
         .send_body(body)
         .await
         .map_err(|e| transport_error(dep, &e, timeout))?;
-    let remaining_requests = header_f64(&resp, "x-ratelimit-remaining-requests", parse_remaining);
-    let remaining_tokens = header_f64(&resp, "x-ratelimit-remaining-tokens", parse_remaining);
+    let remaining_requests = header_f64(&resp, REMAINING_REQUESTS, parse_remaining);
+    let remaining_tokens = header_f64(&resp, REMAINING_TOKENS, parse_remaining);
     let status = resp.status();
     if status.is_success() {
         return Ok(UpstreamResponse {
@@ -164,7 +169,7 @@ pub async fn send(
             remaining_tokens,
         });
     }
-    let retry_after = header_f64(&resp, "retry-after", parse_retry_after);
+    let retry_after = header_f64(&resp, header::RETRY_AFTER, parse_retry_after);
     let body = match actix_rt::time::timeout(timeout, resp.body().limit(1024 * 1024)).await {
         Ok(Ok(b)) => b,
         _ => Default::default(),
