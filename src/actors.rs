@@ -16,10 +16,12 @@ pub mod deployment;
 pub mod metrics;
 pub mod outbox;
 pub mod router;
+pub mod shared;
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DeploymentConfig, ProviderKind};
 use crate::deployment::live::{CooldownPolicy, Live};
+use crate::metrics::system::SystemMetrics;
 use crate::providers::openai;
 use crate::router::table::RoutingTable;
 use crate::store::Store;
@@ -30,6 +32,7 @@ use budget::BudgetActor;
 use deployment::DeploymentActor;
 use metrics::{DeploymentLabels, MetricsActor};
 use router::RouterActor;
+use shared::SharedStateActor;
 use std::sync::Arc;
 
 /// One `model_list` entry at run time: its config, its metric labels and its actor.
@@ -74,9 +77,16 @@ fn header_value(v: &str) -> HeaderValue {
 pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles {
     let metrics_arbiter = Arbiter::new().handle();
     let routing_arbiter = Arbiter::new().handle();
+    let system = config
+        .metrics
+        .system_enabled
+        .then(|| Arc::new(SystemMetrics::new(&config.metrics.latency_buckets)));
+    if let Some(sys) = &system {
+        store.set_metrics(sys.store(store.kind));
+    }
     let metrics = config.metrics.enabled.then(|| {
-        let settings = config.metrics.clone();
-        MetricsActor::start_in_arbiter(&metrics_arbiter, move |_| MetricsActor::new(&settings))
+        let (settings, sys) = (config.metrics.clone(), system.clone());
+        MetricsActor::start_in_arbiter(&metrics_arbiter, move |_| MetricsActor::new(&settings, sys))
     });
     let deployments: Vec<Arc<Deployment>> = config
         .model_list
@@ -130,6 +140,21 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| BudgetActor::new(a, s, m))
     };
+    // Redis: cooldowns shared across replicas.
+    if let Some(url) = &config.general.redis_url {
+        let (d, url, m) = (
+            deployments.clone(),
+            url.expose().to_owned(),
+            system.as_ref().map(|s| s.redis.clone()),
+        );
+        let shared = SharedStateActor::start_in_arbiter(&routing_arbiter, move |_| {
+            SharedStateActor::new(url, d, m)
+        });
+        for d in deployments.iter() {
+            d.addr
+                .do_send(deployment::ShareCooldowns(shared.clone().recipient()));
+        }
+    }
     if let (Some(m), true) = (&metrics, config.metrics.initialize_budget_metrics) {
         m.do_send(budget::all_gauges(&accounts));
     }

@@ -646,6 +646,9 @@ fn deployment(
     if problems.len() > before {
         return None;
     }
+    let listed = (provider != ProviderKind::Mock)
+        .then(|| list_price(&model))
+        .flatten();
     Some(DeploymentConfig {
         model_name: d.model_name,
         id,
@@ -660,8 +663,8 @@ fn deployment(
         timeout,
         stream_timeout,
         max_retries: p.max_retries,
-        input_cost_per_token: p.input_cost_per_token,
-        output_cost_per_token: p.output_cost_per_token,
+        input_cost_per_token: p.input_cost_per_token.or(listed.map(|l| l.0)),
+        output_cost_per_token: p.output_cost_per_token.or(listed.map(|l| l.1)),
         mock_response: p.mock_response,
         mock_latency: Duration::from_millis(p.mock_latency_ms.unwrap_or(0)),
         extra_params: p.extra,
@@ -758,6 +761,34 @@ pub fn sanitize_label_name(name: &str) -> String {
         out.insert(0, '_');
     }
     out
+}
+
+/// The built-in price list (`data/model_prices.json`): USD per input and output token by model name.
+static PRICES: &str = include_str!("../data/model_prices.json");
+
+/// The listed price of `model` (the name without its provider prefix). A dated snapshot such as
+/// `gpt-4o-2024-08-06` or `claude-3-5-sonnet-20241022` falls back to its base name.
+pub fn list_price(model: &str) -> Option<(f64, f64)> {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<std::collections::HashMap<String, (f64, f64)>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        serde_json::from_str::<BTreeMap<String, serde_json::Value>>(PRICES)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_value::<(f64, f64)>(v).ok().map(|p| (k, p)))
+            .collect()
+    });
+    if let Some(p) = table.get(model) {
+        return Some(*p);
+    }
+    // Strip a trailing date: -YYYY-MM-DD or -YYYYMMDD.
+    let parts: Vec<&str> = model.rsplitn(4, '-').collect();
+    let is_num = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 4 && is_num(parts[0], 2) && is_num(parts[1], 2) && is_num(parts[2], 4) {
+        return table.get(parts[3]).copied();
+    }
+    let (base, date) = model.rsplit_once('-')?;
+    is_num(date, 8).then(|| table.get(base).copied()).flatten()
 }
 
 #[cfg(test)]
@@ -885,5 +916,26 @@ mod tests {
         let c = parse("foo: 1\nllm_settings:\n  drop_params: true\n").unwrap();
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.not_implemented, ["llm_settings.drop_params"]);
+    }
+
+    #[test]
+    fn built_in_prices_by_name_and_dated_snapshot() {
+        assert_eq!(list_price("gpt-4o-mini"), Some((0.00000015, 0.0000006)));
+        assert_eq!(list_price("gpt-4o-2024-08-06"), list_price("gpt-4o"));
+        assert_eq!(
+            list_price("claude-3-5-sonnet-20241022"),
+            Some((0.000003, 0.000015))
+        );
+        assert_eq!(list_price("my-own-model"), None);
+        let c = Config::parse(
+            "model_list:\n  - {model_name: a, llm_params: {model: openai/gpt-4o}}\n  - {model_name: b, llm_params: {model: openai/gpt-4o, input_cost_per_token: 0.5}}\n  - {model_name: c, llm_params: {model: mock/gpt-4o}}\n",
+            Path::new("t.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.model_list[0].input_cost_per_token, Some(0.0000025));
+        assert_eq!(c.model_list[1].input_cost_per_token, Some(0.5));
+        assert_eq!(c.model_list[1].output_cost_per_token, Some(0.00001));
+        assert_eq!(c.model_list[2].input_cost_per_token, None);
     }
 }

@@ -4,3 +4,4 @@
 
 pub mod families;
 pub mod render;
+pub mod system;

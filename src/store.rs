@@ -7,6 +7,7 @@
 //! log is append-only, written in batches, never read on the request path.
 
 use crate::actors::metrics::{DeploymentLabels, KeyLabels};
+use crate::metrics::system::ServiceMetrics;
 use crate::providers::wire::Usage;
 use crate::secret::Secret;
 use serde::{de::DeserializeOwned, Serialize};
@@ -100,6 +101,23 @@ pub struct StoreError {
     source: sqlx::Error,
 }
 
+impl StoreError {
+    /// The `error_class` label value: the kind of database error.
+    pub fn class(&self) -> &'static str {
+        match &self.source {
+            sqlx::Error::Database(_) => "DatabaseError",
+            sqlx::Error::Io(_) => "IoError",
+            sqlx::Error::PoolTimedOut => "PoolTimedOut",
+            sqlx::Error::PoolClosed => "PoolClosed",
+            sqlx::Error::RowNotFound => "RowNotFound",
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "DecodeError",
+            sqlx::Error::Protocol(_) => "ProtocolError",
+            sqlx::Error::Tls(_) => "TlsError",
+            _ => "OtherError",
+        }
+    }
+}
+
 fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let what = what.into();
     move |source| StoreError { what, source }
@@ -121,6 +139,8 @@ const SPEND_LOG_BATCH: usize = 1000;
 pub struct Store {
     pool: AnyPool,
     pub kind: &'static str,
+    /// `llm_postgres_*` / `llm_sqlite_*` system metrics, once the metrics actor has registered them.
+    metrics: Arc<std::sync::OnceLock<Arc<ServiceMetrics>>>,
 }
 
 pub fn micros(usd: f64) -> i64 {
@@ -183,10 +203,14 @@ impl Store {
                 .await
                 .map_err(err("cannot apply the schema"))?;
         }
-        Ok(Store { pool, kind })
+        Ok(Store {
+            pool,
+            kind,
+            metrics: Default::default(),
+        })
     }
 
-    pub async fn load(&self, table: Table) -> Result<Vec<Row_>, StoreError> {
+    async fn load_raw(&self, table: Table) -> Result<Vec<Row_>, StoreError> {
         let sql = format!(
             "SELECT id, data, spend_micros, budget_reset_at FROM {} ORDER BY created_at, id",
             table.name()
@@ -200,7 +224,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn get(&self, table: Table, id: &str) -> Result<Option<Row_>, StoreError> {
+    async fn get_raw(&self, table: Table, id: &str) -> Result<Option<Row_>, StoreError> {
         let sql = format!(
             "SELECT id, data, spend_micros, budget_reset_at FROM {} WHERE id = $1",
             table.name()
@@ -215,7 +239,7 @@ impl Store {
 
     /// Inserts or replaces the record; spend is left as stored (new rows start at `spend_micros`).
     #[allow(clippy::too_many_arguments)]
-    pub async fn upsert(
+    async fn upsert_raw(
         &self,
         table: Table,
         id: &str,
@@ -245,7 +269,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
+    async fn delete_raw(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
         let sql = format!("DELETE FROM {} WHERE id = $1", table.name());
         let mut n = 0;
@@ -262,7 +286,7 @@ impl Store {
     }
 
     /// Adds spend deltas (micro-dollars) in one transaction.
-    pub async fn add_spend(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
+    async fn add_spend_raw(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
         }
@@ -283,7 +307,7 @@ impl Store {
     }
 
     /// Starts a new budget period: spend to zero, next reset time stored.
-    pub async fn reset_spend(
+    async fn reset_spend_raw(
         &self,
         table: Table,
         id: &str,
@@ -312,7 +336,7 @@ impl Store {
     /// batch's parameters), in chunks of fixed sizes (256, 64, 16, 4, 1 rows) so that every statement text
     /// repeats and comes from the connection's statement cache instead of being parsed again. (SQLite's own
     /// JSON functions cost more per row than the binds do.)
-    pub async fn insert_spend_logs(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
+    async fn insert_spend_logs_raw(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
         let mut rng = {
             use rand::SeedableRng;
             rand::rngs::SmallRng::from_rng(rand::thread_rng())
@@ -413,7 +437,7 @@ impl Store {
         (w, binds)
     }
 
-    pub async fn spend_logs(
+    async fn spend_logs_raw(
         &self,
         f: &SpendFilter,
         limit: i64,
@@ -474,7 +498,7 @@ impl Store {
     }
 
     /// Totals grouped by one column of the spend log (`api_key`, `team_id`, `user_id`, `end_user`, `model_group`).
-    pub async fn spend_report(
+    async fn spend_report_raw(
         &self,
         f: &SpendFilter,
         group_by: &'static str,
@@ -552,6 +576,105 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Every database call, timed into the system metrics (`service_callback: ["prometheus_system"]`).
+impl Store {
+    /// Reports this store's calls to `metrics` from now on.
+    pub fn set_metrics(&self, metrics: Arc<ServiceMetrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    async fn timed<T>(
+        &self,
+        function: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let Some(m) = self.metrics.get() else {
+            return call.await;
+        };
+        let started = std::time::Instant::now();
+        let result = call.await;
+        match &result {
+            Ok(_) => m.ok(started.elapsed()),
+            Err(e) => m.fail(e.class(), function),
+        }
+        result
+    }
+
+    pub async fn load(&self, table: Table) -> Result<Vec<Row_>, StoreError> {
+        self.timed("load", self.load_raw(table)).await
+    }
+
+    pub async fn get(&self, table: Table, id: &str) -> Result<Option<Row_>, StoreError> {
+        self.timed("get", self.get_raw(table, id)).await
+    }
+
+    /// Inserts or replaces the record; spend is left as stored (new rows start at `spend_micros`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert(
+        &self,
+        table: Table,
+        id: &str,
+        data: &impl Serialize,
+        spend_micros: i64,
+        budget_reset_at: Option<i64>,
+        team_id: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let call = self.upsert_raw(
+            table,
+            id,
+            data,
+            spend_micros,
+            budget_reset_at,
+            team_id,
+            user_id,
+        );
+        self.timed("upsert", call).await
+    }
+
+    pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
+        self.timed("delete", self.delete_raw(table, ids)).await
+    }
+
+    pub async fn add_spend(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
+        self.timed("add_spend", self.add_spend_raw(deltas)).await
+    }
+
+    pub async fn reset_spend(
+        &self,
+        table: Table,
+        id: &str,
+        next_reset: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let call = self.reset_spend_raw(table, id, next_reset);
+        self.timed("reset_spend", call).await
+    }
+
+    pub async fn insert_spend_logs(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
+        self.timed("insert_spend_logs", self.insert_spend_logs_raw(logs))
+            .await
+    }
+
+    pub async fn spend_logs(
+        &self,
+        f: &SpendFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SpendLog>, i64), StoreError> {
+        self.timed("spend_logs", self.spend_logs_raw(f, limit, offset))
+            .await
+    }
+
+    pub async fn spend_report(
+        &self,
+        f: &SpendFilter,
+        group_by: &'static str,
+    ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
+        self.timed("spend_report", self.spend_report_raw(f, group_by))
+            .await
+    }
 }
 
 const SPEND_LOG_COLUMNS: &str = "request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms";

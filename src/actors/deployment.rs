@@ -5,6 +5,7 @@
 //! (`deployment/live.rs`), so no request reaches a deployment that is being taken out.
 
 use super::metrics::{DeploymentLabels, DeploymentStateChanged, HealthState, MetricsActor};
+use super::shared::CooldownShared;
 use crate::deployment::health::{Health, IDLE_RECOVERY};
 use crate::deployment::live::{CooldownStarted, Live};
 use crate::store::now_ms;
@@ -32,6 +33,18 @@ pub struct AttemptDone {
     pub recovered: bool,
 }
 
+/// A cooldown another replica started, read from Redis.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptCooldown {
+    pub until_ms: i64,
+}
+
+/// Where to report the cooldowns this replica starts (Redis sharing is on).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShareCooldowns(pub Recipient<CooldownShared>);
+
 /// A copy of the deployment's health, for `/health` endpoints.
 #[derive(Message)]
 #[rtype(result = "DeploymentSnapshot")]
@@ -58,6 +71,7 @@ pub struct DeploymentActor {
     health: Health,
     /// Counts cooldowns, so that a timer set for an older one does nothing.
     epoch: u64,
+    shared: Option<Recipient<CooldownShared>>,
 }
 
 impl DeploymentActor {
@@ -72,6 +86,7 @@ impl DeploymentActor {
             live,
             health: Health::default(),
             epoch: 0,
+            shared: None,
         }
     }
 
@@ -134,6 +149,12 @@ impl Handler<AttemptsDone> for DeploymentActor {
                 Err((status, class)) => {
                     let cooled = a.cooldown.is_some();
                     let s = self.health.failure(status, class, cooled);
+                    if let (Some(c), Some(shared)) = (&a.cooldown, &self.shared) {
+                        shared.do_send(CooldownShared {
+                            model_id: self.labels.model_id.clone(),
+                            until_ms: c.until_ms,
+                        });
+                    }
                     if cooled {
                         self.epoch += 1;
                         self.watch(self.epoch, ctx);
@@ -148,6 +169,31 @@ impl Handler<AttemptsDone> for DeploymentActor {
                 self.publish(state, cooled_down);
             }
         }
+    }
+}
+
+impl Handler<AdoptCooldown> for DeploymentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdoptCooldown, ctx: &mut Context<Self>) {
+        if !self.live.adopt_cooldown(now_ms(), msg.until_ms) {
+            return;
+        }
+        tracing::info!(deployment = %self.labels.model_id, "cooldown from another replica adopted");
+        self.epoch += 1;
+        self.watch(self.epoch, ctx);
+        if self.health.state != HealthState::CompleteOutage {
+            self.health.state = HealthState::CompleteOutage;
+            self.publish(HealthState::CompleteOutage, None);
+        }
+    }
+}
+
+impl Handler<ShareCooldowns> for DeploymentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShareCooldowns, _: &mut Context<Self>) {
+        self.shared = Some(msg.0);
     }
 }
 

@@ -10,6 +10,7 @@ use crate::accounts::{KeyEntry, Limits, TeamEntry};
 use crate::config::MetricsSettings;
 use crate::metrics::families::{Fam, Families};
 use crate::metrics::render::{created_key, render};
+use crate::metrics::system::{ServiceMetrics, SystemMetrics};
 use crate::providers::wire::Usage;
 use actix::prelude::*;
 use prometheus::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, Registry};
@@ -210,6 +211,8 @@ pub struct MetricsActor {
     budget_handles: HashMap<String, ((bool, bool), BudgetHandles)>,
     /// Remaining model-limit gauges per key hash: (model, requests, tokens).
     model_limit_handles: HashMap<String, Vec<ModelLimitHandles>>,
+    /// `llm_self_latency`, with `prometheus_system`.
+    self_latency: Option<Arc<ServiceMetrics>>,
 }
 
 type ModelLimitHandles = (Arc<str>, Option<Gauge>, Option<Gauge>);
@@ -281,10 +284,15 @@ impl<'a> LabelCtx<'a> {
 }
 
 impl MetricsActor {
-    pub fn new(settings: &MetricsSettings) -> MetricsActor {
+    /// `system`: the `prometheus_system` families, registered here too when given.
+    pub fn new(settings: &MetricsSettings, system: Option<Arc<SystemMetrics>>) -> MetricsActor {
         let registry = Registry::new();
-        let fam = Families::register(&registry, settings);
+        let mut fam = Families::register(&registry, settings);
+        if let Some(sys) = &system {
+            fam.add_system(&registry, sys);
+        }
         MetricsActor {
+            self_latency: system.as_ref().map(|s| s.self_.clone()),
             registry,
             custom: (0..fam.custom_labels)
                 .map(|_| Bounded {
@@ -501,6 +509,9 @@ impl MetricsActor {
                 h.input_tokens.inc_by(usage.prompt_tokens as f64);
                 h.output_tokens.inc_by(usage.completion_tokens as f64);
                 h.total_latency.observe(total_latency);
+                if let Some(s) = &self.self_latency {
+                    s.ok(std::time::Duration::from_secs_f64(api_latency.max(0.0)));
+                }
                 h.api_latency.observe(api_latency);
                 h.overhead_latency
                     .observe((total_latency - api_latency).max(0.0));

@@ -236,6 +236,33 @@ impl Live {
         }
     }
 
+    /// A cooldown another replica started (shared through Redis): taken over when it ends later than the
+    /// local one. Returns whether it was.
+    pub fn adopt_cooldown(&self, now_ms: i64, until_ms: i64) -> bool {
+        let mut cur = self.cooldown_until.load(Ordering::Acquire);
+        loop {
+            if until_ms <= cur || until_ms <= now_ms {
+                return false;
+            }
+            match self.cooldown_until.compare_exchange_weak(
+                cur,
+                until_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if cur <= now_ms {
+                        self.cooldown_from.store(now_ms, Ordering::Release);
+                    }
+                    self.probation.store(true, Ordering::Release);
+                    self.probe_at.store(0, Ordering::Release);
+                    return true;
+                }
+                Err(v) => cur = v,
+            }
+        }
+    }
+
     /// Failures counted in the current minute.
     pub fn recent_failures(&self, now_ms: i64) -> u64 {
         self.failures.current(minute(now_ms))

@@ -333,11 +333,13 @@ async fn run(
         pending.requested_model = Arc::from(OVERFLOW);
         let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
         let name: String = model.chars().take(100).collect();
-        return Err(ApiError::bad_request(format!(
+        let mut err = ApiError::not_found(format!(
             "Invalid model name passed in model={name}. Call `/v1/models` to view available models for your key. Available models: {}",
             shown.join(", ")
         ))
-        .with_param("model"));
+        .with_param("model");
+        err.code = Some("model_not_found".into());
+        return Err(err);
     };
     pending.requested_model = group.name.clone();
     view.user()?;

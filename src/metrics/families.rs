@@ -478,3 +478,118 @@ impl Families {
         }
     }
 }
+
+/// A system family to register: name, help, kind, collector, label names.
+type SystemFamily = (
+    &'static str,
+    String,
+    Kind,
+    Box<dyn prometheus::core::Collector>,
+    Vec<&'static str>,
+);
+
+impl Families {
+    /// Registers the system-health families (`prometheus_system`) next to the others.
+    pub fn add_system(&mut self, registry: &Registry, sys: &super::system::SystemMetrics) {
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        for s in sys.services() {
+            let families: [SystemFamily; 3] = [
+                (
+                    s.latency_name,
+                    format!("Latency for {} service", s.service),
+                    Kind::Histogram,
+                    Box::new(s.latency.clone()),
+                    vec![s.service],
+                ),
+                (
+                    s.total_name,
+                    format!("Total requests for {} service", s.service),
+                    Kind::Counter,
+                    Box::new(s.total.clone()),
+                    vec![s.service],
+                ),
+                (
+                    s.fails_name,
+                    format!("Total failed requests for {} service", s.service),
+                    Kind::Counter,
+                    Box::new(s.fails.clone()),
+                    vec![s.service, "error_class", "function_name"],
+                ),
+            ];
+            for (name, help, kind, collector, labels) in families {
+                registry
+                    .register(collector)
+                    .expect("each family is registered once");
+                self.descs.push(FamilyDesc {
+                    name,
+                    help: leak(help),
+                    kind,
+                    labels: labels.into_iter().map(String::from).collect(),
+                });
+            }
+        }
+    }
+}
+
+/// The metrics reference in README.md: every family the gateway can expose, with its exposed name, type and
+/// labels, read from the same registration code that serves `/metrics` (system families included). A unit
+/// test keeps README.md equal to it; `LLM_UPDATE_README=1 cargo test --lib readme_metrics_reference`
+/// rewrites the block.
+pub fn reference_markdown() -> String {
+    use crate::config::Config;
+    use std::fmt::Write;
+    let config = Config::parse(
+        "model_list:\n  - {model_name: g, llm_params: {model: mock/m}}\nllm_settings:\n  callbacks: [prometheus]\n  service_callback: [prometheus_system]\n",
+        std::path::Path::new("reference.yaml"),
+        &|_| None,
+    )
+    .expect("reference config parses");
+    let registry = Registry::new();
+    let mut fam = Families::register(&registry, &config.metrics);
+    fam.add_system(
+        &registry,
+        &super::system::SystemMetrics::new(&config.metrics.latency_buckets),
+    );
+    let mut out =
+        String::from("| metric (as exposed) | type | labels | help |\n| --- | --- | --- | --- |\n");
+    for d in &fam.descs {
+        let (exposed, kind) = match d.kind {
+            Kind::Counter => (format!("{}_total", d.name), "counter"),
+            Kind::Gauge => (d.name.to_owned(), "gauge"),
+            Kind::Histogram => (d.name.to_owned(), "histogram"),
+        };
+        let labels: Vec<String> = d.labels.iter().map(|l| format!("`{l}`")).collect();
+        let _ = writeln!(
+            out,
+            "| `{exposed}` | {kind} | {} | {} |",
+            labels.join(", "),
+            d.help.replace('|', "\\|")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod reference_tests {
+    const START: &str = "<!-- metrics-reference:start -->\n";
+    const END: &str = "<!-- metrics-reference:end -->";
+
+    #[test]
+    fn readme_metrics_reference() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let table = super::reference_markdown();
+        let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+            panic!("README.md lacks the metrics reference markers");
+        };
+        let current = &readme[a + START.len()..b];
+        if current != table {
+            if std::env::var("LLM_UPDATE_README").is_ok() {
+                let updated = format!("{}{START}{table}{}", &readme[..a], &readme[b..]);
+                std::fs::write(path, updated).unwrap();
+            } else {
+                panic!("README.md's metrics reference is stale: run LLM_UPDATE_README=1 cargo test --lib readme_metrics_reference");
+            }
+        }
+    }
+}

@@ -6,6 +6,10 @@ fn check(path: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_llm"))
         .args(["--check-config", "--config", path.to_str().unwrap()])
         .env_remove("OPENAI_API_KEY")
+        // What config/docker.yaml reads from the environment (docker-compose.yml sets them).
+        .env("LLM_MASTER_KEY", "sk-example-master")
+        .env("DATABASE_URL", "postgresql://llm@127.0.0.1:5432/llm")
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
         .output()
         .expect("llm runs");
     (

@@ -52,11 +52,14 @@ async fn bad_requests_get_clear_errors_and_count_as_failures() {
     assert_eq!(r.status, 400);
     assert_eq!(r.error()["param"], "stream");
 
-    // Unknown model: 400 naming the available groups; the label is bounded to `other`.
+    // Unknown model: 404 (the OpenAI SDK's NotFoundError) naming the available groups; the label is
+    // bounded to `other`.
     let r = gw
         .post("/v1/chat/completions", &chat("no-such-model-xyz"))
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error()["code"], "model_not_found");
+    assert_eq!(r.error()["param"], "model");
     let msg = r.error()["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("Available models: gpt-4o"), "{msg}");
 
@@ -86,8 +89,8 @@ async fn bad_requests_get_clear_errors_and_count_as_failures() {
             "llm_proxy_failed_requests_metric_total",
             &[
                 ("requested_model", "other"),
-                ("exception_status", "400"),
-                ("exception_class", "BadRequestError")
+                ("exception_status", "404"),
+                ("exception_class", "NotFoundError")
             ]
         ),
         1.0
@@ -104,7 +107,7 @@ async fn bad_requests_get_clear_errors_and_count_as_failures() {
             "llm_proxy_total_requests_metric_total",
             &[("status_code", "400")]
         ),
-        6.0
+        5.0
     );
     // The client's free text never becomes a label value.
     assert!(!m.text.contains("no-such-model-xyz"));
