@@ -621,3 +621,55 @@ async fn the_overall_timeout_bounds_every_attempt() {
         "{took:?}"
     );
 }
+
+/// Two replicas sharing Redis: a cooldown one of them starts is adopted by the other within a second or so.
+#[actix_rt::test]
+async fn replicas_share_cooldowns_through_redis() {
+    let redis = std::env::var("LLM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let mock = Mock::start();
+    let id = format!("shared-{}", std::process::id());
+    mock.rule(json!({"model": "sh-limited", "status": 429, "retry_after": 30}))
+        .await;
+    let cfg = format!(
+        "{}  cooldown_time: 1\ngeneral_settings:\n  redis_url: {redis}\n",
+        config(
+            &[
+                entry(&mock, "g", "sh-limited", &id, ""),
+                entry(&mock, "g", "sh-ok", "sh-ok-1", ""),
+            ],
+            "  num_retries: 1\n",
+        )
+    );
+    let a = Gateway::start(&cfg).await;
+    let b = Gateway::start(&cfg).await;
+    assert_eq!(health(&b, &id).await["cooling_down"], false);
+    // Send to A until its first pick lands on the rate-limited deployment and cools it down.
+    for _ in 0..50 {
+        assert_eq!(a.post("/v1/chat/completions", &chat("g")).await.status, 200);
+        if health(&a, &id).await["cooling_down"] == true {
+            break;
+        }
+    }
+    assert_eq!(health(&a, &id).await["cooling_down"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = health(&b, &id).await;
+        if h["cooling_down"] == true {
+            assert_eq!(h["state"], 2);
+            assert!(h["cooldown_remaining_seconds"].as_f64().unwrap() > 20.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B never adopted the cooldown: {h}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B routes around it without having seen a single failure itself.
+    for _ in 0..10 {
+        let r = b.post("/v1/chat/completions", &chat("g")).await;
+        assert_eq!(r.headers["x-llm-model-id"], "sh-ok-1");
+    }
+    let m = b.metrics().await;
+    assert_eq!(m.sum("llm_deployment_failure_responses_total", &[]), 0.0);
+}
