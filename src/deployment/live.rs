@@ -79,13 +79,18 @@ fn minute(now_ms: i64) -> u64 {
     (now_ms.max(0) / 60_000) as u64
 }
 
-/// Holds one in-flight slot; released when dropped.
+/// Holds one in-flight slot; released when dropped. Dropping it also frees the probe of a deployment still
+/// on probation, so a probe whose request was abandoned (the client left, the deadline passed) does not keep
+/// the deployment out until the probe timeout.
 #[derive(Debug)]
 pub struct InFlight(Arc<Live>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.on_probation() && !self.0.cooling(crate::store::now_ms()) {
+            self.0.probe_at.store(0, Ordering::Release);
+        }
     }
 }
 
@@ -399,5 +404,18 @@ mod tests {
         assert!(l.record_success(t + 10, t + 5));
         assert!(!l.cooling(t + 10));
         assert!(!l.on_probation());
+    }
+
+    #[test]
+    fn an_abandoned_probe_frees_the_deployment() {
+        let l = Arc::new(Live::default());
+        let t = crate::store::now_ms() - 10_000;
+        l.record_failure(t, 429, None, &POLICY).unwrap();
+        let now = crate::store::now_ms();
+        assert!(l.claim(now, &POLICY));
+        let slot = l.start(now);
+        assert!(!l.available(now, &POLICY));
+        drop(slot);
+        assert!(l.available(now, &POLICY));
     }
 }

@@ -407,6 +407,9 @@ async fn run(
     let why = (cause.status.as_u16(), cause.class());
     let mut last = cause;
     for (i, g) in chain.iter().enumerate() {
+        if call.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         pending.fallbacks.push(FallbackTried {
             fallback_model: g.name.clone(),
             ok: false,
@@ -537,6 +540,8 @@ async fn try_group(
                 break;
             }
         };
+        // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
+        let slot = dep.live.start(now_ms());
         if let Some(prev) = &last {
             let mut wait = call.retry_after;
             if tried.iter().any(|t| Arc::ptr_eq(t, &dep)) {
@@ -553,7 +558,7 @@ async fn try_group(
             break;
         }
         left -= 1;
-        match attempt(&dep, call, pending).await {
+        match attempt(&dep, slot, call, pending).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 if dep.live.cooling(now_ms()) {
@@ -595,10 +600,10 @@ async fn try_group(
 /// so that a stream failing at once is still retried; after that the stream is the client's.
 async fn attempt(
     dep: &Arc<Deployment>,
+    slot: InFlight,
     call: &Call<'_>,
     pending: &mut Pending,
 ) -> Result<Answer, ApiError> {
-    let slot = dep.live.start(now_ms());
     let api_start = Instant::now();
     let Some(target) = &dep.target else {
         return mock_answer(call, dep.clone(), api_start, slot, pending).await;
