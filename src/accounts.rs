@@ -166,6 +166,21 @@ impl Ledger {
         self.reset_at.store(at.unwrap_or(-1), Ordering::Release);
     }
 
+    /// Takes the store's spend (which includes what every replica has written) as the base: spend becomes
+    /// `stored` plus what this replica has settled and not written yet. Budget checks then see the spend of
+    /// every replica, a flush interval late at most.
+    pub fn sync(&self, stored_micros: i64, reset_at: Option<i64>) {
+        loop {
+            let pending = self.unpersisted.load(Ordering::Acquire);
+            self.spend.store(stored_micros + pending, Ordering::Release);
+            // A settlement that raced with the store above is in `unpersisted` now: go again.
+            if self.unpersisted.load(Ordering::Acquire) == pending {
+                break;
+            }
+        }
+        self.set_reset_at(reset_at);
+    }
+
     /// Starts a new period: spend and pending writes to zero.
     ///
     /// The caller has just written the store's spend to zero. Whatever was settled since it last took the

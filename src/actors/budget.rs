@@ -238,12 +238,40 @@ async fn flush(
             }
         }
     };
+    if store.kind == "postgres" {
+        sync_spend(accounts, store).await;
+    }
     resets(accounts, store, metrics).await;
     // Unknown keys are remembered for a few seconds only, so a flood of random keys cannot grow memory.
     accounts
         .missing_keys
         .retain(|_, seen| seen.elapsed() < NEGATIVE_TTL);
     unwritten
+}
+
+/// Replicas sharing one PostgreSQL database: every flush reads back the spend all of them have written, so
+/// each enforces budgets on the total, not only on its own share (a flush interval late at most).
+async fn sync_spend(accounts: &Accounts, store: &Store) {
+    for table in Table::ALL {
+        let rows = match store.spend_snapshot(table).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("cannot read back spend from the store: {e}");
+                return;
+            }
+        };
+        for (id, spend, reset_at) in rows {
+            let ledger = match table {
+                Table::Keys => accounts.keys.get(&id).map(|e| e.ledger.clone()),
+                Table::Teams => accounts.teams.get(&id).map(|e| e.ledger.clone()),
+                Table::Users => accounts.users.get(&id).map(|e| e.ledger.clone()),
+                Table::EndUsers => accounts.end_users.get(&id).map(|e| e.ledger.clone()),
+            };
+            if let Some(l) = ledger {
+                l.sync(spend, reset_at);
+            }
+        }
+    }
 }
 
 /// Starts a new budget period for every entity whose reset time has passed.

@@ -612,3 +612,40 @@ async fn a_broken_stream_is_charged_for_what_it_generated() {
     assert!(close(row["spend"].as_f64().unwrap(), spend));
     assert!(row["completion_tokens"].as_i64().unwrap() > 0);
 }
+
+/// Two replicas on one PostgreSQL database: each enforces the key's budget on the spend of both (read back
+/// at every flush), not only on its own share. Skipped on SQLite, whose file one process owns.
+#[actix_rt::test]
+async fn replicas_on_one_database_enforce_the_shared_budget() {
+    let a = Gateway::start(CONFIG).await;
+    let Some(b) = a.replica(CONFIG).await else {
+        eprintln!("SQLite run: the shared-budget test needs PostgreSQL (LLM_TEST_DATABASE_URL)");
+        return;
+    };
+    let first = call(&a, "sk-master", &ask("m")).await;
+    let cost = cost_of(&first);
+    // Room for 10 requests in all.
+    let r = a
+        .admin(
+            "/key/generate",
+            &json!({"max_budget": cost * 10.0 - cost / 2.0}),
+        )
+        .await;
+    let key = r.json()["key"].as_str().unwrap().to_owned();
+    for _ in 0..6 {
+        assert_eq!(call(&a, &key, &ask("m")).await.status, 200);
+        assert_eq!(call(&b, &key, &ask("m")).await.status, 200);
+    }
+    // Each replica spent 6 of the 10: alone, neither is over budget. After a flush each sees 12.
+    actix_rt::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for gw in [&a, &b] {
+        let r = call(gw, &key, &ask("m")).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.error()["type"], "budget_exceeded");
+    }
+    let info = a.admin_get(&format!("/key/info?key={key}")).await.json();
+    assert!(
+        close(info["info"]["spend"].as_f64().unwrap(), cost * 12.0),
+        "{info}"
+    );
+}

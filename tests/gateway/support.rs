@@ -175,6 +175,13 @@ impl Gateway {
         gw
     }
 
+    /// A second replica: another gateway process on the same database (PostgreSQL only; `None` on SQLite,
+    /// whose file one process owns).
+    pub async fn replica(&self, config: &str) -> Option<Gateway> {
+        let url = self.database_url.clone()?;
+        Some(Gateway::start_in(scratch_dir(), config, Some(url)).await)
+    }
+
     /// Stops the gateway as an operator would (SIGTERM, graceful) and starts it again on the same files.
     pub async fn restart(mut self, config: &str) -> Gateway {
         let status = Command::new("kill")
@@ -271,7 +278,7 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !self.keep_dir {
+        if !self.keep_dir && std::env::var_os("LLM_TEST_KEEP_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
