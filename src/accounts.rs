@@ -253,6 +253,24 @@ impl Window {
         }
     }
 
+    /// Sets the count of `minute` (a newer minute only ever replaces an older one).
+    pub fn set(&self, minute: u64, n: u64) {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            if cur >> 32 > minute {
+                return;
+            }
+            let next = (minute << 32) | n.min(COUNT_MASK);
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
     /// Forgets the count.
     pub fn reset(&self) {
         self.0.store(0, Ordering::Release);
@@ -283,6 +301,28 @@ pub struct Limits {
     pub requests: Window,
     pub tokens: Window,
     pub in_flight: AtomicI64,
+    /// With Redis: what the other replicas counted in the current minute (requests, tokens), and what of
+    /// this replica's own counts has been pushed (see `actors/shared.rs`).
+    pub remote: (Window, Window),
+    pub pushed: (Window, Window),
+}
+
+impl Limits {
+    /// Requests counted in `minute` by every replica (this one exactly, the others as last synced).
+    pub fn requests_used(&self, minute: u64) -> u64 {
+        self.requests.current(minute) + self.remote.0.current(minute)
+    }
+
+    /// Tokens counted in `minute` by every replica.
+    pub fn tokens_used(&self, minute: u64) -> u64 {
+        self.tokens.current(minute) + self.remote.1.current(minute)
+    }
+
+    /// Takes one request if, with the other replicas' count, it stays within `rpm`.
+    fn take_request(&self, minute: u64, rpm: u64) -> bool {
+        let others = self.remote.0.current(minute);
+        rpm > others && self.requests.try_take(minute, 1, rpm - others)
+    }
 }
 
 // ---- entries (records with their counters) ------------------------------------------------------------
@@ -619,7 +659,7 @@ pub fn admit(
                 false => "key".to_owned(),
             };
             if let Some(tpm) = tpm {
-                if limits.tokens.current(minute) >= tpm {
+                if limits.tokens_used(minute) >= tpm {
                     give_back(&taken);
                     return Err(limit_error(
                         format!("tpm_limit of this {} ({tpm}) reached", what()),
@@ -628,7 +668,7 @@ pub fn admit(
                 }
             }
             if let Some(rpm) = rpm {
-                if !limits.requests.try_take(minute, 1, rpm) {
+                if !limits.take_request(minute, rpm) {
                     give_back(&taken);
                     return Err(limit_error(
                         format!("rpm_limit of this {} ({rpm}) reached", what()),
@@ -642,7 +682,7 @@ pub fn admit(
     }
     if let Some(t) = &caller.team {
         if let Some(tpm) = t.rec.tpm_limit {
-            if t.limits.tokens.current(minute) >= tpm {
+            if t.limits.tokens_used(minute) >= tpm {
                 give_back(&taken);
                 return Err(limit_error(
                     format!("tpm_limit of team {} ({tpm}) reached", t.rec.team_id),
@@ -651,7 +691,7 @@ pub fn admit(
             }
         }
         if let Some(rpm) = t.rec.rpm_limit {
-            if !t.limits.requests.try_take(minute, 1, rpm) {
+            if !t.limits.take_request(minute, rpm) {
                 give_back(&taken);
                 return Err(limit_error(
                     format!("rpm_limit of team {} ({rpm}) reached", t.rec.team_id),
@@ -817,5 +857,22 @@ mod tests {
         );
         let h = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b";
         assert_eq!(token_of(h), h);
+    }
+
+    #[test]
+    fn other_replicas_counts_share_the_limit() {
+        let l = Limits::default();
+        l.remote.0.set(7, 3);
+        assert!(l.take_request(7, 5));
+        assert!(l.take_request(7, 5));
+        assert!(!l.take_request(7, 5), "3 elsewhere + 2 here = 5");
+        assert_eq!(l.requests_used(7), 5);
+        // A new minute starts from nothing, and an older minute never overwrites a newer one.
+        assert!(l.take_request(8, 5));
+        l.remote.0.set(7, 100);
+        assert_eq!(l.remote.0.current(8), 0);
+        l.remote.1.set(8, 40);
+        l.tokens.add(8, 2);
+        assert_eq!(l.tokens_used(8), 42);
     }
 }

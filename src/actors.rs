@@ -140,15 +140,16 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| BudgetActor::new(a, s, m))
     };
-    // Redis: cooldowns shared across replicas.
+    // Redis: rate-limit windows and cooldowns shared across replicas.
     if let Some(url) = &config.general.redis_url {
-        let (d, url, m) = (
+        let (d, url, m, a) = (
             deployments.clone(),
             url.expose().to_owned(),
             system.as_ref().map(|s| s.redis.clone()),
+            accounts.clone(),
         );
         let shared = SharedStateActor::start_in_arbiter(&routing_arbiter, move |_| {
-            SharedStateActor::new(url, d, m)
+            SharedStateActor::new(url, d, a, m)
         });
         for d in deployments.iter() {
             d.addr

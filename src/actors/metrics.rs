@@ -722,10 +722,10 @@ impl MetricsActor {
         };
         let (_, r, t) = &per_key[slot];
         if let (Some(g), Some(l)) = (r, rpm) {
-            g.set(l.saturating_sub(limits.requests.current(minute)) as f64);
+            g.set(l.saturating_sub(limits.requests_used(minute)) as f64);
         }
         if let (Some(g), Some(l)) = (t, tpm) {
-            g.set(l.saturating_sub(limits.tokens.current(minute)) as f64);
+            g.set(l.saturating_sub(limits.tokens_used(minute)) as f64);
         }
     }
 

@@ -1,5 +1,13 @@
-//! SharedStateActor: with `general_settings.redis_url`, shares deployment cooldowns across replicas through
-//! Redis, off the request path. A replica that cools a deployment down writes `llm:cooldown:<model_id>` (the
+//! SharedStateActor: with `general_settings.redis_url`, shares rate-limit windows and deployment cooldowns
+//! across replicas through Redis, off the request path.
+//!
+//! Rate limits: every [`LIMITS_INTERVAL`] each replica adds what its key, key-on-model and team windows
+//! counted since the last push to `llm:rl:<scope>:<minute>:r|t` (`INCRBY`, one pipeline for all scopes)
+//! and keeps the total minus its own share as the other replicas' count, which admission adds to its own
+//! (`Limits::take_request`). A limit of N per minute over R replicas is exceeded by at most what the
+//! replicas admit within one interval; without sharing each replica would admit N.
+//!
+//! Cooldowns: A replica that cools a deployment down writes `llm:cooldown:<model_id>` (the
 //! end time in ms, expiring with it); every [`SYNC_INTERVAL`] each replica reads all of them in one `MGET`
 //! and adopts the cooldowns it did not see itself, so a deployment one replica found broken is skipped by
 //! every replica within a second. Each Redis call is timed into `llm_redis_latency` / `llm_redis_fails`.
@@ -9,6 +17,7 @@
 
 use super::deployment::AdoptCooldown;
 use super::Deployment;
+use crate::accounts::{current_minute, Accounts, Limits};
 use crate::metrics::system::ServiceMetrics;
 use crate::store::now_ms;
 use actix::prelude::*;
@@ -18,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// How often cooldowns written by other replicas are read.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often rate-limit windows are pushed and read back.
+pub const LIMITS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A cooldown this replica started.
 #[derive(Message)]
@@ -34,6 +45,8 @@ pub struct SharedStateActor {
     metrics: Option<Arc<ServiceMetrics>>,
     keys: Vec<String>,
     busy: bool,
+    accounts: Arc<Accounts>,
+    limits_busy: bool,
 }
 
 fn key(model_id: &str) -> String {
@@ -54,6 +67,7 @@ impl SharedStateActor {
     pub fn new(
         url: String,
         deployments: Arc<Vec<Arc<Deployment>>>,
+        accounts: Arc<Accounts>,
         metrics: Option<Arc<ServiceMetrics>>,
     ) -> Self {
         let keys = deployments.iter().map(|d| key(&d.cfg.id)).collect();
@@ -64,7 +78,85 @@ impl SharedStateActor {
             metrics,
             keys,
             busy: false,
+            accounts,
+            limits_busy: false,
         }
+    }
+
+    /// Every scope with a request or token limit: its Redis name and its windows.
+    fn limited_scopes(&self) -> Vec<(String, Arc<Limits>)> {
+        let mut out = Vec::new();
+        for e in self.accounts.keys.iter() {
+            if e.rec.rpm_limit.is_some() || e.rec.tpm_limit.is_some() {
+                out.push((format!("k:{}", e.rec.token), e.limits.clone()));
+            }
+            for (model, l) in &e.model_limits {
+                out.push((format!("km:{}:{model}", e.rec.token), l.clone()));
+            }
+        }
+        for e in self.accounts.teams.iter() {
+            if e.rec.rpm_limit.is_some() || e.rec.tpm_limit.is_some() {
+                out.push((format!("t:{}", e.rec.team_id), e.limits.clone()));
+            }
+        }
+        out
+    }
+
+    /// Pushes this replica's new counts and reads back every replica's totals.
+    fn sync_limits(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        if self.limits_busy {
+            return;
+        }
+        let scopes = self.limited_scopes();
+        if scopes.is_empty() {
+            return;
+        }
+        self.limits_busy = true;
+        let minute = current_minute(now_ms());
+        let mut pipe = redis::pipe();
+        // (own count pushed, for requests and tokens) per scope, in pipeline order.
+        let mut own = Vec::with_capacity(scopes.len());
+        for (name, l) in &scopes {
+            let mut counts = [0u64; 2];
+            for (i, (window, pushed)) in [(&l.requests, &l.pushed.0), (&l.tokens, &l.pushed.1)]
+                .into_iter()
+                .enumerate()
+            {
+                let local = window.current(minute);
+                let delta = local as i64 - pushed.current(minute) as i64;
+                let key = format!("llm:rl:{name}:{minute}:{}", ["r", "t"][i]);
+                pipe.cmd("INCRBY").arg(&key).arg(delta);
+                pipe.cmd("PEXPIRE").arg(&key).arg(120_000).ignore();
+                counts[i] = local;
+            }
+            own.push(counts);
+        }
+        let metrics = self.metrics.clone();
+        ctx.spawn(
+            async move {
+                let started = Instant::now();
+                let r: Result<Vec<i64>, _> = pipe.query_async(&mut conn).await;
+                Self::record(&metrics, started, &r.as_ref().map(|_| ()), "sync_limits");
+                r.ok()
+            }
+            .into_actor(self)
+            .map(move |totals, act, _| {
+                act.limits_busy = false;
+                let Some(totals) = totals else { return };
+                for (((_, l), counts), pair) in scopes.iter().zip(&own).zip(totals.chunks(2)) {
+                    let windows = [(&l.pushed.0, &l.remote.0), (&l.pushed.1, &l.remote.1)];
+                    for (i, ((pushed, remote), own)) in windows.into_iter().zip(counts).enumerate()
+                    {
+                        let total = pair.get(i).copied().unwrap_or(0).max(0) as u64;
+                        pushed.set(minute, *own);
+                        remote.set(minute, total.saturating_sub(*own));
+                    }
+                }
+            }),
+        );
     }
 
     fn record(
@@ -139,6 +231,7 @@ impl Actor for SharedStateActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.sync(ctx);
         ctx.run_interval(SYNC_INTERVAL, |act, ctx| act.sync(ctx));
+        ctx.run_interval(LIMITS_INTERVAL, |act, ctx| act.sync_limits(ctx));
     }
 }
 

@@ -649,3 +649,38 @@ async fn replicas_on_one_database_enforce_the_shared_budget() {
         "{info}"
     );
 }
+
+/// Two replicas sharing Redis enforce one key's rpm limit together: 4 per minute in all, not 4 each.
+#[actix_rt::test]
+async fn replicas_share_rate_limits_through_redis() {
+    let redis = std::env::var("LLM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let config = format!("{CONFIG}  redis_url: {redis}\n");
+    let a = Gateway::start(&config).await;
+    let b = Gateway::start(&config).await;
+    // The same key on both (each has its own store here), as a shared database would give.
+    let key = format!(
+        "sk-shared-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    for gw in [&a, &b] {
+        let r = gw
+            .admin("/key/generate", &json!({"key": key, "rpm_limit": 4}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    fresh_minute().await;
+    for gw in [&a, &b, &a, &b] {
+        assert_eq!(call(gw, &key, &ask("m")).await.status, 200);
+    }
+    // After a sync (every 200 ms) each replica knows the other's two.
+    actix_rt::time::sleep(std::time::Duration::from_millis(700)).await;
+    for gw in [&a, &b] {
+        let r = call(gw, &key, &ask("m")).await;
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert!(r.headers.contains_key("retry-after"));
+    }
+}
