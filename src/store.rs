@@ -306,36 +306,6 @@ impl Store {
         tx.commit().await.map_err(err("cannot commit spend"))
     }
 
-    /// Spend and next reset of every row of `table`: what all replicas have written.
-    pub async fn spend_snapshot(
-        &self,
-        table: Table,
-    ) -> Result<Vec<(String, i64, Option<i64>)>, StoreError> {
-        let sql = format!(
-            "SELECT id, spend_micros, budget_reset_at FROM {}",
-            table.name()
-        );
-        let started = std::time::Instant::now();
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await;
-        if let Some(m) = self.metrics.get() {
-            match &rows {
-                Ok(_) => m.ok(started.elapsed()),
-                Err(_) => m.fail("DatabaseError", "spend_snapshot"),
-            }
-        }
-        let rows = rows.map_err(err("cannot read spend"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>("id")?,
-                    r.try_get::<i64, _>("spend_micros")?,
-                    r.try_get::<Option<i64>, _>("budget_reset_at")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(err("bad spend row"))
-    }
-
     /// Starts a new budget period: spend to zero, next reset time stored.
     async fn reset_spend_raw(
         &self,

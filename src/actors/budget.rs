@@ -239,7 +239,7 @@ async fn flush(
         }
     };
     if store.kind == "postgres" {
-        sync_spend(accounts, store).await;
+        sync_from_store(accounts, store).await;
     }
     resets(accounts, store, metrics).await;
     // Unknown keys are remembered for a few seconds only, so a flood of random keys cannot grow memory.
@@ -249,26 +249,76 @@ async fn flush(
     unwritten
 }
 
-/// Replicas sharing one PostgreSQL database: every flush reads back the spend all of them have written, so
-/// each enforces budgets on the total, not only on its own share (a flush interval late at most).
-async fn sync_spend(accounts: &Accounts, store: &Store) {
+/// Replicas sharing one PostgreSQL database: every flush reads the entities back, so that each replica
+/// enforces budgets on the spend of all of them, not only on its own share, and sees keys and teams another
+/// replica changed: an updated, blocked or deleted key is in force here a flush interval later (keys never
+/// used here are not cached; read-through finds new ones). Runs inside the BudgetActor, like every
+/// management operation of this replica, so none can interleave with it.
+async fn sync_from_store(accounts: &Accounts, store: &Store) {
     for table in Table::ALL {
-        let rows = match store.spend_snapshot(table).await {
+        let rows = match store.load(table).await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!("cannot read back spend from the store: {e}");
+                tracing::warn!("cannot read entities back from the store: {e}");
                 return;
             }
         };
-        for (id, spend, reset_at) in rows {
-            let ledger = match table {
-                Table::Keys => accounts.keys.get(&id).map(|e| e.ledger.clone()),
-                Table::Teams => accounts.teams.get(&id).map(|e| e.ledger.clone()),
-                Table::Users => accounts.users.get(&id).map(|e| e.ledger.clone()),
-                Table::EndUsers => accounts.end_users.get(&id).map(|e| e.ledger.clone()),
-            };
-            if let Some(l) = ledger {
-                l.sync(spend, reset_at);
+        match table {
+            Table::Keys => {
+                let mut present = std::collections::HashSet::with_capacity(rows.len());
+                for row in &rows {
+                    present.insert(row.id.as_str());
+                    let Some(old) = accounts.keys.get(&row.id).map(|e| e.clone()) else {
+                        continue;
+                    };
+                    old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    match decode::<KeyRecord>(row) {
+                        Some(rec) if rec != old.rec => {
+                            let entry = accounts.key_entry(rec, Some(&old), 0, row.budget_reset_at);
+                            accounts.keys.insert(row.id.clone(), Arc::new(entry));
+                        }
+                        _ => {}
+                    }
+                }
+                let gone: Vec<String> = accounts
+                    .keys
+                    .iter()
+                    .filter(|e| !present.contains(e.key().as_str()))
+                    .map(|e| e.key().clone())
+                    .collect();
+                for id in gone {
+                    accounts.keys.remove(&id);
+                }
+            }
+            Table::Teams => {
+                for row in &rows {
+                    let Some(old) = accounts.teams.get(&row.id).map(|e| e.clone()) else {
+                        continue;
+                    };
+                    old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    if let Some(rec) = decode::<TeamRecord>(row).filter(|r| *r != old.rec) {
+                        let entry = TeamEntry {
+                            rec,
+                            ledger: old.ledger.clone(),
+                            limits: old.limits.clone(),
+                        };
+                        accounts.teams.insert(row.id.clone(), Arc::new(entry));
+                    }
+                }
+            }
+            Table::Users => {
+                for row in &rows {
+                    if let Some(e) = accounts.users.get(&row.id) {
+                        e.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    }
+                }
+            }
+            Table::EndUsers => {
+                for row in &rows {
+                    if let Some(e) = accounts.end_users.get(&row.id) {
+                        e.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    }
+                }
             }
         }
     }

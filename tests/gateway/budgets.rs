@@ -648,6 +648,47 @@ async fn replicas_on_one_database_enforce_the_shared_budget() {
         close(info["info"]["spend"].as_f64().unwrap(), cost * 12.0),
         "{info}"
     );
+
+    // A key blocked, then deleted, on one replica stops working on the other after a flush.
+    let r = a.admin("/key/generate", &json!({})).await;
+    let other = r.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(call(&b, &other, &ask("m")).await.status, 200);
+    assert_eq!(
+        a.admin("/key/block", &json!({"key": other})).await.status,
+        200
+    );
+    until_status(&b, &other, 401).await;
+    assert_eq!(
+        a.admin("/key/unblock", &json!({"key": other})).await.status,
+        200
+    );
+    until_status(&b, &other, 200).await;
+    assert_eq!(
+        a.admin("/key/delete", &json!({"keys": [other]}))
+            .await
+            .status,
+        200
+    );
+    until_status(&b, &other, 401).await;
+}
+
+/// Calls `gw` with `key` until it answers `want` (another replica's change arrives with a flush), or fails
+/// after 5 s.
+async fn until_status(gw: &Gateway, key: &str, want: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = call(gw, key, &ask("m")).await;
+        if r.status == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} instead of {want}: {}",
+            r.status,
+            r.body
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Two replicas sharing Redis enforce one key's rpm limit together: 4 per minute in all, not 4 each.
