@@ -94,6 +94,10 @@ pub struct UserRecord {
     pub max_budget: Option<f64>,
     pub budget_duration: Option<String>,
     #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
+    #[serde(default)]
     pub models: Vec<String>,
     #[serde(default)]
     pub teams: Vec<String>,
@@ -345,6 +349,7 @@ pub struct TeamEntry {
 pub struct UserEntry {
     pub rec: UserRecord,
     pub ledger: Arc<Ledger>,
+    pub limits: Arc<Limits>,
 }
 
 pub struct EndUserEntry {
@@ -698,6 +703,27 @@ pub fn admit(
                     now_ms,
                 ));
             }
+            taken.push(t.limits.clone());
+        }
+    }
+    if let Some(u) = &caller.user {
+        if let Some(tpm) = u.rec.tpm_limit {
+            if u.limits.tokens_used(minute) >= tpm {
+                give_back(&taken);
+                return Err(limit_error(
+                    format!("tpm_limit of user {} ({tpm}) reached", u.rec.user_id),
+                    now_ms,
+                ));
+            }
+        }
+        if let Some(rpm) = u.rec.rpm_limit {
+            if !u.limits.take_request(minute, rpm) {
+                give_back(&taken);
+                return Err(limit_error(
+                    format!("rpm_limit of user {} ({rpm}) reached", u.rec.user_id),
+                    now_ms,
+                ));
+            }
         }
     }
     Ok(admission)
@@ -726,6 +752,7 @@ pub fn settle(
     }
     if let Some(u) = &caller.user {
         u.ledger.add(cost_micros);
+        u.limits.tokens.add(minute, tokens);
     }
     if let Some(e) = end_user {
         e.ledger.add(cost_micros);

@@ -673,6 +673,7 @@ pub async fn run(
             let entry = Arc::new(UserEntry {
                 rec,
                 ledger: Arc::new(Ledger::new(0, reset)),
+                limits: Default::default(),
             });
             let mut info = user_info(&entry);
             accounts.users.insert(user_id.clone(), entry);
@@ -721,6 +722,7 @@ pub async fn run(
             let entry = Arc::new(UserEntry {
                 rec,
                 ledger: old.ledger.clone(),
+                limits: old.limits.clone(),
             });
             let info = user_info(&entry);
             accounts.users.insert(user_id, entry);
@@ -863,6 +865,8 @@ const USER_FIELDS: &[&str] = &[
     "user_role",
     "max_budget",
     "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
     "models",
     "teams",
     "metadata",
@@ -880,6 +884,8 @@ fn apply_user(rec: &mut UserRecord, f: &Fields) -> Result<bool, ApiError> {
     let d = f.duration("budget_duration")?;
     let changed = d.is_some();
     set(&mut rec.budget_duration, d);
+    set(&mut rec.rpm_limit, f.count("rpm_limit")?);
+    set(&mut rec.tpm_limit, f.count("tpm_limit")?);
     set_vec(&mut rec.models, f.list("models")?);
     set_vec(&mut rec.teams, f.list("teams")?);
     if let Some(m) = f.object("metadata")? {

@@ -58,9 +58,14 @@ pub async fn load(accounts: &Accounts, store: &Store) -> Result<(), StoreError> 
     for row in store.load(Table::Users).await? {
         if let Some(rec) = decode::<UserRecord>(&row) {
             let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
-            accounts
-                .users
-                .insert(row.id.clone(), Arc::new(UserEntry { rec, ledger }));
+            accounts.users.insert(
+                row.id.clone(),
+                Arc::new(UserEntry {
+                    rec,
+                    ledger,
+                    limits: Default::default(),
+                }),
+            );
         }
     }
     for row in store.load(Table::EndUsers).await? {

@@ -99,6 +99,11 @@ impl SharedStateActor {
                 out.push((format!("t:{}", e.rec.team_id), e.limits.clone()));
             }
         }
+        for e in self.accounts.users.iter() {
+            if e.rec.rpm_limit.is_some() || e.rec.tpm_limit.is_some() {
+                out.push((format!("u:{}", e.rec.user_id), e.limits.clone()));
+            }
+        }
         out
     }
 

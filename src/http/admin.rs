@@ -48,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/user/update", web::post().to(op(AdminOp::UserUpdate)))
         .route("/user/delete", web::post().to(op(AdminOp::UserDelete)))
         .route("/user/info", web::get().to(user_info_handler))
+        .route("/user/list", web::get().to(user_list))
         .route("/customer/new", web::post().to(op(AdminOp::CustomerNew)))
         .route(
             "/customer/update",
@@ -213,6 +214,52 @@ async fn team_list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         .collect();
     teams.sort_by_key(|t| t.0);
     Ok(HttpResponse::Ok().json(teams.into_iter().map(|t| t.1).collect::<Vec<_>>()))
+}
+
+/// `GET /user/list?page=1&page_size=25`: internal users, oldest first, with LiteLLM's paging fields.
+async fn user_list(
+    req: HttpRequest,
+    q: Query,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::check_admin(&req, &state)?;
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("`{name}` must be an integer from 1 to {max}"))
+                        .with_param(name)
+                }),
+        }
+    };
+    let page = number("page", 1, usize::MAX)?;
+    let page_size = number("page_size", 25, 1000)?;
+    let mut users: Vec<_> = state
+        .actors
+        .accounts
+        .users
+        .iter()
+        .map(|e| (e.rec.created_at, e.rec.user_id.clone(), user_info(&e)))
+        .collect();
+    users.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let total = users.len();
+    let shown: Vec<Json> = users
+        .into_iter()
+        .skip((page - 1).saturating_mul(page_size))
+        .take(page_size)
+        .map(|u| u.2)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "users": shown,
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+        "total_pages": total.div_ceil(page_size),
+    })))
 }
 
 async fn user_info_handler(

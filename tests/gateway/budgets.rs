@@ -725,3 +725,55 @@ async fn replicas_share_rate_limits_through_redis() {
         assert!(r.headers.contains_key("retry-after"));
     }
 }
+
+/// Internal users: their own rpm limit over all their keys, and `/user/list` with paging.
+#[actix_rt::test]
+async fn user_rate_limits_and_user_list() {
+    let gw = Gateway::start(CONFIG).await;
+    let r = gw
+        .admin(
+            "/user/new",
+            &json!({"user_id": "bob", "rpm_limit": 2, "user_email": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = r.json()["key"].as_str().unwrap().to_owned();
+    let second = gw
+        .admin("/key/generate", &json!({"user_id": "bob"}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        gw.admin(
+            "/user/new",
+            &json!({"user_id": "carol", "auto_create_key": false})
+        )
+        .await
+        .status,
+        200
+    );
+    fresh_minute().await;
+    assert_eq!(call(&gw, &first, &ask("m")).await.status, 200);
+    assert_eq!(call(&gw, &second, &ask("m")).await.status, 200);
+    let r = call(&gw, &first, &ask("m")).await;
+    assert_eq!(r.status, 429, "the user's two keys share the user's limit");
+    assert!(r.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("rpm_limit of user bob"));
+
+    let list = gw.admin_get("/user/list?page_size=1").await.json();
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["total_pages"], 2);
+    assert_eq!(list["users"][0]["user_id"], "bob");
+    assert_eq!(list["users"][0]["rpm_limit"], 2);
+    let list = gw.admin_get("/user/list?page=2&page_size=1").await.json();
+    assert_eq!(list["users"][0]["user_id"], "carol");
+    let r = gw.admin_get("/user/list?page=0").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["param"], "page");
+    let r = gw.get("/user/list", &[]).await;
+    assert_eq!(r.status, 401);
+}
