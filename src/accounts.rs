@@ -147,8 +147,10 @@ impl Ledger {
     }
 
     pub fn add(&self, micros: i64) {
-        self.spend.fetch_add(micros, Ordering::AcqRel);
+        // Unpersisted first: a concurrent `sync` then either sees it (and retries) or counts it twice in
+        // memory until the next flush, never zero times.
         self.unpersisted.fetch_add(micros, Ordering::AcqRel);
+        self.spend.fetch_add(micros, Ordering::AcqRel);
     }
 
     /// What the store has not seen yet; the caller writes it.

@@ -77,6 +77,9 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
         handle.stop(true).await;
     });
     server.await?;
+    // Worker threads send what their telemetry buffers still hold as they exit (outbox `Drop`); give the
+    // last of them a moment so their spend-log rows are in the budget actor's mailbox before the flush.
+    actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
     tracing::info!("stopping: writing pending spend");
     if let Err(e) = kept.budget.send(budget::Flush).await {
         tracing::error!("could not write pending spend at shutdown: {e}");

@@ -312,18 +312,21 @@ impl Store {
         table: Table,
         id: &str,
         next_reset: Option<i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        // Only a period that is still due: another replica may have started the new one already, and its
+        // spend in it must not be zeroed.
         let sql = format!(
-            "UPDATE {} SET spend_micros = 0, budget_reset_at = $1 WHERE id = $2",
+            "UPDATE {} SET spend_micros = 0, budget_reset_at = $1 WHERE id = $2 AND (budget_reset_at IS NULL OR budget_reset_at <= $3)",
             table.name()
         );
-        sqlx::query(&sql)
+        let r = sqlx::query(&sql)
             .bind(next_reset)
             .bind(id)
+            .bind(now_ms())
             .execute(&self.pool)
             .await
             .map_err(err("cannot reset spend"))?;
-        Ok(())
+        Ok(r.rows_affected() > 0)
     }
 
     /// Appends rows in one transaction.
@@ -647,7 +650,7 @@ impl Store {
         table: Table,
         id: &str,
         next_reset: Option<i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let call = self.reset_spend_raw(table, id, next_reset);
         self.timed("reset_spend", call).await
     }

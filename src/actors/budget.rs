@@ -292,12 +292,26 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
                     .map(|e| e.key().clone())
                     .collect();
                 for id in gone {
-                    accounts.keys.remove(&id);
+                    // A key read through from the store after the load above is not gone: ask again.
+                    if let Ok(None) = store.get(Table::Keys, &id).await {
+                        accounts.keys.remove(&id);
+                    }
                 }
             }
             Table::Teams => {
                 for row in &rows {
                     let Some(old) = accounts.teams.get(&row.id).map(|e| e.clone()) else {
+                        // Created on another replica.
+                        if let Some(rec) = decode::<TeamRecord>(row) {
+                            let ledger =
+                                Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+                            let entry = TeamEntry {
+                                rec,
+                                ledger,
+                                limits: Default::default(),
+                            };
+                            accounts.teams.insert(row.id.clone(), Arc::new(entry));
+                        }
                         continue;
                     };
                     old.ledger.sync(row.spend_micros, row.budget_reset_at);
@@ -315,6 +329,14 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
                 for row in &rows {
                     if let Some(e) = accounts.users.get(&row.id) {
                         e.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    } else if let Some(rec) = decode::<UserRecord>(row) {
+                        let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+                        let entry = UserEntry {
+                            rec,
+                            ledger,
+                            limits: Default::default(),
+                        };
+                        accounts.users.insert(row.id.clone(), Arc::new(entry));
                     }
                 }
             }
@@ -322,6 +344,11 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
                 for row in &rows {
                     if let Some(e) = accounts.end_users.get(&row.id) {
                         e.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    } else if let Some(rec) = decode::<EndUserRecord>(row) {
+                        let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
+                        accounts
+                            .end_users
+                            .insert(row.id.clone(), Arc::new(EndUserEntry { rec, ledger }));
                     }
                 }
             }
@@ -373,9 +400,14 @@ async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<Metric
         ));
     }
     for (table, id, ledger, next_reset) in todo {
-        if let Err(e) = store.reset_spend(table, &id, next_reset).await {
-            tracing::error!("cannot reset the budget of {id}, will retry: {e}");
-            continue;
+        match store.reset_spend(table, &id, next_reset).await {
+            Ok(true) => {}
+            // Another replica started the new period; the next read-back brings its state here.
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("cannot reset the budget of {id}, will retry: {e}");
+                continue;
+            }
         }
         ledger.reset(next_reset);
         tracing::info!(entity = ?table, id = %if table == Table::Keys { &id[..8] } else { &id }, "budget period reset");

@@ -139,6 +139,12 @@ impl Handler<AttemptsDone> for DeploymentActor {
                 .set_remaining(a.remaining_requests, a.remaining_tokens);
             let changed = match a.result {
                 Ok(()) => {
+                    if let (true, Some(shared)) = (a.recovered, &self.shared) {
+                        shared.do_send(CooldownShared {
+                            model_id: self.labels.model_id.clone(),
+                            until_ms: 0,
+                        });
+                    }
                     let cooling = !a.recovered && self.live.cooling(now_ms());
                     let s = self.health.success(a.latency, cooling);
                     if let Some(avg) = self.health.latency_ewma {

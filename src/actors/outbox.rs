@@ -88,17 +88,39 @@ fn after_push(full: bool) {
 
 /// Sends everything buffered on this thread.
 pub fn flush() {
-    let (metrics, finished, attempts, budget, logs) = OUTBOX.with(|o| {
-        let mut o = o.borrow_mut();
-        o.scheduled = false;
-        (
-            o.metrics.clone(),
-            std::mem::take(&mut o.finished),
-            std::mem::take(&mut o.attempts),
-            o.budget.clone(),
-            std::mem::take(&mut o.spend_logs),
-        )
-    });
+    // The buffer is gone once the thread is being torn down; its `Drop` has sent what it held.
+    let _ = OUTBOX.try_with(|o| o.borrow_mut().send());
+}
+
+impl Drop for Outbox {
+    /// A worker thread that stops (graceful shutdown) sends what it still holds, so the spend-log rows and
+    /// metrics of its last requests reach their actors before the final flush.
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+impl Outbox {
+    fn send(&mut self) {
+        self.scheduled = false;
+        let (metrics, finished, attempts, budget, logs) = (
+            self.metrics.clone(),
+            std::mem::take(&mut self.finished),
+            std::mem::take(&mut self.attempts),
+            self.budget.clone(),
+            std::mem::take(&mut self.spend_logs),
+        );
+        send_batches(metrics, finished, attempts, budget, logs);
+    }
+}
+
+fn send_batches(
+    metrics: Option<Addr<MetricsActor>>,
+    finished: Vec<RequestFinished>,
+    attempts: Vec<(Arc<Deployment>, AttemptDone)>,
+    budget: Option<Addr<BudgetActor>>,
+    logs: Vec<SpendEvent>,
+) {
     if let (Some(b), false) = (budget, logs.is_empty()) {
         b.do_send(SpendLogged(logs));
     }

@@ -72,7 +72,7 @@ impl Handler<Route> for RouterActor {
             .load()
             .pick(&msg.model, now_ms(), r, msg.tokens)?
         {
-            Pick::Chosen(d) => Some(d),
+            Pick::Chosen(d, _) => Some(d),
             Pick::Cooling { .. } | Pick::NoCapacity => None,
         }
     }

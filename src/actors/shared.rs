@@ -30,7 +30,8 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often rate-limit windows are pushed and read back.
 pub const LIMITS_INTERVAL: Duration = Duration::from_millis(200);
 
-/// A cooldown this replica started.
+/// A cooldown this replica started; `until_ms` in the past: one it saw end early (a probe succeeded), to be
+/// forgotten by every replica.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CooldownShared {
@@ -248,18 +249,27 @@ impl Handler<CooldownShared> for SharedStateActor {
             return;
         };
         let metrics = self.metrics.clone();
-        let ttl = (msg.until_ms - now_ms()).max(1);
+        let ttl = msg.until_ms - now_ms();
         ctx.spawn(
             async move {
                 let started = Instant::now();
-                let r: Result<(), _> = redis::cmd("SET")
-                    .arg(key(&msg.model_id))
-                    .arg(msg.until_ms)
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async(&mut conn)
-                    .await;
-                Self::record(&metrics, started, &r.as_ref().map(|_| ()), "set");
+                let (r, function): (Result<(), _>, _) = if ttl <= 0 {
+                    let r = redis::cmd("DEL")
+                        .arg(key(&msg.model_id))
+                        .query_async(&mut conn)
+                        .await;
+                    (r, "del")
+                } else {
+                    let r = redis::cmd("SET")
+                        .arg(key(&msg.model_id))
+                        .arg(msg.until_ms)
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await;
+                    (r, "set")
+                };
+                Self::record(&metrics, started, &r.as_ref().map(|_| ()), function);
             }
             .into_actor(self),
         );

@@ -83,13 +83,18 @@ fn minute(now_ms: i64) -> u64 {
 /// on probation, so a probe whose request was abandoned (the client left, the deadline passed) does not keep
 /// the deployment out until the probe timeout.
 #[derive(Debug)]
-pub struct InFlight(Arc<Live>);
+pub struct InFlight {
+    live: Arc<Live>,
+    /// This attempt is the probe of a deployment on probation.
+    probe: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.0.on_probation() && !self.0.cooling(crate::store::now_ms()) {
-            self.0.probe_at.store(0, Ordering::Release);
+        let l = &self.live;
+        l.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.probe && l.on_probation() && !l.cooling(crate::store::now_ms()) {
+            l.probe_at.store(0, Ordering::Release);
         }
     }
 }
@@ -100,10 +105,14 @@ impl Live {
     }
 
     /// Counts an attempt as started (in flight, and one request in this minute's usage).
-    pub fn start(self: &Arc<Self>, now_ms: i64) -> InFlight {
+    /// `probe`: this attempt holds the deployment's probe (see [`Live::claim`]).
+    pub fn start(self: &Arc<Self>, now_ms: i64, probe: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.add(minute(now_ms), 1);
-        InFlight(self.clone())
+        InFlight {
+            live: self.clone(),
+            probe,
+        }
     }
 
     pub fn add_tokens(&self, now_ms: i64, tokens: u64) {
@@ -140,30 +149,30 @@ impl Live {
         at == 0 || now_ms - at > policy.probe_timeout.as_millis() as i64
     }
 
-    /// Claims the probe of a deployment on probation; `true` also when it is not on probation.
-    pub fn claim(&self, now_ms: i64, policy: &CooldownPolicy) -> bool {
+    /// Takes the deployment for one request: `Some(false)` when it is not on probation, `Some(true)` when
+    /// this request got its probe, `None` when another request holds the probe.
+    pub fn claim(&self, now_ms: i64, policy: &CooldownPolicy) -> Option<bool> {
         if !self.on_probation() {
-            return true;
+            return Some(false);
         }
         let at = self.probe_at.load(Ordering::Acquire);
         let free = at == 0 || now_ms - at > policy.probe_timeout.as_millis() as i64;
-        free && self
-            .probe_at
-            .compare_exchange(at, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let won = free
+            && self
+                .probe_at
+                .compare_exchange(at, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        won.then_some(true)
     }
 
     /// A successful attempt that started at `started_ms`. It proves the deployment back (ending probation,
     /// and a cooldown it was sent into because nothing else could answer), unless it started before the
     /// cooldown: such a straggler proves nothing. Returns whether it ended a cooldown or probation.
     pub fn record_success(&self, now_ms: i64, started_ms: i64) -> bool {
-        if !self.on_probation() {
+        if !self.on_probation() || started_ms < self.cooldown_from.load(Ordering::Acquire) {
             return false;
         }
         if self.cooling(now_ms) {
-            if started_ms < self.cooldown_from.load(Ordering::Acquire) {
-                return false;
-            }
             let until = self.cooldown_until();
             if until > now_ms
                 && self
@@ -360,22 +369,22 @@ mod tests {
         );
         let after = t + 5001;
         assert!(l.available(after, &POLICY));
-        assert!(l.claim(after, &POLICY));
+        assert_eq!(l.claim(after, &POLICY), Some(true));
         assert!(!l.available(after, &POLICY), "one probe at a time");
-        assert!(!l.claim(after, &POLICY));
+        assert_eq!(l.claim(after, &POLICY), None);
         // A probe that never reports frees the slot after the probe timeout.
-        assert!(l.claim(after + 10_001, &POLICY));
+        assert_eq!(l.claim(after + 10_001, &POLICY), Some(true));
         // A failed probe cools down again, whatever its status.
         let c = l
             .record_failure(after + 10_002, 500, None, &POLICY)
             .unwrap();
         assert_eq!(c.until_ms, after + 10_002 + 5000);
         let later = c.until_ms + 1;
-        assert!(l.claim(later, &POLICY));
+        assert_eq!(l.claim(later, &POLICY), Some(true));
         assert!(l.record_success(later, later));
         assert!(!l.on_probation());
         assert!(l.available(later, &POLICY));
-        assert!(l.claim(later, &POLICY) && l.claim(later, &POLICY));
+        assert_eq!(l.claim(later, &POLICY), Some(false));
         assert_eq!(l.recent_failures(later), 0);
     }
 
@@ -384,8 +393,8 @@ mod tests {
         let l = Arc::new(Live::default());
         let t = 1_000_000_000;
         {
-            let _a = l.start(t);
-            let _b = l.start(t);
+            let _a = l.start(t, false);
+            let _b = l.start(t, false);
             assert_eq!(l.in_flight(), 2);
         }
         assert_eq!(l.in_flight(), 0);
@@ -412,10 +421,20 @@ mod tests {
         let t = crate::store::now_ms() - 10_000;
         l.record_failure(t, 429, None, &POLICY).unwrap();
         let now = crate::store::now_ms();
-        assert!(l.claim(now, &POLICY));
-        let slot = l.start(now);
+        assert_eq!(l.claim(now, &POLICY), Some(true));
+        let slot = l.start(now, true);
         assert!(!l.available(now, &POLICY));
         drop(slot);
         assert!(l.available(now, &POLICY));
+    }
+
+    #[test]
+    fn a_request_older_than_the_cooldown_never_ends_probation() {
+        let l = Live::default();
+        let t = 1_000_000_000;
+        l.record_failure(t, 429, None, &POLICY).unwrap();
+        // A long stream that started before the cooldown ends after it.
+        assert!(!l.record_success(t + 6000, t - 100));
+        assert!(l.on_probation());
     }
 }

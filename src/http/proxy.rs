@@ -447,6 +447,23 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// A timeout that fired because the request's own deadline (`router_settings.timeout`) was reached is
+    /// not the deployment's fault: it becomes the gateway's 408, which neither counts against the
+    /// deployment nor cools it down.
+    fn blame(&self, err: ApiError) -> ApiError {
+        let deadline_hit = self
+            .deadline
+            .is_some_and(|d| Instant::now() + Duration::from_millis(5) >= d);
+        if err.kind != ErrorKind::Timeout || !deadline_hit {
+            return err;
+        }
+        ApiError::new(
+            ErrorKind::Timeout,
+            actix_web::http::StatusCode::REQUEST_TIMEOUT,
+            "the request ran out of time (router_settings.timeout) before a deployment answered",
+        )
+    }
+
     /// `base`, cut to what is left before the deadline.
     fn timeout(&self, base: Duration) -> Duration {
         match self.deadline {
@@ -515,12 +532,12 @@ async fn try_group(
         if matches!(pick, Pick::Cooling { .. }) && !tried.is_empty() {
             pick = g.pick(call.strategy, &[], now, r, call.tokens);
         }
-        let dep = match pick {
-            Pick::Chosen(d) => d,
+        let (dep, probe) = match pick {
+            Pick::Chosen(d, probe) => (d, probe),
             Pick::Cooling { until_ms } => {
                 recovery.note(until_ms);
                 if last.is_none() && alone && g.deployments.len() == 1 {
-                    g.deployments[0].clone()
+                    (g.deployments[0].clone(), false)
                 } else {
                     break;
                 }
@@ -541,7 +558,7 @@ async fn try_group(
             }
         };
         // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
-        let slot = dep.live.start(now_ms());
+        let slot = dep.live.start(now_ms(), probe);
         if let Some(prev) = &last {
             let mut wait = call.retry_after;
             if tried.iter().any(|t| Arc::ptr_eq(t, &dep)) {
@@ -630,6 +647,7 @@ async fn attempt(
     } = match sent {
         Ok(up) => up,
         Err(err) => {
+            let err = call.blame(err);
             pending.attempt(dep, Err(&err), api_start.elapsed(), (None, None));
             return Err(err);
         }
@@ -663,7 +681,7 @@ async fn attempt(
         let first = match first {
             Ok(chunk) => chunk,
             Err((kind, message)) => {
-                let err = ApiError::upstream_failure(dep.cfg.provider, kind, message);
+                let err = call.blame(ApiError::upstream_failure(dep.cfg.provider, kind, message));
                 pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
                 return Err(err);
             }
@@ -685,6 +703,7 @@ async fn attempt(
         match openai::read_body(&dep.cfg, &mut response, call.timeout(dep.cfg.timeout)).await {
             Ok(b) => b,
             Err(err) => {
+                let err = call.blame(err);
                 pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
                 return Err(err);
             }

@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 /// The result of asking a group for a deployment.
 pub enum Pick {
-    Chosen(Arc<Deployment>),
+    /// The deployment, and whether this request holds its probe (it is back from a cooldown).
+    Chosen(Arc<Deployment>, bool),
     /// Every deployment left is cooling down (or waiting on its probe); the earliest may be back at
     /// `until_ms` (wall clock).
-    Cooling {
-        until_ms: i64,
-    },
+    Cooling { until_ms: i64 },
     /// Usage-based routing: no deployment has room for the request this minute.
     NoCapacity,
 }
@@ -89,8 +88,8 @@ impl Group {
             };
             let d = &self.deployments[cands[k].index];
             // A deployment back from a cooldown takes one request (its probe) until it answers.
-            if d.live.claim(now_ms, &d.policy) {
-                return Pick::Chosen(d.clone());
+            if let Some(probe) = d.live.claim(now_ms, &d.policy) {
+                return Pick::Chosen(d.clone(), probe);
             }
             cands.remove(k);
         }

@@ -620,6 +620,10 @@ async fn the_overall_timeout_bounds_every_attempt() {
         took >= Duration::from_millis(450) && took < Duration::from_millis(1200),
         "{took:?}"
     );
+    // The request's own deadline is not the deployments' fault: neither is cooled down.
+    for id in ["sa", "sb"] {
+        assert_eq!(health(&gw, id).await["cooling_down"], false, "{id}");
+    }
 }
 
 /// Two replicas sharing Redis: a cooldown one of them starts is adopted by the other within a second or so.
