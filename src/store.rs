@@ -138,6 +138,9 @@ const SPEND_LOG_BATCH: usize = 1000;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite only: one typed connection for the spend log, the store's hottest write (the `Any` driver
+    /// converts every bound value once more, which costs a third of a row's insert).
+    spend_log: Option<sqlx::SqlitePool>,
     pub kind: &'static str,
     /// `llm_postgres_*` / `llm_sqlite_*` system metrics, once the metrics actor has registered them.
     metrics: Arc<std::sync::OnceLock<Arc<ServiceMetrics>>>,
@@ -203,8 +206,27 @@ impl Store {
                 .await
                 .map_err(err("cannot apply the schema"))?;
         }
+        let spend_log = if kind == "sqlite" {
+            use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+            use std::str::FromStr;
+            let opts = SqliteConnectOptions::from_str(&url)
+                .map_err(err("cannot open the sqlite database"))?
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+            Some(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts)
+                    .await
+                    .map_err(err("cannot open the sqlite database"))?,
+            )
+        } else {
+            None
+        };
         Ok(Store {
             pool,
+            spend_log,
             kind,
             metrics: Default::default(),
         })
@@ -335,75 +357,34 @@ impl Store {
     /// array of arrays unpacked by `jsonb_array_elements`: the SQL text never changes and a row costs one JSON
     /// encode instead of fifteen binds.
     ///
-    /// SQLite: multi-row `VALUES` with anonymous `?` placeholders (binding `$N` names is quadratic in a
-    /// batch's parameters), in chunks of fixed sizes (256, 64, 16, 4, 1 rows) so that every statement text
-    /// repeats and comes from the connection's statement cache instead of being parsed again. (SQLite's own
-    /// JSON functions cost more per row than the binds do.)
+    /// SQLite: see [`insert_spend_logs_sqlite`]. (SQLite's own JSON functions cost more per row than the
+    /// binds do.)
     async fn insert_spend_logs_raw(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
         let mut rng = {
             use rand::SeedableRng;
             rand::rngs::SmallRng::from_rng(rand::thread_rng())
                 .unwrap_or_else(|_| rand::rngs::SmallRng::seed_from_u64(now_ms() as u64))
         };
+        if let Some(sqlite) = &self.spend_log {
+            return insert_spend_logs_sqlite(sqlite, logs, &mut rng).await;
+        }
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
-        if self.kind != "sqlite" {
-            let fields: Vec<String> = (0..15)
-                .map(|i| match i {
-                    8..=11 | 13 | 14 => format!("(r->>{i})::bigint"),
-                    _ => format!("r->>{i}"),
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) SELECT {} FROM jsonb_array_elements($1::jsonb) AS r",
-                fields.join(", ")
-            );
-            for chunk in logs.chunks(SPEND_LOG_BATCH) {
-                sqlx::query(&sql)
-                    .bind(spend_rows_json(chunk, &mut rng))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err("cannot write the spend log"))?;
-            }
-        } else {
-            let mut rest = logs;
-            while !rest.is_empty() {
-                let n = [256, 64, 16, 4, 1]
-                    .into_iter()
-                    .find(|&n| n <= rest.len())
-                    .unwrap_or(1);
-                let (chunk, tail) = rest.split_at(n);
-                rest = tail;
-                let row = format!("({})", vec!["?"; 15].join(","));
-                let sql = format!(
-                    "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
-                    vec![row.as_str(); n].join(",")
-                );
-                let ids: Vec<String> = chunk.iter().map(|_| row_id(&mut rng)).collect();
-                let mut q = sqlx::query(&sql);
-                for (l, id) in chunk.iter().zip(&ids) {
-                    let f = SpendRow::of(l, id);
-                    // Borrowed: the rows outlive the statement, so no copy of each string per bind.
-                    q = q
-                        .bind(f.0)
-                        .bind(f.1)
-                        .bind(f.2)
-                        .bind(f.3)
-                        .bind(f.4)
-                        .bind(f.5)
-                        .bind(f.6)
-                        .bind(f.7)
-                        .bind(f.8)
-                        .bind(f.9)
-                        .bind(f.10)
-                        .bind(f.11)
-                        .bind(f.12)
-                        .bind(f.13)
-                        .bind(f.14);
-                }
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(err("cannot write the spend log"))?;
-            }
+        let fields: Vec<String> = (0..15)
+            .map(|i| match i {
+                8..=11 | 13 | 14 => format!("(r->>{i})::bigint"),
+                _ => format!("r->>{i}"),
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) SELECT {} FROM jsonb_array_elements($1::jsonb) AS r",
+            fields.join(", ")
+        );
+        for chunk in logs.chunks(SPEND_LOG_BATCH) {
+            sqlx::query(&sql)
+                .bind(spend_rows_json(chunk, &mut rng))
+                .execute(&mut *tx)
+                .await
+                .map_err(err("cannot write the spend log"))?;
         }
         tx.commit()
             .await
@@ -532,6 +513,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(p) = &self.spend_log {
+            p.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -678,6 +662,58 @@ impl Store {
         self.timed("spend_report", self.spend_report_raw(f, group_by))
             .await
     }
+}
+
+/// The SQLite spend log: multi-row `VALUES` with anonymous `?` placeholders (binding `$N` names is quadratic
+/// in a batch's parameters), in chunks of fixed sizes (256, 64, 16, 4, 1 rows) so that every statement text
+/// repeats and comes from the connection's statement cache, through the typed driver, in one transaction.
+async fn insert_spend_logs_sqlite(
+    pool: &sqlx::SqlitePool,
+    logs: &[SpendEvent],
+    rng: &mut rand::rngs::SmallRng,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(err("cannot begin"))?;
+    let mut rest = logs;
+    while !rest.is_empty() {
+        let n = [256, 64, 16, 4, 1]
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let row = format!("({})", vec!["?"; 15].join(","));
+        let sql = format!(
+            "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
+            vec![row.as_str(); n].join(",")
+        );
+        let ids: Vec<String> = chunk.iter().map(|_| row_id(rng)).collect();
+        let mut q = sqlx::query::<sqlx::Sqlite>(&sql);
+        for (l, id) in chunk.iter().zip(&ids) {
+            let f = SpendRow::of(l, id);
+            q = q
+                .bind(f.0)
+                .bind(f.1)
+                .bind(f.2)
+                .bind(f.3)
+                .bind(f.4)
+                .bind(f.5)
+                .bind(f.6)
+                .bind(f.7)
+                .bind(f.8)
+                .bind(f.9)
+                .bind(f.10)
+                .bind(f.11)
+                .bind(f.12)
+                .bind(f.13)
+                .bind(f.14);
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(err("cannot write the spend log"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(err("cannot commit the spend log"))
 }
 
 const SPEND_LOG_COLUMNS: &str = "request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms";
