@@ -7,6 +7,9 @@
 //! HTTP handlers --SpendLogged, Admin--> BudgetActor     (keys, teams, users, end users; spend; resets)
 //! BudgetActor --BudgetsChanged--> MetricsActor
 //! DeploymentActor --DeploymentStateChanged--> MetricsActor
+//! DeploymentActor --CooldownShared--> SharedStateActor --AdoptCooldown--> DeploymentActor   (Redis)
+//! SharedStateActor <--> Redis: rate-limit windows (200 ms), cooldowns (1 s)
+//! HTTP handlers: cooldown gate, probe, in flight, usage in per-deployment atomics (deployment/live.rs)
 //! ```
 //! Actors run on their own arbiters, so HTTP workers never run actor code and never block on it.
 //! Telemetry from the workers is batched per worker ([`outbox`]) to keep cross-thread wake-ups rare.
