@@ -73,6 +73,8 @@ struct Pending {
     partial: Option<(Usage, f64)>,
     /// Fallback groups tried; the last is marked successful when it answers.
     fallbacks: Vec<FallbackTried>,
+    /// The request's accounting has been sent (or this is a placeholder left behind by a stream).
+    done: bool,
 }
 
 impl Pending {
@@ -91,10 +93,26 @@ impl Pending {
             admission: None,
             partial: None,
             fallbacks: Vec::new(),
+            done: false,
         }
     }
 
+    /// What stays behind when a stream takes the request's accounting with it.
+    fn placeholder(state: &web::Data<AppState>) -> Pending {
+        let mut p = Pending::new(state);
+        p.done = true;
+        p
+    }
+
     fn send(mut self, outcome: Outcome) {
+        self.finish(outcome);
+    }
+
+    /// Settles, logs and reports the request, once.
+    fn finish(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         let (mut key_entry, mut team_entry, mut model_limits) = (None, None, None);
         if let Some(caller) = &self.caller {
             if let (Some(adm), Some((usage, cost))) = (&self.admission, self.charge(&outcome)) {
@@ -121,16 +139,16 @@ impl Pending {
         }
         if let Some(m) = &self.state.actors.metrics {
             let event = RequestFinished {
-                requested_model: self.requested_model,
-                end_user: self.end_user,
-                key: self.key,
-                custom: self.custom,
-                attempts: self.attempts,
+                requested_model: self.requested_model.clone(),
+                end_user: self.end_user.take(),
+                key: self.key.clone(),
+                custom: std::mem::take(&mut self.custom),
+                attempts: std::mem::take(&mut self.attempts),
                 outcome,
                 key_entry,
                 team_entry,
                 model_limits,
-                fallbacks: self.fallbacks,
+                fallbacks: std::mem::take(&mut self.fallbacks),
             };
             outbox::request_finished(m, event);
         }
@@ -169,7 +187,22 @@ impl Pending {
         };
         self.send(outcome);
     }
+}
 
+impl Drop for Pending {
+    /// The handler was dropped before it answered (the client closed the connection mid-request): the
+    /// request still counts, as failed with status 499 (as nginx logs it), and releases its admission.
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Outcome::Failure {
+                status: 499,
+                exception_class: ErrorKind::APIConnectionError.as_str().to_owned(),
+            });
+        }
+    }
+}
+
+impl Pending {
     /// Records one upstream attempt with the deployment actor and in the event.
     fn attempt(
         &mut self,
@@ -690,7 +723,7 @@ async fn attempt(
         let metered = Metered::new(
             inner,
             SseTap::new(!call.client_wants_usage),
-            std::mem::replace(pending, Pending::new(&pending.state.clone())),
+            std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
             dep.clone(),
             call.body.clone(),
             api_start,
@@ -813,7 +846,7 @@ async fn mock_answer(
         let metered = Metered::new(
             chunks,
             SseTap::new(!call.client_wants_usage),
-            std::mem::replace(pending, Pending::new(&pending.state.clone())),
+            std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
             dep.clone(),
             call.body.clone(),
             api_start,

@@ -383,3 +383,22 @@ async fn upstream_timeouts_answer_408_and_count() {
         2.0
     );
 }
+
+#[actix_rt::test]
+async fn a_client_that_leaves_mid_request_is_still_counted() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&upstream_config(&mock, "")).await;
+    mock.rule(json!({"model": "gpt-4o-2024", "latency_ms": 1500}))
+        .await;
+    let gone = client()
+        .post(gw.url("/v1/chat/completions"))
+        .timeout(std::time::Duration::from_millis(200))
+        .send_json(&chat("gpt-4o"))
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    // The gateway finishes the upstream call it started (the provider bills it), and accounts for it once.
+    let m = gw.metrics_after(1.0).await;
+    assert_eq!(m.sum("llm_proxy_total_requests_metric_total", &[]), 1.0);
+    assert_eq!(m.sum("llm_deployment_total_requests_total", &[]), 1.0);
+    assert!(m.sum("llm_spend_metric_total", &[]) > 0.0);
+}
