@@ -694,7 +694,7 @@ async fn until_status(gw: &Gateway, key: &str, want: u16) {
 /// Two replicas sharing Redis enforce one key's rpm limit together: 4 per minute in all, not 4 each.
 #[actix_rt::test]
 async fn replicas_share_rate_limits_through_redis() {
-    let redis = std::env::var("LLM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let Some(redis) = redis_url() else { return };
     let config = format!("{CONFIG}  redis_url: {redis}\n");
     let a = Gateway::start(&config).await;
     let b = Gateway::start(&config).await;

@@ -629,7 +629,7 @@ async fn the_overall_timeout_bounds_every_attempt() {
 /// Two replicas sharing Redis: a cooldown one of them starts is adopted by the other within a second or so.
 #[actix_rt::test]
 async fn replicas_share_cooldowns_through_redis() {
-    let redis = std::env::var("LLM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let Some(redis) = redis_url() else { return };
     let mock = Mock::start();
     let id = format!("shared-{}", std::process::id());
     mock.rule(json!({"model": "sh-limited", "status": 429, "retry_after": 30}))

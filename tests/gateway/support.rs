@@ -503,3 +503,25 @@ pub async fn metrics_until(gw: &Gateway, what: &str, ok: impl Fn(&Metrics) -> bo
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The Redis the replica tests share: `LLM_TEST_REDIS_URL`, else redis://127.0.0.1:6379. `None` (the test
+/// skips) when nothing answers there, except under `CI=true`, where Redis is required.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("LLM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let up = std::net::TcpStream::connect(&addr).is_ok();
+    if !up {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Redis is not answering at {url}; CI needs it"
+        );
+        eprintln!("Redis is not answering at {url}: skipped");
+        return None;
+    }
+    Some(url)
+}
