@@ -556,8 +556,26 @@ pub fn check_model_access(caller: &Caller, model_group: &str) -> Result<(), ApiE
 }
 
 /// A limited scope during admission: its windows, rpm, tpm, and how errors name it.
-/// Limits of one scope, and whether it is the key's model-specific scope (named only in errors).
-type Scope<'a> = (Option<&'a Arc<Limits>>, Option<u64>, Option<u64>, bool);
+type Scope<'a> = (&'a Arc<Limits>, Option<u64>, Option<u64>, ScopeName<'a>);
+
+/// How a refusal names the scope whose limit was reached (formatted only when one is).
+enum ScopeName<'a> {
+    Key,
+    KeyOnModel(&'a str),
+    Team(&'a str),
+    User(&'a str),
+}
+
+impl std::fmt::Display for ScopeName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScopeName::Key => f.write_str("this key"),
+            ScopeName::KeyOnModel(m) => write!(f, "this key on model {m}"),
+            ScopeName::Team(t) => write!(f, "team {t}"),
+            ScopeName::User(u) => write!(f, "user {u}"),
+        }
+    }
+}
 
 /// What admission took; dropping it releases the parallel-request slot.
 pub struct Admission {
@@ -638,6 +656,7 @@ pub fn admit(
         minute,
         model_limits: None,
     };
+    let mut scopes: [Option<Scope>; 4] = [None, None, None, None];
     if let Some(k) = &caller.key {
         if let Some(max) = k.rec.max_parallel_requests {
             let n = k.limits.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
@@ -649,83 +668,53 @@ pub fn admit(
                 ));
             }
         }
-        let ml = k.model_limits.get(model_group).cloned();
-        let scopes: [Scope; 2] = [
-            (Some(&k.limits), k.rec.rpm_limit, k.rec.tpm_limit, false),
+        scopes[0] = Some((&k.limits, k.rec.rpm_limit, k.rec.tpm_limit, ScopeName::Key));
+        scopes[1] = k.model_limits.get(model_group).map(|l| {
             (
-                ml.as_ref(),
+                l,
                 k.rec.model_rpm_limit.get(model_group).copied(),
                 k.rec.model_tpm_limit.get(model_group).copied(),
-                true,
-            ),
-        ];
-        for (limits, rpm, tpm, on_model) in scopes {
-            let Some(limits) = limits else { continue };
-            let what = || match on_model {
-                true => format!("key on model {model_group}"),
-                false => "key".to_owned(),
-            };
-            if let Some(tpm) = tpm {
-                if limits.tokens_used(minute) >= tpm {
-                    give_back(&taken);
-                    return Err(limit_error(
-                        format!("tpm_limit of this {} ({tpm}) reached", what()),
-                        now_ms,
-                    ));
-                }
-            }
-            if let Some(rpm) = rpm {
-                if !limits.take_request(minute, rpm) {
-                    give_back(&taken);
-                    return Err(limit_error(
-                        format!("rpm_limit of this {} ({rpm}) reached", what()),
-                        now_ms,
-                    ));
-                }
-                taken.push(limits.clone());
-            }
-        }
-        admission.model_limits = ml;
+                ScopeName::KeyOnModel(model_group),
+            )
+        });
+        admission.model_limits = k.model_limits.get(model_group).cloned();
     }
     if let Some(t) = &caller.team {
-        if let Some(tpm) = t.rec.tpm_limit {
-            if t.limits.tokens_used(minute) >= tpm {
-                give_back(&taken);
-                return Err(limit_error(
-                    format!("tpm_limit of team {} ({tpm}) reached", t.rec.team_id),
-                    now_ms,
-                ));
-            }
-        }
-        if let Some(rpm) = t.rec.rpm_limit {
-            if !t.limits.take_request(minute, rpm) {
-                give_back(&taken);
-                return Err(limit_error(
-                    format!("rpm_limit of team {} ({rpm}) reached", t.rec.team_id),
-                    now_ms,
-                ));
-            }
-            taken.push(t.limits.clone());
-        }
+        scopes[2] = Some((
+            &t.limits,
+            t.rec.rpm_limit,
+            t.rec.tpm_limit,
+            ScopeName::Team(&t.rec.team_id),
+        ));
     }
     if let Some(u) = &caller.user {
-        if let Some(tpm) = u.rec.tpm_limit {
-            if u.limits.tokens_used(minute) >= tpm {
+        scopes[3] = Some((
+            &u.limits,
+            u.rec.rpm_limit,
+            u.rec.tpm_limit,
+            ScopeName::User(&u.rec.user_id),
+        ));
+    }
+    // Take one request slot per scope, giving back what was taken if a later scope refuses.
+    for (limits, rpm, tpm, name) in scopes.iter().flatten() {
+        if let Some(tpm) = tpm {
+            if limits.tokens_used(minute) >= *tpm {
                 give_back(&taken);
                 return Err(limit_error(
-                    format!("tpm_limit of user {} ({tpm}) reached", u.rec.user_id),
+                    format!("tpm_limit of {name} ({tpm}) reached"),
                     now_ms,
                 ));
             }
         }
-        if let Some(rpm) = u.rec.rpm_limit {
-            if !u.limits.take_request(minute, rpm) {
+        if let Some(rpm) = rpm {
+            if !limits.take_request(minute, *rpm) {
                 give_back(&taken);
                 return Err(limit_error(
-                    format!("rpm_limit of user {} ({rpm}) reached", u.rec.user_id),
+                    format!("rpm_limit of {name} ({rpm}) reached"),
                     now_ms,
                 ));
             }
+            taken.push(Arc::clone(limits));
         }
     }
     Ok(admission)
