@@ -1,6 +1,6 @@
 //! DeploymentActor: one per `model_list` entry. Keeps the deployment's [`Health`] record from each upstream
-//! attempt (outcome, latency, remaining-limit headers), writes the latency and headers back into the
-//! deployment's [`Live`] state for routing, follows its cooldowns with timers, and reports state changes and
+//! attempt (outcome, latency), writes the latency average and the upstream's remaining-limit headers into
+//! the deployment's [`Live`] state for routing, follows its cooldowns with timers, and reports state changes and
 //! cooldowns to the metrics actor. Cooldowns themselves start on the worker that saw the failure
 //! (`deployment/live.rs`), so no request reaches a deployment that is being taken out.
 
@@ -57,8 +57,6 @@ pub struct DeploymentSnapshot {
     pub failures: u64,
     pub cooldowns: u64,
     pub last_error: Option<(u16, String)>,
-    pub remaining_requests: Option<f64>,
-    pub remaining_tokens: Option<f64>,
     pub latency_ewma_seconds: Option<f64>,
 }
 
@@ -133,8 +131,6 @@ impl Handler<AttemptsDone> for DeploymentActor {
 
     fn handle(&mut self, msg: AttemptsDone, ctx: &mut Context<Self>) {
         for a in msg.0 {
-            self.health
-                .headers(a.remaining_requests, a.remaining_tokens);
             self.live
                 .set_remaining(a.remaining_requests, a.remaining_tokens);
             let changed = match a.result {
@@ -214,8 +210,6 @@ impl Handler<Snapshot> for DeploymentActor {
             failures: h.failures_total,
             cooldowns: h.cooldowns,
             last_error: h.last_error.clone(),
-            remaining_requests: h.remaining_requests,
-            remaining_tokens: h.remaining_tokens,
             latency_ewma_seconds: h.latency_ewma,
         })
     }

@@ -1,5 +1,6 @@
 //! The record one DeploymentActor keeps about its deployment: the state `llm_deployment_state` reports,
-//! totals, the last error, the latency average and the upstream's last remaining-limit headers.
+//! totals, the last error and the latency average. (The upstream's remaining-limit headers live in the
+//! deployment's `Live` state, which routing reads.)
 //!
 //! State follows LiteLLM's meaning, on one series that always returns to 0: a success sets 0 (healthy); a
 //! failure sets 1 (partial outage) unless the deployment is cooling down; a cooldown sets 2 (complete
@@ -21,8 +22,6 @@ pub struct Health {
     pub failures_total: u64,
     pub cooldowns: u64,
     pub last_error: Option<(u16, String)>,
-    pub remaining_requests: Option<f64>,
-    pub remaining_tokens: Option<f64>,
     /// Seconds, exponentially weighted.
     pub latency_ewma: Option<f64>,
 }
@@ -35,8 +34,6 @@ impl Default for Health {
             failures_total: 0,
             cooldowns: 0,
             last_error: None,
-            remaining_requests: None,
-            remaining_tokens: None,
             latency_ewma: None,
         }
     }
@@ -83,15 +80,6 @@ impl Health {
             return None;
         }
         self.set(HealthState::Healthy)
-    }
-
-    pub fn headers(&mut self, requests: Option<f64>, tokens: Option<f64>) {
-        if requests.is_some() {
-            self.remaining_requests = requests;
-        }
-        if tokens.is_some() {
-            self.remaining_tokens = tokens;
-        }
     }
 
     fn set(&mut self, new: HealthState) -> Option<HealthState> {

@@ -45,6 +45,7 @@ pub async fn deployments(
         let now = now_ms();
         let until = d.live.cooldown_until();
         let (rpm_used, tpm_used) = d.live.usage(now);
+        let (remaining_requests, remaining_tokens) = d.live.remaining();
         out.push(json!({
             "model_name": d.cfg.model_name,
             "model_id": d.cfg.id,
@@ -64,8 +65,8 @@ pub async fn deployments(
             "failures": s.failures,
             "recent_failures": d.live.recent_failures(now),
             "last_error": s.last_error.map(|(status, class)| json!({"status": status, "class": class})),
-            "remaining_requests": s.remaining_requests,
-            "remaining_tokens": s.remaining_tokens,
+            "remaining_requests": remaining_requests,
+            "remaining_tokens": remaining_tokens,
             "latency_ewma_seconds": s.latency_ewma_seconds,
         }));
     }

@@ -29,27 +29,6 @@ pub fn shuffle_weights(deployments: &[&DeploymentConfig]) -> Vec<f64> {
         .unwrap_or_else(|| vec![1.0; deployments.len()])
 }
 
-/// Index chosen by a weighted pick among `eligible` (indices into `weights`), `r` uniform in [0, 1).
-/// Returns `None` when `eligible` is empty. Zero-weight entries are chosen only if all are zero.
-pub fn weighted_pick(weights: &[f64], eligible: &[usize], r: f64) -> Option<usize> {
-    let total: f64 = eligible.iter().map(|&i| weights[i]).sum();
-    if eligible.is_empty() {
-        return None;
-    }
-    if total <= 0.0 {
-        let i = ((r * eligible.len() as f64) as usize).min(eligible.len() - 1);
-        return Some(eligible[i]);
-    }
-    let mut target = r * total;
-    for &i in eligible {
-        if target < weights[i] {
-            return Some(i);
-        }
-        target -= weights[i];
-    }
-    eligible.iter().rev().find(|&&i| weights[i] > 0.0).copied()
-}
-
 /// What a strategy knows about one deployment that routing may use now.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Candidate {
@@ -161,21 +140,6 @@ mod tests {
         assert_eq!(shuffle_weights(&refs), vec![1.0, 1.0]);
     }
 
-    #[test]
-    fn weighted_pick_converges_to_weights() {
-        let w = [1.0, 3.0];
-        let mut counts = [0usize; 2];
-        let n = 10_000;
-        for k in 0..n {
-            let r = (k as f64 + 0.5) / n as f64;
-            counts[weighted_pick(&w, &[0, 1], r).unwrap()] += 1;
-        }
-        assert_eq!(counts, [2500, 7500]);
-        assert_eq!(weighted_pick(&w, &[1], 0.1), Some(1));
-        assert_eq!(weighted_pick(&w, &[], 0.1), None);
-        assert_eq!(weighted_pick(&[0.0, 0.0], &[0, 1], 0.9), Some(1));
-    }
-
     fn cand(i: usize) -> Candidate {
         Candidate {
             index: i,
@@ -233,5 +197,13 @@ mod tests {
             counts[choose(RoutingStrategy::SimpleShuffle, &c, r, 0).unwrap()] += 1;
         }
         assert_eq!(counts, [2500, 7500]);
+        // Only the candidates given are eligible; all-zero weights pick uniformly.
+        assert_eq!(
+            choose(RoutingStrategy::SimpleShuffle, &c[1..], 0.1, 0),
+            Some(0)
+        );
+        c[0].weight = 0.0;
+        c[1].weight = 0.0;
+        assert_eq!(choose(RoutingStrategy::SimpleShuffle, &c, 0.9, 0), Some(1));
     }
 }
