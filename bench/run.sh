@@ -35,6 +35,9 @@
 #                    request goes through auth, budget checks, limit windows and spend settlement.
 #   MOCK_WORKERS     llm-mock --workers with UPSTREAM=mock           [1]
 #   LLM_BIN_DIR      where `llm` and `llm-mock` are      [$CARGO_TARGET_DIR/release, else target/release]
+#   THREAD_CPU       1: after each gateway run, print the CPU time each gateway thread (grouped by
+#                    thread name) used per request, from /proc/PID/task/*/stat: where the gateway's
+#                    share of the two cores goes under load (callgrind's sequential runs cannot show it)
 #   GATEWAY_URL      TESTING ONLY: do not start `llm`; use this base URL (http://127.0.0.1:PORT) as
 #                    "the gateway", or the word `direct` for the upstream this script started, to test
 #                    the script without a build (e.g. GATEWAY_URL=direct DURATION=3s bench/run.sh).
@@ -243,6 +246,7 @@ general_settings:
 EOF
     "$BIN_DIR/llm" --config "$TMP_DIR/config.yaml" --host 127.0.0.1 --port "$GATEWAY_PORT" \
         --num_workers "$GATEWAY_WORKERS" >"$GATEWAY_LOG" 2>&1 &
+    GATEWAY_PID="$!"
     PIDS+=("$!")
     wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/health/liveliness" "$!" "$GATEWAY_LOG"
     GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
@@ -331,6 +335,16 @@ RUNS="$TMP_DIR/runs.txt" # concurrency target round rps p50 p99 errors
 : >"$RUNS"
 GATEWAY_SENT=1            # the smoke request
 
+THREAD_CPU="${THREAD_CPU:-}"
+# Prints "thread-name cpu-ticks" for each thread of the gateway, numbers in names folded to N.
+thread_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr -d ' ' <"$t/comm" | sed 's/[0-9][0-9]*/N/g')" \
+            "$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat")"
+    done 2>/dev/null | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
+}
+
 # wrk runs in the background and is waited for, so INT/TERM reach the traps (and cleanup) at once.
 run_wrk() {
     local target="$1" url="$2" conns="$3" dur="$4" out="$5"
@@ -372,7 +386,20 @@ for c in $CONCURRENCY; do
             esac
             log "c=$c round $r/$ROUNDS: $target (warm-up $WARMUP, then $DURATION)"
             run_wrk "$target" "$url" "$c" "$WARMUP" "$TMP_DIR/warm.txt"
+            if [[ -n "$THREAD_CPU" && "$target" == gateway && -n "${GATEWAY_PID:-}" ]]; then
+                thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.before"
+            fi
             run_wrk "$target" "$url" "$c" "$DURATION" "$TMP_DIR/wrk.txt"
+            if [[ -n "$THREAD_CPU" && "$target" == gateway && -n "${GATEWAY_PID:-}" ]]; then
+                thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.after"
+                read -r _ _ _ _ n_reqs < <(parse_wrk "$TMP_DIR/wrk.txt") || n_reqs=0
+                hz="$(getconf CLK_TCK)"
+                awk -v n="$n_reqs" -v hz="$hz" '
+                    NR == FNR { b[$1] = $2; next }
+                    { d = $2 - b[$1]; if (d > 0) { printf "  %-28s %6.2f us/request\n", $1, d * 1e6 / hz / n; t += d } }
+                    END { printf "  %-28s %6.2f us/request (%d requests)\n", "all threads", t * 1e6 / hz / n, n }' \
+                    "$TMP_DIR/ticks.before" "$TMP_DIR/ticks.after" | tee -a "$RESULTS" >&2
+            fi
             {
                 echo "### target=$target concurrency=$c round=$r url=$url"
                 cat "$TMP_DIR/wrk.txt"

@@ -645,9 +645,9 @@ pub fn admit(
     }
 
     // Limits: take request slots one scope at a time, giving back what was taken if a later one refuses.
-    let mut taken: Vec<Arc<Limits>> = Vec::new();
-    let give_back = |taken: &[Arc<Limits>]| {
-        for l in taken {
+    let mut taken: [Option<&Limits>; 4] = [None; 4];
+    let give_back = |taken: &[Option<&Limits>]| {
+        for l in taken.iter().flatten() {
             l.requests.give_back(minute, 1);
         }
     };
@@ -696,7 +696,11 @@ pub fn admit(
         ));
     }
     // Take one request slot per scope, giving back what was taken if a later scope refuses.
-    for (limits, rpm, tpm, name) in scopes.iter().flatten() {
+    for (i, (limits, rpm, tpm, name)) in scopes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    {
         if let Some(tpm) = tpm {
             if limits.tokens_used(minute) >= *tpm {
                 give_back(&taken);
@@ -714,7 +718,7 @@ pub fn admit(
                     now_ms,
                 ));
             }
-            taken.push(Arc::clone(limits));
+            taken[i] = Some(limits);
         }
     }
     Ok(admission)

@@ -76,10 +76,21 @@ fn header_value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// An arbiter whose thread carries `name` (actix names them all `actix-rt|system:…`, which the kernel cuts
+/// to the same 15 characters), so that `top -H` and `bench/run.sh` (`THREAD_CPU=1`) tell them apart.
+fn named_arbiter(name: &'static str) -> ArbiterHandle {
+    let arbiter = Arbiter::new().handle();
+    arbiter.spawn_fn(move || {
+        // Linux only; elsewhere the thread keeps actix's name.
+        let _ = std::fs::write("/proc/thread-self/comm", name);
+    });
+    arbiter
+}
+
 /// Starts every actor. Must run inside an actix System.
 pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles {
-    let metrics_arbiter = Arbiter::new().handle();
-    let routing_arbiter = Arbiter::new().handle();
+    let metrics_arbiter = named_arbiter("llm-metrics");
+    let routing_arbiter = named_arbiter("llm-routing");
     let system = config
         .metrics
         .system_enabled
@@ -138,7 +149,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         let (d, r) = (deployments.clone(), routes.clone());
         RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, strategy, r))
     };
-    let budget_arbiter = Arbiter::new().handle();
+    let budget_arbiter = named_arbiter("llm-budget");
     let budget = {
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| BudgetActor::new(a, s, m))

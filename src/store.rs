@@ -17,6 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod sqlite_spend_log;
+use sqlite_spend_log::SpendLogWriter;
+
 /// The tables holding one entity kind each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -98,13 +101,54 @@ pub struct SpendFilter {
 pub struct StoreError {
     what: String,
     #[source]
-    source: sqlx::Error,
+    source: Cause,
+}
+
+/// What failed underneath: sqlx (everything but the SQLite spend log), or the SQLite spend log's own
+/// connection (`store/sqlite_spend_log.rs`).
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Other(String),
+    #[error("the spend-log writer has stopped")]
+    Closed,
 }
 
 impl StoreError {
+    fn sqlite(what: &str, e: rusqlite::Error) -> StoreError {
+        StoreError {
+            what: what.to_owned(),
+            source: Cause::Sqlite(e),
+        }
+    }
+
+    fn other(what: &str, message: String) -> StoreError {
+        StoreError {
+            what: what.to_owned(),
+            source: Cause::Other(message),
+        }
+    }
+
+    fn closed() -> StoreError {
+        StoreError {
+            what: "cannot write the spend log".to_owned(),
+            source: Cause::Closed,
+        }
+    }
+
     /// The `error_class` label value: the kind of database error.
     pub fn class(&self) -> &'static str {
-        match &self.source {
+        let e = match &self.source {
+            Cause::Sqlx(e) => e,
+            Cause::Sqlite(rusqlite::Error::SqliteFailure(..)) => return "DatabaseError",
+            Cause::Sqlite(_) | Cause::Other(_) => return "OtherError",
+            Cause::Closed => return "PoolClosed",
+        };
+        match e {
             sqlx::Error::Database(_) => "DatabaseError",
             sqlx::Error::Io(_) => "IoError",
             sqlx::Error::PoolTimedOut => "PoolTimedOut",
@@ -120,7 +164,10 @@ impl StoreError {
 
 fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let what = what.into();
-    move |source| StoreError { what, source }
+    move |source| StoreError {
+        what,
+        source: Cause::Sqlx(source),
+    }
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -138,9 +185,9 @@ const SPEND_LOG_BATCH: usize = 1000;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// SQLite only: one typed connection for the spend log, the store's hottest write (the `Any` driver
-    /// converts every bound value once more, which costs a third of a row's insert).
-    spend_log: Option<sqlx::SqlitePool>,
+    /// SQLite only: the spend log's own connection and thread (the store's hottest write; see
+    /// `store/sqlite_spend_log.rs`).
+    spend_log: Option<SpendLogWriter>,
     pub kind: &'static str,
     /// `llm_postgres_*` / `llm_sqlite_*` system metrics, once the metrics actor has registered them.
     metrics: Arc<std::sync::OnceLock<Arc<ServiceMetrics>>>,
@@ -168,7 +215,9 @@ impl Store {
             Some(_) => {
                 return Err(StoreError {
                     what: "general_settings.database_url must start with postgresql://, postgres:// or sqlite:".into(),
-                    source: sqlx::Error::Configuration("unsupported database URL scheme".into()),
+                    source: Cause::Sqlx(sqlx::Error::Configuration(
+                        "unsupported database URL scheme".into(),
+                    )),
                 })
             }
             None => {
@@ -207,20 +256,10 @@ impl Store {
                 .map_err(err("cannot apply the schema"))?;
         }
         let spend_log = if kind == "sqlite" {
-            use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
             use std::str::FromStr;
-            let opts = SqliteConnectOptions::from_str(&url)
-                .map_err(err("cannot open the sqlite database"))?
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5));
-            Some(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
-                    .await
-                    .map_err(err("cannot open the sqlite database"))?,
-            )
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .map_err(err("cannot open the sqlite database"))?;
+            Some(SpendLogWriter::open(opts.get_filename())?)
         } else {
             None
         };
@@ -357,17 +396,17 @@ impl Store {
     /// array of arrays unpacked by `jsonb_array_elements`: the SQL text never changes and a row costs one JSON
     /// encode instead of fifteen binds.
     ///
-    /// SQLite: see [`insert_spend_logs_sqlite`]. (SQLite's own JSON functions cost more per row than the
-    /// binds do.)
-    async fn insert_spend_logs_raw(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
+    /// SQLite: a prepared single-row statement on the spend log's own connection and thread
+    /// (`store/sqlite_spend_log.rs`). (SQLite's own JSON functions cost more per row than the binds do.)
+    async fn insert_spend_logs_raw(&self, logs: Arc<Vec<SpendEvent>>) -> Result<(), StoreError> {
+        if let Some(writer) = &self.spend_log {
+            return writer.write(logs).await;
+        }
         let mut rng = {
             use rand::SeedableRng;
             rand::rngs::SmallRng::from_rng(rand::thread_rng())
                 .unwrap_or_else(|_| rand::rngs::SmallRng::seed_from_u64(now_ms() as u64))
         };
-        if let Some(sqlite) = &self.spend_log {
-            return insert_spend_logs_sqlite(sqlite, logs, &mut rng).await;
-        }
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
         let fields: Vec<String> = (0..15)
             .map(|i| match i {
@@ -513,8 +552,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(p) = &self.spend_log {
-            p.close().await;
+        if let Some(w) = &self.spend_log {
+            w.close().await;
         }
         self.pool.close().await;
     }
@@ -639,7 +678,8 @@ impl Store {
         self.timed("reset_spend", call).await
     }
 
-    pub async fn insert_spend_logs(&self, logs: &[SpendEvent]) -> Result<(), StoreError> {
+    /// Appends the rows, all or none (the caller keeps its reference to retry them).
+    pub async fn insert_spend_logs(&self, logs: Arc<Vec<SpendEvent>>) -> Result<(), StoreError> {
         self.timed("insert_spend_logs", self.insert_spend_logs_raw(logs))
             .await
     }
@@ -662,58 +702,6 @@ impl Store {
         self.timed("spend_report", self.spend_report_raw(f, group_by))
             .await
     }
-}
-
-/// The SQLite spend log: multi-row `VALUES` with anonymous `?` placeholders (binding `$N` names is quadratic
-/// in a batch's parameters), in chunks of fixed sizes (256, 64, 16, 4, 1 rows) so that every statement text
-/// repeats and comes from the connection's statement cache, through the typed driver, in one transaction.
-async fn insert_spend_logs_sqlite(
-    pool: &sqlx::SqlitePool,
-    logs: &[SpendEvent],
-    rng: &mut rand::rngs::SmallRng,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(err("cannot begin"))?;
-    let mut rest = logs;
-    while !rest.is_empty() {
-        let n = [256, 64, 16, 4, 1]
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let row = format!("({})", vec!["?"; 15].join(","));
-        let sql = format!(
-            "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
-            vec![row.as_str(); n].join(",")
-        );
-        let ids: Vec<String> = chunk.iter().map(|_| row_id(rng)).collect();
-        let mut q = sqlx::query::<sqlx::Sqlite>(&sql);
-        for (l, id) in chunk.iter().zip(&ids) {
-            let f = SpendRow::of(l, id);
-            q = q
-                .bind(f.0)
-                .bind(f.1)
-                .bind(f.2)
-                .bind(f.3)
-                .bind(f.4)
-                .bind(f.5)
-                .bind(f.6)
-                .bind(f.7)
-                .bind(f.8)
-                .bind(f.9)
-                .bind(f.10)
-                .bind(f.11)
-                .bind(f.12)
-                .bind(f.13)
-                .bind(f.14);
-        }
-        q.execute(&mut *tx)
-            .await
-            .map_err(err("cannot write the spend log"))?;
-    }
-    tx.commit()
-        .await
-        .map_err(err("cannot commit the spend log"))
 }
 
 const SPEND_LOG_COLUMNS: &str = "request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms";
@@ -765,10 +753,16 @@ impl<'a> SpendRow<'a> {
 
 /// A random 128-bit row id in hex, from a seeded generator (a v4 UUID would ask the kernel each time).
 fn row_id(rng: &mut rand::rngs::SmallRng) -> String {
-    use rand::Rng;
     let mut id = [0u8; 32];
-    let _ = hex::encode_to_slice(rng.gen::<u128>().to_be_bytes(), &mut id);
-    String::from_utf8_lossy(&id).into_owned()
+    row_id_into(rng, &mut id).to_owned()
+}
+
+/// [`row_id`] written into `buf`.
+fn row_id_into<'b>(rng: &mut rand::rngs::SmallRng, buf: &'b mut [u8; 32]) -> &'b str {
+    use rand::Rng;
+    let _ = hex::encode_to_slice(rng.gen::<u128>().to_be_bytes(), buf);
+    // Hex digits are ASCII.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Spend-log rows as one JSON array of 15-element arrays, in the order of [`SPEND_LOG_COLUMNS`].

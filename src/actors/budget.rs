@@ -235,11 +235,12 @@ async fn flush(
     let unwritten = if logs.is_empty() {
         Vec::new()
     } else {
-        match store.insert_spend_logs(&logs).await {
+        let logs = Arc::new(logs);
+        match store.insert_spend_logs(logs.clone()).await {
             Ok(()) => Vec::new(),
             Err(e) => {
                 tracing::error!("cannot write the spend log, will retry: {e}");
-                logs
+                Arc::try_unwrap(logs).unwrap_or_else(|shared| shared.as_ref().clone())
             }
         }
     };

@@ -186,15 +186,53 @@ struct Bounded {
 }
 
 impl Bounded {
-    fn admit(&mut self, v: &str) -> String {
+    /// `v` itself when admitted (now or before), else `other`.
+    fn admit<'v>(&mut self, v: &'v str) -> &'v str {
         if v.is_empty() || self.seen.contains(v) {
-            return v.to_owned();
+            return v;
         }
         if v.chars().count() > MAX_LABEL_VALUE_CHARS || self.seen.len() >= self.cap {
-            return OVERFLOW.to_owned();
+            return OVERFLOW;
         }
         self.seen.insert(v.to_owned());
-        v.to_owned()
+        v
+    }
+}
+
+/// Metric handles cached per label set, found without building a key: the label values are hashed in
+/// place and compared with the stored ones, so a request's lookup allocates nothing.
+struct SeriesCache<V> {
+    /// Entries by the hash of their label values; each with its values, to tell collisions apart.
+    map: HashMap<u64, Vec<(LabelValues, V)>>,
+}
+
+type LabelValues = Box<[Box<str>]>;
+
+impl<V> Default for SeriesCache<V> {
+    fn default() -> Self {
+        SeriesCache {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<V> SeriesCache<V> {
+    fn get_or_insert_with(&mut self, values: &[&str], make: impl FnOnce() -> V) -> &mut V {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut h);
+        let bucket = self.map.entry(h.finish()).or_default();
+        let same = |stored: &[Box<str>]| {
+            stored.len() == values.len() && stored.iter().zip(values).all(|(a, b)| **a == **b)
+        };
+        let i = match bucket.iter().position(|(k, _)| same(k)) {
+            Some(i) => i,
+            None => {
+                bucket.push((values.iter().map(|v| Box::from(*v)).collect(), make()));
+                bucket.len() - 1
+            }
+        };
+        &mut bucket[i].1
     }
 }
 
@@ -202,8 +240,8 @@ pub struct MetricsActor {
     registry: Registry,
     fam: Families,
     created: HashMap<String, f64>,
-    success: HashMap<String, SuccessHandles>,
-    deployment_success: HashMap<String, (Counter, Counter)>,
+    success: SeriesCache<SuccessHandles>,
+    deployment_success: SeriesCache<(Counter, Counter)>,
     end_users: Bounded,
     custom: Vec<Bounded>,
     custom_names: Vec<String>,
@@ -281,6 +319,17 @@ impl<'a> LabelCtx<'a> {
     fn values(&self, names: &[String]) -> Vec<&'a str> {
         names.iter().map(|n| self.get(n)).collect()
     }
+
+    /// [`LabelCtx::values`] into a stack buffer (families have at most 32 labels), then `f` of them.
+    fn with_values<R>(&self, names: &[String], extra: &'a str, f: impl FnOnce(&[&str]) -> R) -> R {
+        let mut buf = [""; 33];
+        let n = names.len().min(32);
+        for (slot, name) in buf.iter_mut().zip(&names[..n]) {
+            *slot = self.get(name);
+        }
+        buf[n] = extra;
+        f(&buf[..=n])
+    }
 }
 
 impl MetricsActor {
@@ -307,8 +356,8 @@ impl MetricsActor {
                 .collect(),
             fam,
             created: HashMap::new(),
-            success: HashMap::new(),
-            deployment_success: HashMap::new(),
+            success: SeriesCache::default(),
+            deployment_success: SeriesCache::default(),
             end_users: Bounded {
                 seen: HashSet::new(),
                 cap: settings.end_user_max_series,
@@ -377,16 +426,16 @@ impl MetricsActor {
         }
         let end_user = match msg.end_user.as_deref() {
             Some(u) => self.end_users.admit(u),
-            None => String::new(),
+            None => "",
         };
         let custom: Vec<String> = msg
             .custom
             .iter()
             .zip(self.custom.iter_mut())
-            .map(|(v, b)| b.admit(v))
+            .map(|(v, b)| b.admit(v).to_owned())
             .collect();
         let base = LabelCtx {
-            end_user: &end_user,
+            end_user,
             key: &msg.key,
             requested_model: &msg.requested_model,
             dep: None,
@@ -423,13 +472,16 @@ impl MetricsActor {
                         dep: Some(d),
                         ..base
                     };
-                    let key = ctx.values(&fam.deployment_success.labels).join("\u{1}");
-                    let (ok, total) = self.deployment_success.entry(key).or_insert_with(|| {
-                        (
-                            Self::counter(created, &fam.deployment_success, &ctx),
-                            Self::counter(created, &fam.deployment_total, &ctx),
-                        )
-                    });
+                    let cache = &mut self.deployment_success;
+                    let (ok, total) =
+                        ctx.with_values(&fam.deployment_success.labels, "", |values| {
+                            cache.get_or_insert_with(values, || {
+                                (
+                                    Self::counter(created, &fam.deployment_success, &ctx),
+                                    Self::counter(created, &fam.deployment_total, &ctx),
+                                )
+                            })
+                        });
                     ok.inc();
                     total.inc();
                 }
@@ -486,21 +538,22 @@ impl MetricsActor {
                     ..base
                 };
                 // The usage labels plus the deployment id cover every label of the cached families.
-                let mut key = ctx.values(&fam.request_total_latency.labels).join("\u{1}");
-                key.push('\u{1}');
-                key.push_str(&deployment.model_id);
-                let h = self.success.entry(key).or_insert_with(|| SuccessHandles {
-                    proxy_total: Self::counter(created, &fam.proxy_total_requests, &ctx),
-                    requests: Self::counter(created, &fam.requests_deprecated, &ctx),
-                    spend: Self::counter(created, &fam.spend, &ctx),
-                    total_tokens: Self::counter(created, &fam.total_tokens, &ctx),
-                    input_tokens: Self::counter(created, &fam.input_tokens, &ctx),
-                    output_tokens: Self::counter(created, &fam.output_tokens, &ctx),
-                    total_latency: Self::histogram(created, &fam.request_total_latency, &ctx),
-                    overhead_latency: Self::histogram(created, &fam.overhead_latency, &ctx),
-                    api_latency: Self::histogram(created, &fam.api_latency, &ctx),
-                    ttft: None,
-                    per_token: None,
+                let cache = &mut self.success;
+                let labels = &fam.request_total_latency.labels;
+                let h = ctx.with_values(labels, &deployment.model_id, |values| {
+                    cache.get_or_insert_with(values, || SuccessHandles {
+                        proxy_total: Self::counter(created, &fam.proxy_total_requests, &ctx),
+                        requests: Self::counter(created, &fam.requests_deprecated, &ctx),
+                        spend: Self::counter(created, &fam.spend, &ctx),
+                        total_tokens: Self::counter(created, &fam.total_tokens, &ctx),
+                        input_tokens: Self::counter(created, &fam.input_tokens, &ctx),
+                        output_tokens: Self::counter(created, &fam.output_tokens, &ctx),
+                        total_latency: Self::histogram(created, &fam.request_total_latency, &ctx),
+                        overhead_latency: Self::histogram(created, &fam.overhead_latency, &ctx),
+                        api_latency: Self::histogram(created, &fam.api_latency, &ctx),
+                        ttft: None,
+                        per_token: None,
+                    })
                 });
                 h.proxy_total.inc();
                 h.requests.inc();
@@ -618,7 +671,7 @@ impl MetricsActor {
     ) {
         let shape = (max_budget.is_some(), reset_at_ms.is_some());
         let handles = match self.budget_handles.get(id).filter(|h| h.0 == shape) {
-            Some(h) => h.1.clone(),
+            Some(h) => &h.1,
             None => {
                 let scope = labels();
                 let [max, remaining, hours] = self.budget_families(&scope);
@@ -638,9 +691,8 @@ impl MetricsActor {
                         None
                     },
                 };
-                self.budget_handles
-                    .insert(id.to_owned(), (shape, h.clone()));
-                h
+                self.budget_handles.insert(id.to_owned(), (shape, h));
+                &self.budget_handles[id].1
             }
         };
         match (max_budget, &handles.max) {
@@ -683,10 +735,13 @@ impl MetricsActor {
         let minute = crate::accounts::current_minute(crate::store::now_ms());
         let rpm = k.rec.model_rpm_limit.get(&**model).copied();
         let tpm = k.rec.model_tpm_limit.get(&**model).copied();
-        let per_key = self
-            .model_limit_handles
-            .entry(k.rec.token.clone())
-            .or_default();
+        if !self.model_limit_handles.contains_key(&k.rec.token) {
+            self.model_limit_handles
+                .insert(k.rec.token.clone(), Vec::new());
+        }
+        let Some(per_key) = self.model_limit_handles.get_mut(&k.rec.token) else {
+            return;
+        };
         let slot = match per_key.iter().position(|(m, _, _)| m == model) {
             Some(i) => i,
             None => {

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# bench/ab.sh: A/B throughput of two gateway builds (or two keys) against one nginx upstream, with many
+# short alternating runs, because on this shared 2-core VM one run's throughput moves by a fifth from the
+# next (bench/README.md). Both gateways start once and stay up; each pair runs A then B, the next pair B
+# then A, so drift over the session falls on both sides equally.
+#
+#   A_DIR=/tmp/core-target/release A_AUTH=master B_DIR=target/release B_AUTH=virtual bench/ab.sh
+#
+# Environment (defaults in brackets)
+#   A_DIR, B_DIR      folders holding the `llm` binary                 [target/release]
+#   A_AUTH, B_AUTH    master | virtual (a key in a team, with a budget, rpm/tpm and model limits,
+#                     set high enough never to refuse, as bench/run.sh makes it)   [master, virtual]
+#   PAIRS             A/B pairs                                         [10]
+#   CONCURRENCY       wrk connections                                   [64]
+#   DURATION, WARMUP  measured run and unmeasured warm-up before each   [5s, 1s]
+#   GATEWAY_WORKERS   --num_workers of both gateways                    [nproc]
+#   THREAD_CPU        1: also print each side's CPU per request by thread name (summed over all pairs)
+#
+# Prints every pair and then means, medians and the median of the per-pair ratios B/A. Needs nginx, wrk,
+# curl, python3 (installed with apt-get when missing). Everything binds 127.0.0.1 and stops by itself.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+A_DIR="${A_DIR:-$ROOT/target/release}"
+B_DIR="${B_DIR:-$ROOT/target/release}"
+A_AUTH="${A_AUTH:-master}"
+B_AUTH="${B_AUTH:-virtual}"
+PAIRS="${PAIRS:-10}"
+CONCURRENCY="${CONCURRENCY:-64}"
+DURATION="${DURATION:-5s}"
+WARMUP="${WARMUP:-1s}"
+GATEWAY_WORKERS="${GATEWAY_WORKERS:-$(nproc)}"
+THREAD_CPU="${THREAD_CPU:-}"
+MASTER_KEY="sk-bench-master"
+BODY='{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}'
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+for side in A B; do
+    dir="${side}_DIR" auth="${side}_AUTH"
+    [[ -x "${!dir}/llm" ]] || die "${!dir}/llm not found (cargo build --release --bins)"
+    [[ "${!auth}" == master || "${!auth}" == virtual ]] || die "$auth must be master or virtual"
+done
+[[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || die "PAIRS must be a positive integer"
+install() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || apt-get install -y "$1" >/dev/null; }
+install wrk
+install nginx
+install curl
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+TMP="$(mktemp -d /tmp/llm-ab.XXXXXX)"
+PIDS=()
+cleanup() {
+    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() {
+    for _ in $(seq 1 150); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    die "$1 did not answer"
+}
+
+UP="$(free_port)"
+sed -e "s|@PREFIX@|$TMP|g" -e "s|@PORT@|$UP|g" "$ROOT/bench/nginx.conf" >"$TMP/nginx.conf"
+"$NGINX" -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" &
+PIDS+=("$!")
+wait_up "127.0.0.1:$UP/"
+
+declare -A URL KEY PID
+for side in A B; do
+    dir="${side}_DIR" auth="${side}_AUTH"
+    port="$(free_port)"
+    mkdir -p "$TMP/$side"
+    cat >"$TMP/$side/config.yaml" <<YAML
+model_list:
+  - model_name: bench-model
+    llm_params: {model: openai/bench-model, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench}
+llm_settings:
+  callbacks: ["prometheus"]
+general_settings:
+  master_key: $MASTER_KEY
+YAML
+    "${!dir}/llm" --config "$TMP/$side/config.yaml" --host 127.0.0.1 --port "$port" \
+        --num_workers "$GATEWAY_WORKERS" >"$TMP/$side/log" 2>&1 &
+    PID[$side]="$!"
+    PIDS+=("$!")
+    URL[$side]="http://127.0.0.1:$port"
+    wait_up "${URL[$side]}/health/liveliness"
+    KEY[$side]="$MASTER_KEY"
+    if [[ "${!auth}" == virtual ]]; then
+        admin() { curl -sS -X POST -H "Authorization: Bearer $MASTER_KEY" -d "$2" "${URL[$side]}$1"; }
+        admin /team/new '{"team_id":"bench-team","team_alias":"bench","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000}' >/dev/null
+        KEY[$side]="$(admin /key/generate '{"key_alias":"bench","team_id":"bench-team","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000,"model_rpm_limit":{"bench-model":1000000000},"model_tpm_limit":{"bench-model":4000000000}}' |
+            sed -n 's/.*"key":"\(sk-[^"]*\)".*/\1/p')"
+        [[ "${KEY[$side]}" == sk-* ]] || die "could not create the virtual key on $side"
+    fi
+    code="$(curl -s -o "$TMP/$side/smoke" -w '%{http_code}' -H "Authorization: Bearer ${KEY[$side]}" \
+        -H 'Content-Type: application/json' -d "$BODY" "${URL[$side]}/v1/chat/completions")"
+    [[ "$code" == 200 ]] || die "$side answered $code: $(cat "$TMP/$side/smoke")"
+    cat >"$TMP/$side/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer ${KEY[$side]}"
+LUA
+done
+
+# CPU ticks per thread name (digits folded), summed over the gateway's threads.
+ticks() {
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr -d ' ' <"$t/comm" | sed 's/[0-9][0-9]*/N/g')" \
+            "$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "$t/stat")"
+    done 2>/dev/null | awk '{ u[$1] += $2; s[$1] += $3 } END { for (k in u) print k, u[k], s[k] }' | sort
+}
+
+run() {
+    local side="$1" out="$TMP/wrk.txt" rps
+    wrk -t1 -c"$CONCURRENCY" -d"$WARMUP" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >/dev/null
+    [[ -n "$THREAD_CPU" ]] && ticks "${PID[$side]}" >"$TMP/$side/t0"
+    wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >"$out"
+    if [[ -n "$THREAD_CPU" ]]; then
+        ticks "${PID[$side]}" >"$TMP/$side/t1"
+        awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { u[$1] = $2; s[$1] = $3; next } { print $1, ($2 - u[$1]) / hz, ($3 - s[$1]) / hz }' \
+            "$TMP/$side/t0" "$TMP/$side/t1" >>"$TMP/$side/cpu"
+        awk '/requests in/ { print $1 }' "$out" >>"$TMP/$side/reqs"
+    fi
+    grep -q "Non-2xx" "$out" && die "$side: non-2xx answers: $(cat "$out")"
+    rps="$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")"
+    echo "$rps"
+}
+
+echo "A: ${A_DIR}/llm, ${A_AUTH} key; B: ${B_DIR}/llm, ${B_AUTH} key; ${GATEWAY_WORKERS} workers, c=$CONCURRENCY," \
+    "$PAIRS pairs of $DURATION after $WARMUP warm-ups"
+echo "| pair | A req/s | B req/s | B/A |"
+echo "| ---: | ---: | ---: | ---: |"
+: >"$TMP/pairs"
+for ((i = 1; i <= PAIRS; i++)); do
+    if ((i % 2)); then
+        a="$(run A)"
+        b="$(run B)"
+    else
+        b="$(run B)"
+        a="$(run A)"
+    fi
+    echo "$a $b" >>"$TMP/pairs"
+    awk -v i="$i" -v a="$a" -v b="$b" 'BEGIN { printf "| %d | %d | %d | %+.1f%% |\n", i, a, b, 100 * (b / a - 1) }'
+done
+python3 - "$TMP/pairs" <<'PY'
+import statistics, sys
+pairs = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+a = [p[0] for p in pairs]
+b = [p[1] for p in pairs]
+r = [y / x - 1 for x, y in pairs]
+print(f"| mean | {statistics.mean(a):.0f} | {statistics.mean(b):.0f} | {100 * (statistics.mean(b) / statistics.mean(a) - 1):+.1f}% |")
+print(f"| median | {statistics.median(a):.0f} | {statistics.median(b):.0f} | {100 * (statistics.median(b) / statistics.median(a) - 1):+.1f}% |")
+print(f"\nmedian of the per-pair ratios B/A: {100 * statistics.median(r):+.1f}% (pairs from {100 * min(r):+.1f}% to {100 * max(r):+.1f}%)")
+PY
+if [[ -n "$THREAD_CPU" ]]; then
+    for side in A B; do
+        echo "CPU per request by thread, $side:"
+        n="$(awk '{ s += $1 } END { print s }' "$TMP/$side/reqs")"
+        awk -v n="$n" '{ u[$1] += $2; s[$1] += $3; tu += $2; ts += $3 }
+            END {
+                for (k in u) if (u[k] + s[k] > 0) printf "  %-22s %6.2f us (user %.2f, system %.2f)\n", k, (u[k] + s[k]) * 1e6 / n, u[k] * 1e6 / n, s[k] * 1e6 / n
+                printf "  %-22s %6.2f us (user %.2f, system %.2f)\n", "all threads", (tu + ts) * 1e6 / n, tu * 1e6 / n, ts * 1e6 / n
+            }' "$TMP/$side/cpu" | sort
+    done
+fi
