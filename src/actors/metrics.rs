@@ -199,36 +199,78 @@ impl Bounded {
     }
 }
 
-/// Metric handles cached per label set, found without building a key: the label values are hashed in
-/// place and compared with the stored ones, so a request's lookup allocates nothing.
+/// Metric handles of the success path cached per *source* of their labels: the caller's `KeyLabels`, the
+/// deployment's `DeploymentLabels` (both shared `Arc`s, compared by address and held, so an address is never
+/// reused while cached), the requested model, the admitted end user and custom values. Every label of the
+/// cached families is a function of these, so a request's lookup hashes two addresses and a few short
+/// strings and allocates nothing; label values are only resolved when a handle is made.
 struct SeriesCache<V> {
-    /// Entries by the hash of their label values; each with its values, to tell collisions apart.
-    map: HashMap<u64, Vec<(LabelValues, V)>>,
+    map: HashMap<u64, Vec<(Source, V)>>,
+    len: usize,
 }
 
-type LabelValues = Box<[Box<str>]>;
+struct Source {
+    key: Arc<KeyLabels>,
+    dep: Arc<DeploymentLabels>,
+    model: Arc<str>,
+    end_user: Box<str>,
+    custom: Box<[String]>,
+}
+
+/// Entries kept before the cache starts over (a key edited many times leaves one entry per version).
+const SERIES_CACHE_MAX: usize = 100_000;
 
 impl<V> Default for SeriesCache<V> {
     fn default() -> Self {
         SeriesCache {
             map: HashMap::new(),
+            len: 0,
         }
     }
 }
 
 impl<V> SeriesCache<V> {
-    fn get_or_insert_with(&mut self, values: &[&str], make: impl FnOnce() -> V) -> &mut V {
+    fn get_or_insert_with(
+        &mut self,
+        key: &Arc<KeyLabels>,
+        dep: &Arc<DeploymentLabels>,
+        model: &Arc<str>,
+        end_user: &str,
+        custom: &[String],
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        values.hash(&mut h);
-        let bucket = self.map.entry(h.finish()).or_default();
-        let same = |stored: &[Box<str>]| {
-            stored.len() == values.len() && stored.iter().zip(values).all(|(a, b)| **a == **b)
-        };
-        let i = match bucket.iter().position(|(k, _)| same(k)) {
+        (Arc::as_ptr(key) as usize).hash(&mut h);
+        (Arc::as_ptr(dep) as usize).hash(&mut h);
+        model.hash(&mut h);
+        end_user.hash(&mut h);
+        custom.hash(&mut h);
+        let hash = h.finish();
+        if self.len >= SERIES_CACHE_MAX && !self.map.contains_key(&hash) {
+            self.map.clear();
+            self.len = 0;
+        }
+        let bucket = self.map.entry(hash).or_default();
+        let found = bucket.iter().position(|(s, _)| {
+            Arc::ptr_eq(&s.key, key)
+                && Arc::ptr_eq(&s.dep, dep)
+                && *s.model == **model
+                && *s.end_user == *end_user
+                && *s.custom == *custom
+        });
+        let i = match found {
             Some(i) => i,
             None => {
-                bucket.push((values.iter().map(|v| Box::from(*v)).collect(), make()));
+                let source = Source {
+                    key: key.clone(),
+                    dep: dep.clone(),
+                    model: model.clone(),
+                    end_user: end_user.into(),
+                    custom: custom.into(),
+                };
+                bucket.push((source, make()));
+                self.len += 1;
                 bucket.len() - 1
             }
         };
@@ -318,17 +360,6 @@ impl<'a> LabelCtx<'a> {
 
     fn values(&self, names: &[String]) -> Vec<&'a str> {
         names.iter().map(|n| self.get(n)).collect()
-    }
-
-    /// [`LabelCtx::values`] into a stack buffer (families have at most 32 labels), then `f` of them.
-    fn with_values<R>(&self, names: &[String], extra: &'a str, f: impl FnOnce(&[&str]) -> R) -> R {
-        let mut buf = [""; 33];
-        let n = names.len().min(32);
-        for (slot, name) in buf.iter_mut().zip(&names[..n]) {
-            *slot = self.get(name);
-        }
-        buf[n] = extra;
-        f(&buf[..=n])
     }
 }
 
@@ -472,16 +503,19 @@ impl MetricsActor {
                         dep: Some(d),
                         ..base
                     };
-                    let cache = &mut self.deployment_success;
-                    let (ok, total) =
-                        ctx.with_values(&fam.deployment_success.labels, "", |values| {
-                            cache.get_or_insert_with(values, || {
-                                (
-                                    Self::counter(created, &fam.deployment_success, &ctx),
-                                    Self::counter(created, &fam.deployment_total, &ctx),
-                                )
-                            })
-                        });
+                    let (ok, total) = self.deployment_success.get_or_insert_with(
+                        &msg.key,
+                        &a.deployment,
+                        &msg.requested_model,
+                        end_user,
+                        &custom,
+                        || {
+                            (
+                                Self::counter(created, &fam.deployment_success, &ctx),
+                                Self::counter(created, &fam.deployment_total, &ctx),
+                            )
+                        },
+                    );
                     ok.inc();
                     total.inc();
                 }
@@ -537,11 +571,13 @@ impl MetricsActor {
                     status: "200",
                     ..base
                 };
-                // The usage labels plus the deployment id cover every label of the cached families.
-                let cache = &mut self.success;
-                let labels = &fam.request_total_latency.labels;
-                let h = ctx.with_values(labels, &deployment.model_id, |values| {
-                    cache.get_or_insert_with(values, || SuccessHandles {
+                let h = self.success.get_or_insert_with(
+                    &msg.key,
+                    &deployment,
+                    &msg.requested_model,
+                    end_user,
+                    &custom,
+                    || SuccessHandles {
                         proxy_total: Self::counter(created, &fam.proxy_total_requests, &ctx),
                         requests: Self::counter(created, &fam.requests_deprecated, &ctx),
                         spend: Self::counter(created, &fam.spend, &ctx),
@@ -553,8 +589,8 @@ impl MetricsActor {
                         api_latency: Self::histogram(created, &fam.api_latency, &ctx),
                         ttft: None,
                         per_token: None,
-                    })
-                });
+                    },
+                );
                 h.proxy_total.inc();
                 h.requests.inc();
                 h.spend.inc_by(cost.max(0.0));
@@ -809,5 +845,64 @@ impl Handler<Render> for MetricsActor {
 
     fn handle(&mut self, _: Render, _: &mut Context<Self>) -> String {
         render(&self.fam.descs, &self.registry.gather(), &self.created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(id: &str) -> Arc<DeploymentLabels> {
+        Arc::new(DeploymentLabels {
+            model_group: "g".into(),
+            llm_model_name: "m".into(),
+            model_id: id.into(),
+            api_base: "http://127.0.0.1:1".into(),
+            api_provider: "openai",
+        })
+    }
+
+    #[test]
+    fn series_cache_makes_one_entry_per_source_and_starts_over_past_its_cap() {
+        let mut cache: SeriesCache<usize> = SeriesCache::default();
+        let (k1, k2) = (
+            Arc::new(KeyLabels::default()),
+            Arc::new(KeyLabels::default()),
+        );
+        let (d1, d2) = (dep("a"), dep("b"));
+        let model: Arc<str> = Arc::from("g");
+        let mut made = 0;
+        let mut get = |c: &mut SeriesCache<usize>, k: &Arc<KeyLabels>, d, m: &str, eu: &str| {
+            *c.get_or_insert_with(k, d, &Arc::from(m), eu, &[], || {
+                made += 1;
+                made
+            })
+        };
+        assert_eq!(get(&mut cache, &k1, &d1, &model, ""), 1);
+        assert_eq!(
+            get(&mut cache, &k1, &d1, &model, ""),
+            1,
+            "same source, same entry"
+        );
+        // Another Arc with equal labels is another source (a key edited since); so is every other field.
+        assert_eq!(get(&mut cache, &k2, &d1, &model, ""), 2);
+        assert_eq!(get(&mut cache, &k1, &d2, &model, ""), 3);
+        assert_eq!(get(&mut cache, &k1, &d1, "other", ""), 4);
+        assert_eq!(get(&mut cache, &k1, &d1, &model, "customer"), 5);
+        assert_eq!(get(&mut cache, &k1, &d1, &model, "customer"), 5);
+        assert_eq!(cache.len, 5);
+        cache.len = SERIES_CACHE_MAX;
+        assert_eq!(
+            get(&mut cache, &k1, &d1, &model, ""),
+            1,
+            "a hit does not clear"
+        );
+        assert_eq!(
+            get(&mut cache, &k1, &d1, &model, "new"),
+            6,
+            "a miss at the cap starts over"
+        );
+        assert_eq!(cache.len, 1);
+        assert_eq!(get(&mut cache, &k1, &d1, &model, ""), 7);
     }
 }
