@@ -1,5 +1,6 @@
-//! The SQLite spend log's writer: one connection on its own thread (`llm-spend-log`), one prepared
-//! single-row `INSERT` bound and stepped per row inside one `BEGIN IMMEDIATE` transaction per batch.
+//! The SQLite spend log's writer: one connection on its own thread (`llm-spend-log`), prepared `INSERT`s
+//! of [`CHUNK`] rows (and of one row for the rest) bound straight from the events, inside one
+//! `BEGIN IMMEDIATE` transaction per batch.
 //!
 //! The spend log is the store's hottest write (a row per request) and, on the embedded database, runs on
 //! the gateway's own cores. Through sqlx every value of a row was encoded into an argument list, copied
@@ -39,7 +40,8 @@ impl SpendLogWriter {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         // Compiled now so that a schema problem shows at startup, not at the first flush.
-        conn.prepare_cached(&insert_sql()).map_err(open_err)?;
+        conn.prepare_cached(&insert_sql(1)).map_err(open_err)?;
+        conn.prepare_cached(&insert_sql(CHUNK)).map_err(open_err)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("llm-spend-log".into())
@@ -81,10 +83,16 @@ fn open_err(e: rusqlite::Error) -> StoreError {
     StoreError::sqlite("cannot open the spend log", e)
 }
 
-fn insert_sql() -> String {
+/// Rows per statement for full chunks of a batch (the rest go one by one): a statement's own work (step,
+/// cursor, reset) is paid once per chunk instead of once per row.
+const CHUNK: usize = 32;
+
+/// The insert of `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; 15].join(","));
     format!(
-        "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) VALUES ({})",
-        vec!["?"; 15].join(",")
+        "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
+        vec![row.as_str(); rows].join(",")
     )
 }
 
@@ -93,7 +101,7 @@ fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
         use rand::SeedableRng;
         rand::rngs::SmallRng::from_entropy()
     };
-    let sql = insert_sql();
+    let sql = (insert_sql(1), insert_sql(CHUNK));
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Write(rows, done) => {
@@ -113,7 +121,7 @@ fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
 
 fn write(
     conn: &mut rusqlite::Connection,
-    sql: &str,
+    (one, chunk): &(String, String),
     rows: &[SpendEvent],
     rng: &mut rand::rngs::SmallRng,
 ) -> rusqlite::Result<()> {
@@ -121,16 +129,48 @@ fn write(
     // connection), so the transaction can never fail halfway on a lock upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        let mut insert = tx.prepare_cached(sql)?;
-        let mut id = [0u8; 32];
-        for l in rows {
-            let f = SpendRow::of(l, super::row_id_into(rng, &mut id));
-            insert.execute(rusqlite::params![
-                f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, f.8, f.9, f.10, f.11, f.12, f.13, f.14
-            ])?;
+        let mut full = rows.chunks_exact(CHUNK);
+        let mut insert = tx.prepare_cached(chunk)?;
+        for rows in full.by_ref() {
+            bind_rows(&mut insert, rows, rng)?;
+            insert.raw_execute()?;
+        }
+        let mut insert = tx.prepare_cached(one)?;
+        for row in full.remainder().chunks(1) {
+            bind_rows(&mut insert, row, rng)?;
+            insert.raw_execute()?;
         }
     }
     tx.commit()
+}
+
+/// Binds `rows` to the statement's parameters in order, 15 per row.
+fn bind_rows(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    rows: &[SpendEvent],
+    rng: &mut rand::rngs::SmallRng,
+) -> rusqlite::Result<()> {
+    let mut id = [0u8; 32];
+    for (r, l) in rows.iter().enumerate() {
+        let f = SpendRow::of(l, super::row_id_into(rng, &mut id));
+        let at = r * 15;
+        insert.raw_bind_parameter(at + 1, f.0)?;
+        insert.raw_bind_parameter(at + 2, f.1)?;
+        insert.raw_bind_parameter(at + 3, f.2)?;
+        insert.raw_bind_parameter(at + 4, f.3)?;
+        insert.raw_bind_parameter(at + 5, f.4)?;
+        insert.raw_bind_parameter(at + 6, f.5)?;
+        insert.raw_bind_parameter(at + 7, f.6)?;
+        insert.raw_bind_parameter(at + 8, f.7)?;
+        insert.raw_bind_parameter(at + 9, f.8)?;
+        insert.raw_bind_parameter(at + 10, f.9)?;
+        insert.raw_bind_parameter(at + 11, f.10)?;
+        insert.raw_bind_parameter(at + 12, f.11)?;
+        insert.raw_bind_parameter(at + 13, f.12)?;
+        insert.raw_bind_parameter(at + 14, f.13)?;
+        insert.raw_bind_parameter(at + 15, f.14)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,6 +252,27 @@ mod tests {
         assert_eq!(first.request_id.len(), 32);
         let ids: std::collections::HashSet<_> = logs.iter().map(|l| &l.request_id).collect();
         assert_eq!(ids.len(), 5, "row ids are unique");
+
+        // Two full chunks and a remainder: every row lands once, each with its own values.
+        let rows: Vec<SpendEvent> = (1..=2 * super::CHUNK as u64 + 6)
+            .map(|n| event(n, "t2"))
+            .collect();
+        store.insert_spend_logs(Arc::new(rows)).await.unwrap();
+        let filter = SpendFilter {
+            team_id: Some("t2".into()),
+            ..Default::default()
+        };
+        let (logs, total) = store.spend_logs(&filter, 1000, 0).await.unwrap();
+        assert_eq!(total, 2 * super::CHUNK as i64 + 6);
+        for (i, l) in logs.iter().enumerate() {
+            let n = (2 * super::CHUNK + 6 - i) as i64;
+            assert_eq!(
+                (l.start_time_ms, l.prompt_tokens),
+                (1_700_000_000_000 + n, n)
+            );
+            assert_eq!((l.completion_tokens, l.total_tokens), (2 * n, 3 * n));
+            assert_eq!(l.spend, crate::store::usd(1000 + n));
+        }
 
         // The table is gone: the batch fails as a whole and the caller still holds every row.
         sqlx::query("DROP TABLE llm_spend_logs")
