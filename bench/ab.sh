@@ -14,7 +14,9 @@
 #   CONCURRENCY       wrk connections                                   [64]
 #   DURATION, WARMUP  measured run and unmeasured warm-up before each   [5s, 1s]
 #   GATEWAY_WORKERS   --num_workers of both gateways                    [nproc]
-#   THREAD_CPU        1: also print each side's CPU per request by thread name (summed over all pairs)
+#   THREAD_CPU        1: also print each side's CPU per request by thread name (summed over all pairs),
+#                     and the whole machine's busy CPU per request ("machine": wrk, nginx and the
+#                     kernel's own threads, e.g. writing the database file back, included)
 #
 # Prints every pair and then means, medians and the median of the per-pair ratios B/A. Needs nginx, wrk,
 # curl, python3 (installed with apt-get when missing). Everything binds 127.0.0.1 and stops by itself.
@@ -121,13 +123,18 @@ ticks() {
     done 2>/dev/null | awk '{ u[$1] += $2; s[$1] += $3 } END { for (k in u) print k, u[k], s[k] }' | sort
 }
 
+# Busy CPU ticks of the whole machine (every process and kernel thread: wrk, nginx, writeback...).
+machine() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 run() {
     local side="$1" out="$TMP/wrk.txt" rps
     wrk -t1 -c"$CONCURRENCY" -d"$WARMUP" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >/dev/null
-    [[ -n "$THREAD_CPU" ]] && ticks "${PID[$side]}" >"$TMP/$side/t0"
+    [[ -n "$THREAD_CPU" ]] && ticks "${PID[$side]}" >"$TMP/$side/t0" && machine >"$TMP/$side/m0"
     wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >"$out"
     if [[ -n "$THREAD_CPU" ]]; then
         ticks "${PID[$side]}" >"$TMP/$side/t1"
+        machine >"$TMP/$side/m1"
+        paste "$TMP/$side/m0" "$TMP/$side/m1" | awk -v hz="$(getconf CLK_TCK)" '{ print "machine", ($2 - $1) / hz, 0 }' >>"$TMP/$side/cpu"
         awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { u[$1] = $2; s[$1] = $3; next } { print $1, ($2 - u[$1]) / hz, ($3 - s[$1]) / hz }' \
             "$TMP/$side/t0" "$TMP/$side/t1" >>"$TMP/$side/cpu"
         awk '/requests in/ { print $1 }' "$out" >>"$TMP/$side/reqs"
@@ -167,9 +174,10 @@ if [[ -n "$THREAD_CPU" ]]; then
     for side in A B; do
         echo "CPU per request by thread, $side:"
         n="$(awk '{ s += $1 } END { print s }' "$TMP/$side/reqs")"
-        awk -v n="$n" '{ u[$1] += $2; s[$1] += $3; tu += $2; ts += $3 }
+        awk -v n="$n" '{ u[$1] += $2; s[$1] += $3; if ($1 != "machine") { tu += $2; ts += $3 } }
             END {
-                for (k in u) if (u[k] + s[k] > 0) printf "  %-22s %6.2f us (user %.2f, system %.2f)\n", k, (u[k] + s[k]) * 1e6 / n, u[k] * 1e6 / n, s[k] * 1e6 / n
+                for (k in u) if (k == "machine") printf "  %-22s %6.2f us (busy CPU of all processes)\n", k, u[k] * 1e6 / n
+                for (k in u) if (k != "machine" && u[k] + s[k] > 0) printf "  %-22s %6.2f us (user %.2f, system %.2f)\n", k, (u[k] + s[k]) * 1e6 / n, u[k] * 1e6 / n, s[k] * 1e6 / n
                 printf "  %-22s %6.2f us (user %.2f, system %.2f)\n", "all threads", (tu + ts) * 1e6 / n, tu * 1e6 / n, ts * 1e6 / n
             }' "$TMP/$side/cpu" | sort
     done
