@@ -10,6 +10,8 @@
 #   A_DIR, B_DIR      folders holding the `llm` binary                 [target/release]
 #   A_AUTH, B_AUTH    master | virtual (a key in a team, with a budget, rpm/tpm and model limits,
 #                     set high enough never to refuse, as bench/run.sh makes it)   [master, virtual]
+#   A_DB, B_DB        general_settings.database_url of each side, e.g. sqlite:///dev/shm/b.db or
+#                     postgresql://postgres@127.0.0.1:5432/test     [SQLite llm.db beside the config]
 #   PAIRS             A/B pairs                                         [10]
 #   CONCURRENCY       wrk connections                                   [64]
 #   DURATION, WARMUP  measured run and unmeasured warm-up before each   [5s, 1s]
@@ -78,7 +80,7 @@ wait_up "127.0.0.1:$UP/"
 
 declare -A URL KEY PID
 for side in A B; do
-    dir="${side}_DIR" auth="${side}_AUTH"
+    dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB"
     port="$(free_port)"
     mkdir -p "$TMP/$side"
     cat >"$TMP/$side/config.yaml" <<YAML
@@ -90,6 +92,7 @@ llm_settings:
 general_settings:
   master_key: $MASTER_KEY
 YAML
+    if [[ -n "${!db:-}" ]]; then echo "  database_url: \"${!db}\"" >>"$TMP/$side/config.yaml"; fi
     "${!dir}/llm" --config "$TMP/$side/config.yaml" --host 127.0.0.1 --port "$port" \
         --num_workers "$GATEWAY_WORKERS" >"$TMP/$side/log" 2>&1 &
     PID[$side]="$!"
