@@ -34,8 +34,8 @@ DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-1s}"
 GATEWAY_WORKERS="${GATEWAY_WORKERS:-$(nproc)}"
 THREAD_CPU="${THREAD_CPU:-}"
-MASTER_KEY="sk-bench-master"
-BODY='{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}'
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 die() {
     echo "error: $*" >&2
@@ -83,48 +83,24 @@ for side in A B; do
     dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB"
     port="$(free_port)"
     mkdir -p "$TMP/$side"
-    cat >"$TMP/$side/config.yaml" <<YAML
-model_list:
-  - model_name: bench-model
-    llm_params: {model: openai/bench-model, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench}
-llm_settings:
-  callbacks: ["prometheus"]
-general_settings:
-  master_key: $MASTER_KEY
-YAML
-    if [[ -n "${!db:-}" ]]; then echo "  database_url: \"${!db}\"" >>"$TMP/$side/config.yaml"; fi
+    bench_config "$TMP/$side/config.yaml" "http://127.0.0.1:$UP/v1" "${!db:-}"
     "${!dir}/llm" --config "$TMP/$side/config.yaml" --host 127.0.0.1 --port "$port" \
         --num_workers "$GATEWAY_WORKERS" >"$TMP/$side/log" 2>&1 &
     PID[$side]="$!"
     PIDS+=("$!")
     URL[$side]="http://127.0.0.1:$port"
     wait_up "${URL[$side]}/health/liveliness"
-    KEY[$side]="$MASTER_KEY"
+    KEY[$side]="$BENCH_MASTER_KEY"
     if [[ "${!auth}" == virtual ]]; then
-        admin() { curl -sS -X POST -H "Authorization: Bearer $MASTER_KEY" -d "$2" "${URL[$side]}$1"; }
-        admin /team/new '{"team_id":"bench-team","team_alias":"bench","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000}' >/dev/null
-        KEY[$side]="$(admin /key/generate '{"key_alias":"bench","team_id":"bench-team","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000,"model_rpm_limit":{"bench-model":1000000000},"model_tpm_limit":{"bench-model":4000000000}}' |
-            sed -n 's/.*"key":"\(sk-[^"]*\)".*/\1/p')"
+        KEY[$side]="$(bench_virtual_key "${URL[$side]}")"
         [[ "${KEY[$side]}" == sk-* ]] || die "could not create the virtual key on $side"
     fi
     code="$(curl -s -o "$TMP/$side/smoke" -w '%{http_code}' -H "Authorization: Bearer ${KEY[$side]}" \
-        -H 'Content-Type: application/json' -d "$BODY" "${URL[$side]}/v1/chat/completions")"
+        -H 'Content-Type: application/json' -d "$BENCH_BODY" "${URL[$side]}/v1/chat/completions")"
     [[ "$code" == 200 ]] || die "$side answered $code: $(cat "$TMP/$side/smoke")"
-    cat >"$TMP/$side/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer ${KEY[$side]}"
-LUA
+    bench_wrk_script "$TMP/$side/post.lua" "${KEY[$side]}"
 done
 
-# CPU ticks per thread name (digits folded), summed over the gateway's threads.
-ticks() {
-    for t in /proc/"$1"/task/*; do
-        printf '%s %s\n' "$(tr -d ' ' <"$t/comm" | sed 's/[0-9][0-9]*/N/g')" \
-            "$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "$t/stat")"
-    done 2>/dev/null | awk '{ u[$1] += $2; s[$1] += $3 } END { for (k in u) print k, u[k], s[k] }' | sort
-}
 
 # Busy CPU ticks of the whole machine (every process and kernel thread: wrk, nginx, writeback...).
 machine() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
@@ -132,10 +108,10 @@ machine() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 run() {
     local side="$1" out="$TMP/wrk.txt" rps
     wrk -t1 -c"$CONCURRENCY" -d"$WARMUP" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >/dev/null
-    [[ -n "$THREAD_CPU" ]] && ticks "${PID[$side]}" >"$TMP/$side/t0" && machine >"$TMP/$side/m0"
+    [[ -n "$THREAD_CPU" ]] && bench_thread_ticks "${PID[$side]}" >"$TMP/$side/t0" && machine >"$TMP/$side/m0"
     wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >"$out"
     if [[ -n "$THREAD_CPU" ]]; then
-        ticks "${PID[$side]}" >"$TMP/$side/t1"
+        bench_thread_ticks "${PID[$side]}" >"$TMP/$side/t1"
         machine >"$TMP/$side/m1"
         paste "$TMP/$side/m0" "$TMP/$side/m1" | awk -v hz="$(getconf CLK_TCK)" '{ print "machine", ($2 - $1) / hz, 0 }' >>"$TMP/$side/cpu"
         awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { u[$1] = $2; s[$1] = $3; next } { print $1, ($2 - u[$1]) / hz, ($3 - s[$1]) / hz }' \

@@ -11,6 +11,8 @@
 # Needs valgrind, nginx, curl, python3. Everything binds 127.0.0.1 and stops by itself.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BIN="$(realpath "${1:-$ROOT/target/release/llm}")"
 MODE="${2:-virtual}"
 command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null || { apt-get update >/dev/null && apt-get install -y valgrind >/dev/null; }; }
@@ -43,25 +45,14 @@ run() {
     port="$(free_port)"
     dir="$TMP/run-$n"
     mkdir -p "$dir"
-    cat >"$dir/config.yaml" <<YAML
-model_list:
-  - model_name: bench-model
-    llm_params: {model: openai/bench-model, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench}
-llm_settings:
-  callbacks: ["prometheus"]
-general_settings:
-  master_key: sk-bench-master
-YAML
+    bench_config "$dir/config.yaml" "http://127.0.0.1:$UP/v1"
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$BIN" --config "$dir/config.yaml" \
         --host 127.0.0.1 --port "$port" --num_workers 1 >/dev/null 2>"$dir/valgrind.log" &
     pid="$!"
     for _ in $(seq 1 200); do curl -s -o /dev/null "127.0.0.1:$port/health/liveliness" && break; sleep 0.2; done
-    key=sk-bench-master
+    key="$BENCH_MASTER_KEY"
     if [[ "$MODE" == virtual ]]; then
-        local h='Authorization: Bearer sk-bench-master'
-        curl -s "127.0.0.1:$port/team/new" -H "$h" -d '{"team_id":"bt","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000}' >/dev/null
-        key="$(curl -s "127.0.0.1:$port/key/generate" -H "$h" -d '{"team_id":"bt","key_alias":"bench","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000,"model_rpm_limit":{"bench-model":1000000000},"model_tpm_limit":{"bench-model":4000000000}}' |
-            python3 -c 'import sys, json; print(json.load(sys.stdin)["key"])')"
+        key="$(bench_virtual_key "http://127.0.0.1:$port")"
     fi
     python3 "$TMP/load.py" "$port" "$n" "$key"
     sleep 1

@@ -67,8 +67,10 @@ else
     BIN_DIR="target/release"
 fi
 
-MASTER_KEY="sk-bench-master"
-BODY='{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}'
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+MASTER_KEY="$BENCH_MASTER_KEY"
+BODY="$BENCH_BODY"
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -232,18 +234,7 @@ fi
 GATEWAY_LOG="$TMP_DIR/gateway.log"
 if [[ -z "$GATEWAY_URL" ]]; then
     GATEWAY_PORT="$(free_port)"
-    cat >"$TMP_DIR/config.yaml" <<EOF
-model_list:
-  - model_name: bench-model
-    llm_params:
-      model: openai/bench-model
-      api_base: $DIRECT_URL/v1
-      api_key: sk-bench
-llm_settings:
-  callbacks: ["prometheus"]
-general_settings:
-  master_key: $MASTER_KEY
-EOF
+    bench_config "$TMP_DIR/config.yaml" "$DIRECT_URL/v1"
     "$BIN_DIR/llm" --config "$TMP_DIR/config.yaml" --host 127.0.0.1 --port "$GATEWAY_PORT" \
         --num_workers "$GATEWAY_WORKERS" >"$GATEWAY_LOG" 2>&1 &
     GATEWAY_PID="$!"
@@ -278,13 +269,7 @@ smoke() {
 # The key the load uses: the master key, or a virtual key with a budget and limits.
 BENCH_KEY="$MASTER_KEY"
 if [[ "$AUTH" == virtual && -z "$GATEWAY_URL" ]]; then
-    admin() {
-        curl -sS --max-time 10 -X POST -H 'Content-Type: application/json' \
-            -H "Authorization: Bearer $MASTER_KEY" -d "$2" "$GATEWAY$1"
-    }
-    admin /team/new '{"team_id":"bench-team","team_alias":"bench","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000}' >/dev/null
-    BENCH_KEY="$(admin /key/generate '{"key_alias":"bench","team_id":"bench-team","max_budget":1000000,"budget_duration":"30d","rpm_limit":1000000000,"tpm_limit":4000000000,"model_rpm_limit":{"bench-model":1000000000},"model_tpm_limit":{"bench-model":4000000000}}' |
-        sed -n 's/.*"key":"\(sk-[^"]*\)".*/\1/p')"
+    BENCH_KEY="$(bench_virtual_key "$GATEWAY")"
     [[ "$BENCH_KEY" == sk-* ]] || die "could not create the virtual key (gateway log: $GATEWAY_LOG)"
     GATEWAY_DESC="$GATEWAY_DESC, virtual key with budget and limits"
 else
@@ -296,12 +281,7 @@ smoke gateway "$GATEWAY"
 
 # ----------------------------------------------------------------------------------------- wrk
 
-cat >"$TMP_DIR/post.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $BENCH_KEY"
-EOF
+bench_wrk_script "$TMP_DIR/post.lua" "$BENCH_KEY"
 
 # Prints "req_per_s p50_ms p99_ms errors requests" from one wrk --latency output.
 parse_wrk() {
@@ -336,15 +316,6 @@ RUNS="$TMP_DIR/runs.txt" # concurrency target round rps p50 p99 errors
 GATEWAY_SENT=1            # the smoke request
 
 THREAD_CPU="${THREAD_CPU:-}"
-# Prints "thread-name cpu-ticks" for each thread of the gateway, numbers in names folded to N.
-thread_ticks() {
-    local t
-    for t in /proc/"$1"/task/*; do
-        printf '%s %s\n' "$(tr -d ' ' <"$t/comm" | sed 's/[0-9][0-9]*/N/g')" \
-            "$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat")"
-    done 2>/dev/null | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
-}
-
 # wrk runs in the background and is waited for, so INT/TERM reach the traps (and cleanup) at once.
 run_wrk() {
     local target="$1" url="$2" conns="$3" dur="$4" out="$5"
@@ -387,16 +358,16 @@ for c in $CONCURRENCY; do
             log "c=$c round $r/$ROUNDS: $target (warm-up $WARMUP, then $DURATION)"
             run_wrk "$target" "$url" "$c" "$WARMUP" "$TMP_DIR/warm.txt"
             if [[ -n "$THREAD_CPU" && "$target" == gateway && -n "${GATEWAY_PID:-}" ]]; then
-                thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.before"
+                bench_thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.before"
             fi
             run_wrk "$target" "$url" "$c" "$DURATION" "$TMP_DIR/wrk.txt"
             if [[ -n "$THREAD_CPU" && "$target" == gateway && -n "${GATEWAY_PID:-}" ]]; then
-                thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.after"
+                bench_thread_ticks "$GATEWAY_PID" >"$TMP_DIR/ticks.after"
                 read -r _ _ _ _ n_reqs < <(parse_wrk "$TMP_DIR/wrk.txt") || n_reqs=0
                 hz="$(getconf CLK_TCK)"
                 awk -v n="$n_reqs" -v hz="$hz" '
-                    NR == FNR { b[$1] = $2; next }
-                    { d = $2 - b[$1]; if (d > 0) { printf "  %-28s %6.2f us/request\n", $1, d * 1e6 / hz / n; t += d } }
+                    NR == FNR { b[$1] = $2 + $3; next }
+                    { d = $2 + $3 - b[$1]; if (d > 0) { printf "  %-28s %6.2f us/request\n", $1, d * 1e6 / hz / n; t += d } }
                     END { printf "  %-28s %6.2f us/request (%d requests)\n", "all threads", t * 1e6 / hz / n, n }' \
                     "$TMP_DIR/ticks.before" "$TMP_DIR/ticks.after" | tee -a "$RESULTS" >&2
             fi
