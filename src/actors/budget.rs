@@ -20,6 +20,9 @@ use std::time::Duration;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Spend-log rows kept in memory while the store refuses writes; older ones are dropped (and logged).
 const MAX_PENDING_LOGS: usize = 100_000;
+/// The largest spend-log buffer (in rows) kept for reuse after a flush; a burst bigger than this gives its
+/// memory back.
+const RECYCLED_LOGS_MAX: usize = 65_536;
 
 // ---- messages -------------------------------------------------------------------------------------------
 
@@ -188,13 +191,18 @@ impl Handler<Flush> for BudgetActor {
                     let newer = std::mem::take(&mut act.logs);
                     act.logs = unwritten;
                     act.logs.extend(newer);
+                } else if act.logs.is_empty() && unwritten.capacity() <= RECYCLED_LOGS_MAX {
+                    // The written batch's buffer, emptied, takes the next second's rows: growing a new
+                    // one every second faulted in (and zeroed) megabytes of fresh pages each time.
+                    act.logs = unwritten;
                 }
             }),
         ))
     }
 }
 
-/// Writes spend deltas and spend-log rows, then applies due resets. Returns log rows that were not written.
+/// Writes spend deltas and spend-log rows, then applies due resets. Returns log rows that were not written,
+/// or, when all were, their emptied buffer.
 async fn flush(
     accounts: &Accounts,
     store: &Store,
@@ -237,7 +245,13 @@ async fn flush(
     } else {
         let logs = Arc::new(logs);
         match store.insert_spend_logs(logs.clone()).await {
-            Ok(()) => Vec::new(),
+            // The writer has let go of the rows: the buffer comes back, emptied, for reuse.
+            Ok(()) => Arc::try_unwrap(logs)
+                .map(|mut rows| {
+                    rows.clear();
+                    rows
+                })
+                .unwrap_or_default(),
             Err(e) => {
                 tracing::error!("cannot write the spend log, will retry: {e}");
                 Arc::try_unwrap(logs).unwrap_or_else(|shared| shared.as_ref().clone())
