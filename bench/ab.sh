@@ -16,6 +16,9 @@
 #   CONCURRENCY       wrk connections                                   [64]
 #   DURATION, WARMUP  measured run and unmeasured warm-up before each   [5s, 1s]
 #   GATEWAY_WORKERS   --num_workers of both gateways                    [nproc]
+#   A_ENV, B_ENV      environment of each gateway, e.g. "RUST_LOG=warn"   []
+#   PIN               1: gateways on CPU 1, nginx and wrk on CPU 0 (use with GATEWAY_WORKERS=1: the
+#                     gateway's CPU per request then comes with less noise from the load generator)
 #   THREAD_CPU        1: also print each side's CPU per request by thread name (summed over all pairs),
 #                     and the whole machine's busy CPU per request ("machine": wrk, nginx and the
 #                     kernel's own threads, e.g. writing the database file back, included)
@@ -47,6 +50,11 @@ for side in A B; do
     [[ "${!auth}" == master || "${!auth}" == virtual ]] || die "$auth must be master or virtual"
 done
 [[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || die "PAIRS must be a positive integer"
+PIN_LOAD=() PIN_GW=()
+if [[ -n "${PIN:-}" ]]; then
+    command -v taskset >/dev/null || die "PIN needs taskset (util-linux)"
+    PIN_LOAD=(taskset -c 0) PIN_GW=(taskset -c 1)
+fi
 install() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || apt-get install -y "$1" >/dev/null; }
 install wrk
 install nginx
@@ -74,17 +82,19 @@ wait_up() {
 
 UP="$(free_port)"
 sed -e "s|@PREFIX@|$TMP|g" -e "s|@PORT@|$UP|g" "$ROOT/bench/nginx.conf" >"$TMP/nginx.conf"
-"$NGINX" -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" &
+${PIN_LOAD[@]+"${PIN_LOAD[@]}"} "$NGINX" -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" &
 PIDS+=("$!")
 wait_up "127.0.0.1:$UP/"
 
 declare -A URL KEY PID
 for side in A B; do
-    dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB"
+    dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB" envs="${side}_ENV"
     port="$(free_port)"
     mkdir -p "$TMP/$side"
     bench_config "$TMP/$side/config.yaml" "http://127.0.0.1:$UP/v1" "${!db:-}"
-    "${!dir}/llm" --config "$TMP/$side/config.yaml" --host 127.0.0.1 --port "$port" \
+    # shellcheck disable=SC2086 # A_ENV / B_ENV are lists of NAME=value words
+    env ${!envs:-} ${PIN_GW[@]+"${PIN_GW[@]}"} "${!dir}/llm" --config "$TMP/$side/config.yaml" \
+        --host 127.0.0.1 --port "$port" \
         --num_workers "$GATEWAY_WORKERS" >"$TMP/$side/log" 2>&1 &
     PID[$side]="$!"
     PIDS+=("$!")
@@ -106,10 +116,10 @@ done
 machine() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 
 run() {
-    local side="$1" out="$TMP/wrk.txt" rps
-    wrk -t1 -c"$CONCURRENCY" -d"$WARMUP" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >/dev/null
+    local side="$1" out="$TMP/wrk.txt" rps n
+    ${PIN_LOAD[@]+"${PIN_LOAD[@]}"} wrk -t1 -c"$CONCURRENCY" -d"$WARMUP" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >/dev/null
     [[ -n "$THREAD_CPU" ]] && bench_thread_ticks "${PID[$side]}" >"$TMP/$side/t0" && machine >"$TMP/$side/m0"
-    wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >"$out"
+    ${PIN_LOAD[@]+"${PIN_LOAD[@]}"} wrk -t1 -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/$side/post.lua" "${URL[$side]}/v1/chat/completions" >"$out"
     if [[ -n "$THREAD_CPU" ]]; then
         bench_thread_ticks "${PID[$side]}" >"$TMP/$side/t1"
         machine >"$TMP/$side/m1"
@@ -117,6 +127,13 @@ run() {
         awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { u[$1] = $2; s[$1] = $3; next } { print $1, ($2 - u[$1]) / hz, ($3 - s[$1]) / hz }' \
             "$TMP/$side/t0" "$TMP/$side/t1" >>"$TMP/$side/cpu"
         awk '/requests in/ { print $1 }' "$out" >>"$TMP/$side/reqs"
+        # This run's CPU per request: all the gateway's threads, and the whole machine.
+        n="$(awk '/requests in/ { print $1 }' "$out")"
+        awk -v n="$n" -v side="$side" -v hz="$(getconf CLK_TCK)" 'NR == FNR { t0[$1] = $2 + $3; next }
+            { t += $2 + $3 - t0[$1] } END { printf "%s gateway %.2f\n", side, t / hz * 1e6 / n }' \
+            "$TMP/$side/t0" "$TMP/$side/t1" >>"$TMP/runs"
+        paste "$TMP/$side/m0" "$TMP/$side/m1" | awk -v n="$n" -v side="$side" -v hz="$(getconf CLK_TCK)" \
+            '{ printf "%s machine %.2f\n", side, ($2 - $1) / hz * 1e6 / n }' >>"$TMP/runs"
     fi
     grep -q "Non-2xx" "$out" && die "$side: non-2xx answers: $(cat "$out")"
     rps="$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")"
@@ -150,6 +167,17 @@ print(f"| median | {statistics.median(a):.0f} | {statistics.median(b):.0f} | {10
 print(f"\nmedian of the per-pair ratios B/A: {100 * statistics.median(r):+.1f}% (pairs from {100 * min(r):+.1f}% to {100 * max(r):+.1f}%)")
 PY
 if [[ -n "$THREAD_CPU" ]]; then
+    echo "CPU per request, run by run (us; mean, median, standard deviation, then each run):"
+    python3 - "$TMP/runs" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    side, what, us = line.split()
+    runs[(side, what)].append(float(us))
+for (side, what), v in sorted(runs.items()):
+    print(f"  {side} {what:8} {statistics.mean(v):6.2f} {statistics.median(v):6.2f} {statistics.pstdev(v):5.2f}  "
+          + " ".join(f"{x:.1f}" for x in v))
+PY
     for side in A B; do
         echo "CPU per request by thread, $side:"
         n="$(awk '{ s += $1 } END { print s }' "$TMP/$side/reqs")"
