@@ -152,7 +152,16 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
     let budget_arbiter = named_arbiter("llm-budget");
     let budget = {
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
-        BudgetActor::start_in_arbiter(&budget_arbiter, move |_| BudgetActor::new(a, s, m))
+        let retention = config
+            .general
+            .spend_logs_retention
+            .map(|period| budget::Retention {
+                period,
+                interval: config.general.spend_logs_retention_interval,
+            });
+        BudgetActor::start_in_arbiter(&budget_arbiter, move |_| {
+            BudgetActor::new(a, s, m, retention)
+        })
     };
     // Redis: rate-limit windows and cooldowns shared across replicas.
     if let Some(url) = &config.general.redis_url {

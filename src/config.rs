@@ -173,7 +173,15 @@ pub struct GeneralSettings {
     pub database_url: Option<Secret>,
     pub redis_url: Option<Secret>,
     pub max_request_bytes: usize,
+    /// `maximum_spend_logs_retention_period`: spend-log rows older than this are deleted.
+    pub spend_logs_retention: Option<Duration>,
+    /// `maximum_spend_logs_retention_interval`: how often (default one day).
+    pub spend_logs_retention_interval: Duration,
 }
+
+/// How often spend-log retention runs when `maximum_spend_logs_retention_interval` is not set (LiteLLM's
+/// default).
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -520,6 +528,25 @@ fn validate(
             );
         }
     }
+    let mut duration = |key: &str, v: Option<String>| {
+        let v = v.filter(|s| !s.trim().is_empty())?;
+        let d = crate::accounts::parse_duration(&v);
+        if d.is_none() {
+            problems.push(format!(
+                "`general_settings.{key}` must be a duration such as `30d`, `12h`, `30m` or `30s`, got `{v}`"
+            ));
+        }
+        d
+    };
+    let spend_logs_retention = duration(
+        "maximum_spend_logs_retention_period",
+        g.maximum_spend_logs_retention_period,
+    );
+    let spend_logs_retention_interval = duration(
+        "maximum_spend_logs_retention_interval",
+        g.maximum_spend_logs_retention_interval,
+    )
+    .unwrap_or(DEFAULT_RETENTION_INTERVAL);
     for key in g.other.keys() {
         not_implemented.push(format!("general_settings.{key}"));
     }
@@ -532,6 +559,8 @@ fn validate(
             .map(Secret::new),
         redis_url: g.redis_url.filter(|s| !s.is_empty()).map(Secret::new),
         max_request_bytes,
+        spend_logs_retention,
+        spend_logs_retention_interval,
     };
 
     if !problems.is_empty() {

@@ -465,6 +465,31 @@ impl Store {
         (w, binds)
     }
 
+    /// Deletes the spend-log rows that started before `cutoff_ms`, [`RETENTION_BATCH`] rows per statement,
+    /// each statement its own transaction, so that the spend-log writer never waits long for the write
+    /// lock. Returns how many rows went.
+    async fn delete_spend_logs_before_raw(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let sql = if self.kind == "postgres" {
+            "DELETE FROM llm_spend_logs WHERE ctid IN (SELECT ctid FROM llm_spend_logs WHERE start_time_ms < $1 LIMIT $2)"
+        } else {
+            "DELETE FROM llm_spend_logs WHERE rowid IN (SELECT rowid FROM llm_spend_logs WHERE start_time_ms < $1 LIMIT $2)"
+        };
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(sql)
+                .bind(cutoff_ms)
+                .bind(RETENTION_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(err("cannot delete old spend logs"))?
+                .rows_affected();
+            deleted += n;
+            if n < RETENTION_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn spend_logs_raw(
         &self,
         f: &SpendFilter,
@@ -689,6 +714,12 @@ impl Store {
             .await
     }
 
+    /// Spend-log retention: deletes the rows that started before `cutoff_ms`; returns how many.
+    pub async fn delete_spend_logs_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let call = self.delete_spend_logs_before_raw(cutoff_ms);
+        self.timed("delete_spend_logs", call).await
+    }
+
     pub async fn spend_logs(
         &self,
         f: &SpendFilter,
@@ -708,6 +739,9 @@ impl Store {
             .await
     }
 }
+
+/// Rows per `DELETE` of spend-log retention.
+const RETENTION_BATCH: i64 = 5000;
 
 const SPEND_LOG_COLUMNS: &str = "request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms";
 

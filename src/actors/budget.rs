@@ -1,7 +1,8 @@
 //! BudgetActor: the only writer of keys, teams, internal users and end users. It loads them at boot, runs
 //! management operations one at a time (store first, memory second), persists spend write-behind (every
 //! [`FLUSH_INTERVAL`], and on shutdown), appends the spend log in batches, resets budgets when their period
-//! ends, and tells the metrics actor about budget changes that happen outside requests.
+//! ends, deletes spend-log rows past `maximum_spend_logs_retention_period`, and tells the metrics actor about
+//! budget changes that happen outside requests.
 //!
 //! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
 //! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
@@ -30,6 +31,18 @@ const RECYCLED_LOGS_MAX: usize = 65_536;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SpendLogged(pub Vec<SpendEvent>);
+
+/// Spend-log retention: deletes the rows older than the retention period.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PruneSpendLogs;
+
+/// `maximum_spend_logs_retention_period` and `maximum_spend_logs_retention_interval`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub period: Duration,
+    pub interval: Duration,
+}
 
 /// A management operation; answers the JSON body for the client.
 #[derive(Message)]
@@ -105,15 +118,25 @@ pub struct BudgetActor {
     store: Store,
     metrics: Option<Addr<MetricsActor>>,
     logs: Vec<SpendEvent>,
+    retention: Option<Retention>,
+    /// A retention pass is running (a long one is never started twice).
+    pruning: bool,
 }
 
 impl BudgetActor {
-    pub fn new(accounts: Arc<Accounts>, store: Store, metrics: Option<Addr<MetricsActor>>) -> Self {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        store: Store,
+        metrics: Option<Addr<MetricsActor>>,
+        retention: Option<Retention>,
+    ) -> Self {
         BudgetActor {
             accounts,
             store,
             metrics,
             logs: Vec::new(),
+            retention,
+            pruning: false,
         }
     }
 }
@@ -123,6 +146,44 @@ impl Actor for BudgetActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(FLUSH_INTERVAL, |_, ctx| ctx.notify(Flush));
+        if let Some(r) = self.retention {
+            // Once at startup (a gateway restarted daily still prunes), then every interval.
+            ctx.notify(PruneSpendLogs);
+            ctx.run_interval(r.interval, |_, ctx| ctx.notify(PruneSpendLogs));
+        }
+    }
+}
+
+impl Handler<PruneSpendLogs> for BudgetActor {
+    type Result = ();
+
+    /// Runs beside the actor's other work (not atomically: a large first pass must not hold up spend
+    /// flushes or management operations); the deletes go in small batches.
+    fn handle(&mut self, _: PruneSpendLogs, ctx: &mut Context<Self>) {
+        let Some(r) = self.retention else { return };
+        if std::mem::replace(&mut self.pruning, true) {
+            return;
+        }
+        let store = self.store.clone();
+        let cutoff = now_ms() - r.period.as_millis() as i64;
+        ctx.spawn(
+            async move { store.delete_spend_logs_before(cutoff).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    act.pruning = false;
+                    match result {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            "spend log retention: rows older than {:?} deleted",
+                            r.period
+                        ),
+                        Err(e) => tracing::warn!(
+                            "spend log retention failed, retried at the next interval: {e}"
+                        ),
+                    }
+                }),
+        );
     }
 }
 

@@ -114,6 +114,10 @@ pub struct RawGeneralSettings {
     pub redis_url: Option<String>,
     /// Largest accepted request body, in MiB.
     pub max_request_size_mb: Option<f64>,
+    /// Spend-log rows older than this are deleted (`7d`, `12h`, ...); kept forever when absent.
+    pub maximum_spend_logs_retention_period: Option<String>,
+    /// How often the retention runs (default `1d`).
+    pub maximum_spend_logs_retention_interval: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

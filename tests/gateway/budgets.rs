@@ -777,3 +777,46 @@ async fn user_rate_limits_and_user_list() {
     let r = gw.get("/user/list", &[]).await;
     assert_eq!(r.status, 401);
 }
+
+/// `maximum_spend_logs_retention_period`: each retention pass (here every second) deletes the spend-log rows
+/// older than the period and keeps the newer ones.
+#[actix_rt::test]
+async fn spend_logs_past_the_retention_period_are_deleted() {
+    let config = CONFIG.replace(
+        "general_settings:\n  master_key: sk-master\n",
+        "general_settings:\n  master_key: sk-master\n  maximum_spend_logs_retention_period: 3s\n  maximum_spend_logs_retention_interval: 1s\n",
+    );
+    let gw = Gateway::start(&config).await;
+    let rows = |v: Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["model_group"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(call(&gw, "sk-master", &ask("m")).await.status, 200);
+    assert_eq!(
+        rows(gw.admin_get("/spend/logs").await.json()),
+        ["m"],
+        "the row is logged (and younger than the period)"
+    );
+    // Past the period: the next pass deletes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rows(gw.admin_get("/spend/logs").await.json()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old row was never deleted"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A new row stays until it, too, is older than the period.
+    assert_eq!(call(&gw, "sk-master", &ask("other")).await.status, 200);
+    actix_rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(rows(gw.admin_get("/spend/logs").await.json()), ["other"]);
+    assert!(
+        gw.log().contains("spend log retention"),
+        "the deletion is logged: {}",
+        gw.log()
+    );
+}

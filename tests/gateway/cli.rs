@@ -58,6 +58,19 @@ fn broken_configs_fail_with_every_problem_listed() {
     let (ok, out) = check(&bad);
     assert!(!ok);
     assert!(out.contains("line"), "{out}");
+    std::fs::write(
+        &bad,
+        "model_list:\n  - model_name: a\n    llm_params: {model: mock/a}\ngeneral_settings:\n  maximum_spend_logs_retention_period: a week\n  maximum_spend_logs_retention_interval: 0d\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(
+        out.contains("general_settings.maximum_spend_logs_retention_period")
+            && out.contains("a week")
+            && out.contains("general_settings.maximum_spend_logs_retention_interval"),
+        "{out}"
+    );
     let (ok, out) = check(&dir.join("missing.yaml"));
     assert!(!ok);
     assert!(out.contains("cannot read"), "{out}");
