@@ -10,6 +10,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
+# The build's environment (the bundled SQLite's compile flags).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY bench ./bench
 COPY data ./data
