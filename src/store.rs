@@ -230,7 +230,7 @@ impl Store {
                 Box::pin(async move {
                     if kind == "sqlite" {
                         // 16 KiB pages (a new database only; an existing one keeps its size): a spend-log
-                        // batch goes to the WAL and back to the file in a quarter of the system calls.
+                        // batch goes to the WAL and back to the file in a quarter of the writes.
                         sqlx::query("PRAGMA page_size=16384")
                             .execute(&mut *conn)
                             .await?;
