@@ -307,10 +307,9 @@ pub struct Limits {
     pub requests: Window,
     pub tokens: Window,
     pub in_flight: AtomicI64,
-    /// With Redis: what the other replicas counted in the current minute (requests, tokens), and what of
-    /// this replica's own counts has been pushed (see `actors/shared.rs`).
+    /// With Redis: what the other replicas counted in the current minute (requests, tokens; see
+    /// `actors/shared.rs`).
     pub remote: (Window, Window),
-    pub pushed: (Window, Window),
 }
 
 impl Limits {

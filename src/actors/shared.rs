@@ -1,11 +1,13 @@
 //! SharedStateActor: with `general_settings.redis_url`, shares rate-limit windows and deployment cooldowns
 //! across replicas through Redis, off the request path.
 //!
-//! Rate limits: every [`LIMITS_INTERVAL`] each replica adds what its key, key-on-model and team windows
-//! counted since the last push to `llm:rl:<scope>:<minute>:r|t` (`INCRBY`, one pipeline for all scopes)
-//! and keeps the total minus its own share as the other replicas' count, which admission adds to its own
-//! (`Limits::take_request`). A limit of N per minute over R replicas is exceeded by at most what the
-//! replicas admit within one interval; without sharing each replica would admit N.
+//! Rate limits: every [`LIMITS_INTERVAL`] each replica writes what its key, key-on-model, team and user
+//! windows counted this minute under its own field of `llm:rlh:<scope>:<minute>:r|t` (`HSET`, one pipeline
+//! for all scopes), reads every replica's field back (`HVALS`) and keeps the sum minus its own count as the
+//! other replicas' count, which admission adds to its own (`Limits::take_request`). A limit of N per minute
+//! over R replicas is exceeded by at most what the replicas admit within one interval; without sharing each
+//! replica would admit N. Each replica writes its absolute count, not an increment, so a push that Redis
+//! applied but whose answer timed out is simply written again: nothing is counted twice.
 //!
 //! Cooldowns: A replica that cools a deployment down writes `llm:cooldown:<model_id>` (the
 //! end time in ms, expiring with it); every [`SYNC_INTERVAL`] each replica reads all of them in one `MGET`
@@ -41,6 +43,8 @@ pub struct CooldownShared {
 
 pub struct SharedStateActor {
     conn: Option<ConnectionManager>,
+    /// This replica's field in the shared rate-limit hashes (random per process).
+    replica: String,
     url: String,
     deployments: Arc<Vec<Arc<Deployment>>>,
     metrics: Option<Arc<ServiceMetrics>>,
@@ -74,6 +78,7 @@ impl SharedStateActor {
         let keys = deployments.iter().map(|d| key(&d.cfg.id)).collect();
         SharedStateActor {
             conn: None,
+            replica: uuid::Uuid::new_v4().simple().to_string(),
             url,
             deployments,
             metrics,
@@ -123,19 +128,20 @@ impl SharedStateActor {
         self.limits_busy = true;
         let minute = current_minute(now_ms());
         let mut pipe = redis::pipe();
-        // (own count pushed, for requests and tokens) per scope, in pipeline order.
+        // (own count written, for requests and tokens) per scope, in pipeline order.
         let mut own = Vec::with_capacity(scopes.len());
         for (name, l) in &scopes {
             let mut counts = [0u64; 2];
-            for (i, (window, pushed)) in [(&l.requests, &l.pushed.0), (&l.tokens, &l.pushed.1)]
-                .into_iter()
-                .enumerate()
-            {
+            for (i, window) in [&l.requests, &l.tokens].into_iter().enumerate() {
                 let local = window.current(minute);
-                let delta = local as i64 - pushed.current(minute) as i64;
-                let key = format!("llm:rl:{name}:{minute}:{}", ["r", "t"][i]);
-                pipe.cmd("INCRBY").arg(&key).arg(delta);
+                let key = format!("llm:rlh:{name}:{minute}:{}", ["r", "t"][i]);
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(&self.replica)
+                    .arg(local)
+                    .ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(120_000).ignore();
+                pipe.cmd("HVALS").arg(&key);
                 counts[i] = local;
             }
             own.push(counts);
@@ -144,7 +150,7 @@ impl SharedStateActor {
         ctx.spawn(
             async move {
                 let started = Instant::now();
-                let r: Result<Vec<i64>, _> = pipe.query_async(&mut conn).await;
+                let r: Result<Vec<Vec<i64>>, _> = pipe.query_async(&mut conn).await;
                 Self::record(&metrics, started, &r.as_ref().map(|_| ()), "sync_limits");
                 r.ok()
             }
@@ -153,11 +159,15 @@ impl SharedStateActor {
                 act.limits_busy = false;
                 let Some(totals) = totals else { return };
                 for (((_, l), counts), pair) in scopes.iter().zip(&own).zip(totals.chunks(2)) {
-                    let windows = [(&l.pushed.0, &l.remote.0), (&l.pushed.1, &l.remote.1)];
-                    for (i, ((pushed, remote), own)) in windows.into_iter().zip(counts).enumerate()
+                    for (i, (remote, own)) in [&l.remote.0, &l.remote.1]
+                        .into_iter()
+                        .zip(counts)
+                        .enumerate()
                     {
-                        let total = pair.get(i).copied().unwrap_or(0).max(0) as u64;
-                        pushed.set(minute, *own);
+                        let total: u64 = pair
+                            .get(i)
+                            .map(|fields| fields.iter().map(|v| (*v).max(0) as u64).sum())
+                            .unwrap_or(0);
                         remote.set(minute, total.saturating_sub(*own));
                     }
                 }

@@ -724,6 +724,22 @@ async fn replicas_share_rate_limits_through_redis() {
         assert_eq!(r.status, 429, "{}", r.body);
         assert!(r.headers.contains_key("retry-after"));
     }
+    // In Redis: one field per replica holding its own count (written whole at every sync, so a push
+    // repeated after a lost answer counts nothing twice), 4 in all after several syncs.
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let fields: Vec<u64> = redis::cmd("HVALS")
+        .arg(format!("llm:rlh:k:{}:{minute}:r", sha256(&key)))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(fields, [2, 2], "one field per replica");
 }
 
 /// Internal users: their own rpm limit over all their keys, and `/user/list` with paging.
