@@ -152,13 +152,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
     let budget_arbiter = named_arbiter("llm-budget");
     let budget = {
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
-        let retention = config
-            .general
-            .spend_logs_retention
-            .map(|period| budget::Retention {
-                period,
-                interval: config.general.spend_logs_retention_interval,
-            });
+        let retention = config.general.spend_logs_retention;
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| {
             BudgetActor::new(a, s, m, retention)
         })

@@ -173,10 +173,17 @@ pub struct GeneralSettings {
     pub database_url: Option<Secret>,
     pub redis_url: Option<Secret>,
     pub max_request_bytes: usize,
-    /// `maximum_spend_logs_retention_period`: spend-log rows older than this are deleted.
-    pub spend_logs_retention: Option<Duration>,
-    /// `maximum_spend_logs_retention_interval`: how often (default one day).
-    pub spend_logs_retention_interval: Duration,
+    /// Spend-log retention; `None` keeps the log forever.
+    pub spend_logs_retention: Option<Retention>,
+}
+
+/// `maximum_spend_logs_retention_period` and `maximum_spend_logs_retention_interval`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Spend-log rows that started longer ago than this are deleted.
+    pub period: Duration,
+    /// How often (default [`DEFAULT_RETENTION_INTERVAL`]).
+    pub interval: Duration,
 }
 
 /// How often spend-log retention runs when `maximum_spend_logs_retention_interval` is not set (LiteLLM's
@@ -538,15 +545,16 @@ fn validate(
         }
         d
     };
-    let spend_logs_retention = duration(
+    let period = duration(
         "maximum_spend_logs_retention_period",
         g.maximum_spend_logs_retention_period,
     );
-    let spend_logs_retention_interval = duration(
+    let interval = duration(
         "maximum_spend_logs_retention_interval",
         g.maximum_spend_logs_retention_interval,
     )
     .unwrap_or(DEFAULT_RETENTION_INTERVAL);
+    let spend_logs_retention = period.map(|period| Retention { period, interval });
     for key in g.other.keys() {
         not_implemented.push(format!("general_settings.{key}"));
     }
@@ -560,7 +568,6 @@ fn validate(
         redis_url: g.redis_url.filter(|s| !s.is_empty()).map(Secret::new),
         max_request_bytes,
         spend_logs_retention,
-        spend_logs_retention_interval,
     };
 
     if !problems.is_empty() {

@@ -10,6 +10,7 @@
 use super::metrics::{BudgetsChanged, MetricsActor};
 use crate::accounts::admin::{self, AdminOp};
 use crate::accounts::*;
+use crate::config::Retention;
 use crate::error::ApiError;
 use crate::store::{decode, now_ms, SpendEvent, Store, StoreError, Table};
 use actix::prelude::*;
@@ -36,13 +37,6 @@ pub struct SpendLogged(pub Vec<SpendEvent>);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct PruneSpendLogs;
-
-/// `maximum_spend_logs_retention_period` and `maximum_spend_logs_retention_interval`.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub period: Duration,
-    pub interval: Duration,
-}
 
 /// A management operation; answers the JSON body for the client.
 #[derive(Message)]
