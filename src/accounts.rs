@@ -148,9 +148,10 @@ impl Ledger {
 
     pub fn add(&self, micros: i64) {
         // Unpersisted first: a concurrent `sync` then either sees it (and retries) or counts it twice in
-        // memory until the next flush, never zero times.
-        self.unpersisted.fetch_add(micros, Ordering::AcqRel);
-        self.spend.fetch_add(micros, Ordering::AcqRel);
+        // memory until the next flush, never zero times. Sums saturate: a wrapped spend would read as
+        // negative and lift every budget.
+        saturating_add(&self.unpersisted, micros);
+        saturating_add(&self.spend, micros);
     }
 
     /// What the store has not seen yet; the caller writes it.
@@ -160,7 +161,7 @@ impl Ledger {
 
     /// Gives back a delta whose write failed, so the next flush retries it.
     pub fn restore_unpersisted(&self, micros: i64) {
-        self.unpersisted.fetch_add(micros, Ordering::AcqRel);
+        saturating_add(&self.unpersisted, micros);
     }
 
     pub fn reset_at(&self) -> Option<i64> {
@@ -198,6 +199,14 @@ impl Ledger {
         self.unpersisted.fetch_add(carried, Ordering::AcqRel);
         self.set_reset_at(next);
     }
+}
+
+/// Adds to an atomic without wrapping.
+fn saturating_add(a: &AtomicI64, n: i64) {
+    // The closure always returns Some, so fetch_update cannot fail.
+    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        Some(v.saturating_add(n))
+    });
 }
 
 /// A fixed one-minute window: minute number in the high 32 bits, count in the low 32 bits.
@@ -526,32 +535,62 @@ pub fn check_key(key: &KeyEntry, now_ms: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The key's and the team's `models` lists, when set, must name the requested model group.
-pub fn check_model_access(caller: &Caller, model_group: &str) -> Result<(), ApiError> {
-    let denied = |who: &str| {
-        ApiError::new(
-            ErrorKind::AuthenticationError,
-            StatusCode::UNAUTHORIZED,
-            format!("{who} is not allowed to access model={model_group}"),
-        )
-        .with_param("model")
-    };
-    if let Some(k) = &caller.key {
-        if !k.rec.models.is_empty() && !k.rec.models.iter().any(|m| m == model_group) {
-            return Err(denied("API key"));
-        }
+/// Whether `models` (a key's, team's or user's list) lets its holder use `model_group`: an empty list
+/// allows every group.
+fn allows(models: &[String], model_group: &str) -> bool {
+    models.is_empty() || models.iter().any(|m| m == model_group)
+}
+
+/// Which of the caller's `models` lists (key, team, user) refuses `model_group`, if any.
+fn refused_by(caller: &Caller, model_group: &str) -> Option<&'static str> {
+    if caller
+        .key
+        .as_ref()
+        .is_some_and(|k| !allows(&k.rec.models, model_group))
+    {
+        return Some("API key");
     }
+    if caller
+        .team
+        .as_ref()
+        .is_some_and(|t| !allows(&t.rec.models, model_group))
+    {
+        return Some("Team");
+    }
+    if caller
+        .user
+        .as_ref()
+        .is_some_and(|u| !allows(&u.rec.models, model_group))
+    {
+        return Some("User");
+    }
+    None
+}
+
+/// Whether the key, its team and its user may all use `model_group` (fallbacks skip groups that fail this).
+pub fn may_use(caller: &Caller, model_group: &str) -> bool {
+    refused_by(caller, model_group).is_none()
+}
+
+/// The key's, the team's and the user's `models` lists, when set, must name the model group; `param` is
+/// the request field that named it (`model`, `fallbacks`).
+pub fn check_model_access(caller: &Caller, model_group: &str, param: &str) -> Result<(), ApiError> {
     if let Some(t) = &caller.team {
         if t.rec.blocked {
             return Err(ApiError::unauthorized(
                 "Authentication Error - this key's team is blocked",
             ));
         }
-        if !t.rec.models.is_empty() && !t.rec.models.iter().any(|m| m == model_group) {
-            return Err(denied("Team"));
-        }
     }
-    Ok(())
+    match refused_by(caller, model_group) {
+        None => Ok(()),
+        Some(who) => Err(ApiError::new(
+            ErrorKind::AuthenticationError,
+            StatusCode::UNAUTHORIZED,
+            format!("{who} is not allowed to access model={model_group}"),
+        )
+        .with_param(param)),
+    }
 }
 
 /// A limited scope during admission: its windows, rpm, tpm, and how errors name it.
@@ -865,6 +904,10 @@ mod tests {
         l.reset(Some(2000));
         assert_eq!(l.spend_micros(), 9);
         assert_eq!(l.take_unpersisted(), 9);
+        // Spend never wraps into a negative number that would lift the budget.
+        l.add(i64::MAX);
+        l.add(i64::MAX);
+        assert_eq!(l.spend_micros(), i64::MAX);
     }
 
     #[test]

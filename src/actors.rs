@@ -110,7 +110,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
                 model_group: cfg.model_name.clone(),
                 llm_model_name: cfg.model.clone(),
                 model_id: cfg.id.clone(),
-                api_base: cfg.api_base.clone(),
+                api_base: cfg.api_base_shown.clone(),
                 api_provider: cfg.provider.as_str(),
             });
             let live = Arc::new(Live::default());
@@ -123,9 +123,12 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
                 cooldown_time: config.router.cooldown_time,
                 probe_timeout: cfg.timeout.max(cfg.stream_timeout),
             };
-            let target = (cfg.provider != ProviderKind::Mock)
-                .then(|| openai::Target::new(cfg))
-                .flatten();
+            // Config validation built every target once already (`Config::load`), so this cannot fail for
+            // a loaded config; a deployment is never silently turned into the mock.
+            let target = (cfg.provider != ProviderKind::Mock).then(|| {
+                openai::Target::new(cfg)
+                    .unwrap_or_else(|e| panic!("deployment `{}` passed validation but {e}", cfg.id))
+            });
             Arc::new(Deployment {
                 cfg: cfg.clone(),
                 group: Arc::from(cfg.model_name.as_str()),

@@ -85,6 +85,8 @@ pub struct DeploymentConfig {
     pub model: String,
     /// Base URL without a trailing slash; empty for the built-in mock.
     pub api_base: String,
+    /// `api_base` as labels, logs and `/health/deployments` show it: no `user:password@`, no query.
+    pub api_base_shown: String,
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
     pub rpm: Option<u64>,
@@ -175,7 +177,26 @@ pub struct GeneralSettings {
     pub max_request_bytes: usize,
     /// Spend-log retention; `None` keeps the log forever.
     pub spend_logs_retention: Option<Retention>,
+    /// `metrics_require_master_key`: `/metrics` answers only to the master key.
+    pub metrics_require_master_key: bool,
+    /// `request_body_timeout`: a body still arriving after this is refused with 408.
+    pub request_body_timeout: Duration,
+    /// `max_retry_after`: an upstream's `retry-after` is cut to this.
+    pub max_retry_after: Duration,
+    /// `max_stream_duration`: a stream still running after this is ended with an error frame.
+    pub max_stream_duration: Duration,
+    /// `database_timeout`: one store call's limit.
+    pub database_timeout: Duration,
 }
+
+/// Default of `general_settings.request_body_timeout`.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: f64 = 30.0;
+/// Default of `general_settings.max_retry_after`.
+pub const DEFAULT_MAX_RETRY_AFTER_SECS: f64 = 300.0;
+/// Default of `general_settings.max_stream_duration`.
+pub const DEFAULT_MAX_STREAM_DURATION_SECS: f64 = 3600.0;
+/// Default of `general_settings.database_timeout`.
+pub const DEFAULT_DATABASE_TIMEOUT_SECS: f64 = 5.0;
 
 /// `maximum_spend_logs_retention_period` and `maximum_spend_logs_retention_interval`.
 #[derive(Debug, Clone, Copy)]
@@ -316,6 +337,15 @@ fn secs(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
         return Duration::from_secs(1);
     }
     Duration::from_secs_f64(v)
+}
+
+/// A `general_settings` number of seconds, or its default.
+fn setting_secs(key: &str, v: Option<f64>, default: f64, problems: &mut Vec<String>) -> Duration {
+    secs(
+        &format!("general_settings.{key}"),
+        v.unwrap_or(default),
+        problems,
+    )
 }
 
 fn validate(
@@ -568,7 +598,38 @@ fn validate(
         redis_url: g.redis_url.filter(|s| !s.is_empty()).map(Secret::new),
         max_request_bytes,
         spend_logs_retention,
+        metrics_require_master_key: g.metrics_require_master_key.unwrap_or(false),
+        request_body_timeout: setting_secs(
+            "request_body_timeout",
+            g.request_body_timeout,
+            DEFAULT_REQUEST_BODY_TIMEOUT_SECS,
+            &mut problems,
+        ),
+        max_retry_after: setting_secs(
+            "max_retry_after",
+            g.max_retry_after,
+            DEFAULT_MAX_RETRY_AFTER_SECS,
+            &mut problems,
+        ),
+        max_stream_duration: setting_secs(
+            "max_stream_duration",
+            g.max_stream_duration,
+            DEFAULT_MAX_STREAM_DURATION_SECS,
+            &mut problems,
+        ),
+        database_timeout: setting_secs(
+            "database_timeout",
+            g.database_timeout,
+            DEFAULT_DATABASE_TIMEOUT_SECS,
+            &mut problems,
+        ),
     };
+    if general.metrics_require_master_key && general.master_key.is_none() {
+        problems.push(
+            "`general_settings.metrics_require_master_key` needs `general_settings.master_key`"
+                .into(),
+        );
+    }
 
     if !problems.is_empty() {
         return Err(problems);
@@ -685,11 +746,12 @@ fn deployment(
     let listed = (provider != ProviderKind::Mock)
         .then(|| list_price(&model))
         .flatten();
-    Some(DeploymentConfig {
+    let dep = DeploymentConfig {
         model_name: d.model_name,
         id,
         provider,
         model,
+        api_base_shown: shown_url(&api_base),
         api_base,
         api_key: p.api_key.filter(|k| !k.is_empty()).map(Secret::new),
         api_version: p.api_version,
@@ -705,11 +767,52 @@ fn deployment(
         mock_latency: Duration::from_millis(p.mock_latency_ms.unwrap_or(0)),
         extra_params: p.extra,
         model_info: d.model_info,
-    })
+    };
+    // The upstream target is built once here so that a deployment whose URL or key cannot be used is a
+    // config error, never a deployment silently answered by the mock.
+    if dep.provider != ProviderKind::Mock {
+        if let Err(e) = crate::providers::openai::Target::new(&dep) {
+            problems.push(format!("`{at}.llm_params.{e}"));
+            return None;
+        }
+    }
+    Some(dep)
 }
 
-/// A stable id per `model_list` entry: sha256 of its `model_name` and `llm_params` as written, keys sorted,
-/// plus an occurrence number when two entries are identical. Same file, same ids, on every replica.
+/// A URL fit to show: without userinfo (`user:password@`) and without its query string, either of which
+/// may carry a credential.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match scheme {
+        Some(s) => format!("{s}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
+/// `llm_params` keys left out of derived ids: a deployment id is a label value, and a hash over a secret
+/// is a guessing target (and would change the id whenever the key rotates).
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("_key")
+        || k == "key"
+        || k.contains("secret")
+        || k.contains("password")
+        || k.contains("credential")
+        || k.ends_with("_token") && !k.starts_with("max_")
+}
+
+/// A stable id per `model_list` entry: sha256 of its `model_name` and `llm_params` as written (secrets left
+/// out, `api_base` shown without credentials), keys sorted, plus an occurrence number when two entries are
+/// identical. Same file, same ids, on every replica.
 fn derive_ids(tree: &serde_norway::Value) -> Vec<String> {
     let Some(list) = tree.get("model_list").and_then(|v| v.as_sequence()) else {
         return Vec::new();
@@ -718,11 +821,17 @@ fn derive_ids(tree: &serde_norway::Value) -> Vec<String> {
     list.iter()
         .map(|entry| {
             let name = entry.get("model_name").cloned().unwrap_or_default();
-            let params = entry
+            let mut params = entry
                 .get("llm_params")
                 .or_else(|| entry.get("litellm_params"))
                 .cloned()
                 .unwrap_or_default();
+            if let Some(map) = params.as_mapping_mut() {
+                map.retain(|k, _| !k.as_str().is_some_and(is_secret_param));
+                if let Some(serde_norway::Value::String(base)) = map.get_mut("api_base") {
+                    *base = shown_url(base);
+                }
+            }
             // serde_json's Map is sorted, which makes the text independent of key order in the YAML.
             let canonical: Json = serde_json::to_value((name, params)).unwrap_or(Json::Null);
             let text = canonical.to_string();
@@ -874,6 +983,41 @@ mod tests {
         )
         .unwrap();
         assert_ne!(twice.model_list[0].id, twice.model_list[1].id);
+    }
+
+    #[test]
+    fn ids_and_shown_urls_carry_no_secrets() {
+        let entry = |key: &str| {
+            format!("model_list:\n  - model_name: g\n    llm_params: {{model: openai/x, api_base: 'http://u:pw@h:1/v1?key=s', api_key: {key}, max_tokens: 5}}\n")
+        };
+        let (a, b) = (
+            parse(&entry("sk-one")).unwrap(),
+            parse(&entry("sk-two")).unwrap(),
+        );
+        let (a, b) = (&a.model_list[0], &b.model_list[0]);
+        assert_eq!(a.id, b.id, "the id does not depend on the key");
+        let without_secrets = crate::secret::hash_key(
+            r#"["g",{"api_base":"http://h:1/v1","max_tokens":5,"model":"openai/x"}]"#,
+        );
+        assert_eq!(a.id, without_secrets);
+        assert_eq!(a.api_base_shown, "http://h:1/v1");
+        assert_eq!(a.api_base, "http://u:pw@h:1/v1?key=s");
+        for (url, shown) in [
+            ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+            ("http://user@10.0.0.1:8000", "http://10.0.0.1:8000"),
+            ("http://a:b@c@host/x#frag", "http://host/x"),
+        ] {
+            assert_eq!(shown_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_sent_is_a_config_error() {
+        let err = parse("model_list:\n  - model_name: g\n    llm_params: {model: openai/x, api_base: 'http://127.0.0.1:1/v1', api_key: \"sk-a\\nb\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`model_list[0].llm_params.api_key`"), "{err}");
+        assert!(!err.contains("sk-a"), "the key itself is not shown: {err}");
     }
 
     #[test]

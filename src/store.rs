@@ -335,6 +335,23 @@ impl Store {
         Ok(())
     }
 
+    /// The ids of the keys that belong to `owner` (a team or a user).
+    async fn keys_of_raw(&self, owner: KeyOwner, id: &str) -> Result<Vec<String>, StoreError> {
+        let column = match owner {
+            KeyOwner::Team => "team_id",
+            KeyOwner::User => "user_id",
+        };
+        let sql = format!("SELECT id FROM llm_keys WHERE {column} = $1 ORDER BY id");
+        let rows = sqlx::query(&sql)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("cannot read llm_keys"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(err("bad row")))
+            .collect()
+    }
+
     async fn delete_raw(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
         let sql = format!("DELETE FROM {} WHERE id = $1", table.name());
@@ -627,6 +644,13 @@ pub fn decode<T: DeserializeOwned>(row: &Row_) -> Option<T> {
     serde_json::from_str(&row.data).ok()
 }
 
+/// Who a key can belong to, for [`Store::keys_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    Team,
+    User,
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -688,6 +712,10 @@ impl Store {
             user_id,
         );
         self.timed("upsert", call).await
+    }
+
+    pub async fn keys_of(&self, owner: KeyOwner, id: &str) -> Result<Vec<String>, StoreError> {
+        self.timed("keys_of", self.keys_of_raw(owner, id)).await
     }
 
     pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::actors::metrics::{BudgetGauge, BudgetScope};
-use crate::store::{now_ms, Store, Table};
+use crate::store::{now_ms, KeyOwner, Store, Table};
 
 /// One management operation; `body` is the JSON object the client sent.
 #[derive(Debug, Clone)]
@@ -547,13 +547,15 @@ pub async fn run(
                     return Err(ApiError::not_found(format!("team `{id}` not found")));
                 }
             }
+            // The team's keys go first: a key must never outlive the budget and model list it was made under.
+            let keys = delete_keys_of(accounts, store, KeyOwner::Team, &ids, &mut fx).await?;
             store.delete(Table::Teams, &ids).await.map_err(internal)?;
             for id in &ids {
                 if let Some((_, e)) = accounts.teams.remove(id) {
                     fx.removed.push(team_gauge(&e).scope);
                 }
             }
-            serde_json::json!({ "deleted_teams": ids })
+            serde_json::json!({ "deleted_teams": ids, "deleted_keys": keys })
         }
         AdminOp::TeamMemberAdd(body) => {
             let f = Fields { map: &body };
@@ -737,11 +739,13 @@ pub async fn run(
                     return Err(ApiError::not_found(format!("user `{id}` not found")));
                 }
             }
+            // As LiteLLM does: a deleted user's keys are deleted with it.
+            let keys = delete_keys_of(accounts, store, KeyOwner::User, &ids, &mut fx).await?;
             store.delete(Table::Users, &ids).await.map_err(internal)?;
             for id in &ids {
                 accounts.users.remove(id);
             }
-            serde_json::json!({ "deleted_users": ids })
+            serde_json::json!({ "deleted_users": ids, "deleted_keys": keys })
         }
         AdminOp::CustomerNew(body) => {
             let f = Fields { map: &body };
@@ -911,6 +915,46 @@ fn apply_end_user(rec: &mut EndUserRecord, f: &Fields) -> Result<bool, ApiError>
         rec.blocked = b.unwrap_or(false);
     }
     Ok(changed)
+}
+
+/// Deletes every key of the teams or users `ids` (those in the store, which other replicas may have made,
+/// and those in memory); returns their hashes.
+async fn delete_keys_of(
+    accounts: &Accounts,
+    store: &Store,
+    owner: KeyOwner,
+    ids: &[String],
+    fx: &mut Effects,
+) -> Result<Vec<String>, ApiError> {
+    let mut tokens: Vec<String> = Vec::new();
+    for id in ids {
+        tokens.extend(store.keys_of(owner, id).await.map_err(internal)?);
+    }
+    let owned_by = |rec: &KeyRecord| {
+        let of = match owner {
+            KeyOwner::Team => rec.team_id.as_ref(),
+            KeyOwner::User => rec.user_id.as_ref(),
+        };
+        of.is_some_and(|o| ids.contains(o))
+    };
+    tokens.extend(
+        accounts
+            .keys
+            .iter()
+            .filter(|e| owned_by(&e.rec))
+            .map(|e| e.key().clone()),
+    );
+    tokens.sort();
+    tokens.dedup();
+    if !tokens.is_empty() {
+        store.delete(Table::Keys, &tokens).await.map_err(internal)?;
+    }
+    for t in &tokens {
+        if let Some((_, e)) = accounts.keys.remove(t) {
+            fx.removed.push(key_gauge(&e).scope);
+        }
+    }
+    Ok(tokens)
 }
 
 /// Team aliases are labels of keys: rebuild the keys' labels after a team changes.

@@ -118,6 +118,16 @@ pub struct RawGeneralSettings {
     pub maximum_spend_logs_retention_period: Option<String>,
     /// How often the retention runs (default `1d`).
     pub maximum_spend_logs_retention_interval: Option<String>,
+    /// `/metrics` answers only to the master key (stricter than `require_auth_for_metrics_endpoint`).
+    pub metrics_require_master_key: Option<bool>,
+    /// Seconds a client may take to send its whole request body.
+    pub request_body_timeout: Option<f64>,
+    /// Seconds: the longest an upstream's `retry-after` may cool a deployment down or delay a retry.
+    pub max_retry_after: Option<f64>,
+    /// Seconds: the longest a streamed answer may last, however steadily it sends.
+    pub max_stream_duration: Option<f64>,
+    /// Seconds: the longest one database call may take before it counts as failed.
+    pub database_timeout: Option<f64>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

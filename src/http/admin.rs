@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let op = |f: fn(Map<String, Json>) -> AdminOp| {
-        move |req: HttpRequest, body: web::Bytes, state: web::Data<AppState>| {
+        move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| {
             mutate(req, body, state, f)
         }
     };
@@ -63,6 +63,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/global/spend/report", web::get().to(spend_report));
 }
 
+/// Largest management request body (a key or team with its metadata fits many times over).
+const MAX_ADMIN_BODY_BYTES: usize = 1024 * 1024;
+
 fn object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
     match serde_json::from_slice::<Json>(body) {
         Ok(Json::Object(m)) => Ok(m),
@@ -75,11 +78,13 @@ fn object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
 
 async fn mutate(
     req: HttpRequest,
-    body: web::Bytes,
+    body: web::Payload,
     state: web::Data<AppState>,
     op: fn(Map<String, Json>) -> AdminOp,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_admin(&req, &state)?;
+    // Read only now: a caller without the master key never gets its body read.
+    let body = super::read_body(&req, body, MAX_ADMIN_BODY_BYTES, &state).await?;
     let body = object(&body)?;
     let out = state
         .actors

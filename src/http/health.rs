@@ -50,7 +50,7 @@ pub async fn deployments(
             "model_name": d.cfg.model_name,
             "model_id": d.cfg.id,
             "model": format!("{}/{}", d.cfg.provider.as_str(), d.cfg.model),
-            "api_base": d.cfg.api_base,
+            "api_base": d.cfg.api_base_shown,
             "state": s.state as i32,
             "state_name": match s.state as i32 { 0 => "healthy", 1 => "partial_outage", _ => "complete_outage" },
             "cooling_down": until > now,

@@ -5,7 +5,9 @@
 //! [`RequestFinished`] event with everything the metrics need.
 
 use super::{auth, AppState};
-use crate::accounts::{admit, check_model_access, settle, Admission, Caller, EndUserEntry};
+use crate::accounts::{
+    admit, check_model_access, may_use, settle, Admission, Caller, EndUserEntry,
+};
 use crate::actors::deployment::AttemptDone;
 use crate::actors::metrics::{
     Attempt, FallbackTried, KeyLabels, Outcome, RequestFinished, OVERFLOW,
@@ -14,7 +16,10 @@ use crate::actors::{outbox, Deployment};
 use crate::config::{CustomLabel, RoutingStrategy};
 use crate::deployment::live::InFlight;
 use crate::error::{ApiError, ErrorKind};
-use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
+use crate::providers::wire::{
+    check_label_text, check_messages, estimate_prompt_tokens, response_usage, InputShape,
+    RequestView, SseTap, Usage,
+};
 use crate::providers::{mock, openai, Endpoint};
 use crate::router::table::{Group, Pick, RoutingTable};
 use crate::store::{micros, now_ms, usd, SpendEvent};
@@ -287,41 +292,19 @@ enum Answer {
     Streaming(HttpResponse),
 }
 
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::payload_too_large(limit));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// Reads a configured custom label's value from the request's `metadata`: only string values count.
+/// Reads a configured custom label's value from the request's `metadata`: only string values count, and
+/// they must be fit for a label (bounded length, no control characters).
 fn custom_value(
     metadata: &serde_json::Map<String, serde_json::Value>,
     label: &CustomLabel,
-) -> String {
+) -> Result<String, ApiError> {
     let mut cur = metadata.get(&label.path[0]);
     for part in &label.path[1..] {
         cur = cur.and_then(|v| v.get(part));
     }
-    cur.and_then(|v| v.as_str()).unwrap_or("").to_owned()
+    let value = cur.and_then(|v| v.as_str()).unwrap_or("");
+    check_label_text(&format!("metadata.{}", label.path.join(".")), value)?;
+    Ok(value.to_owned())
 }
 
 fn validate_fields(endpoint: Endpoint, view: &RequestView<'_>) -> Result<(), ApiError> {
@@ -333,7 +316,9 @@ fn validate_fields(endpoint: Endpoint, view: &RequestView<'_>) -> Result<(), Api
     }
     match endpoint {
         Endpoint::ChatCompletions => {
-            view.require("messages", "a non-empty array of messages", non_empty_array)
+            view.require("messages", "a non-empty array of messages", non_empty_array)?;
+            view.get("messages")
+                .map_or(Ok(()), |m| check_messages(m.get()))
         }
         Endpoint::Completions => view.require("prompt", "a string or an array", text_or_array),
         Endpoint::Embeddings => view.require("input", "a string or an array", text_or_array),
@@ -351,16 +336,21 @@ async fn run(
     // and down, on lines every worker shares).
     let caller = pending.caller.insert(auth::authenticate(req, state).await?);
     pending.key = caller.labels.clone();
-    let body = read_body(req, payload, state.config.general.max_request_bytes).await?;
+    let body =
+        super::read_body(req, payload, state.config.general.max_request_bytes, state).await?;
     let view = RequestView::parse(&body)?;
     let model = view.model()?;
     if let Ok(Some(user)) = view.user() {
         pending.end_user = Some(user.into_owned());
     }
     let labels = &state.config.metrics.custom_metadata_labels;
+    let mut custom_error = None;
     if !labels.is_empty() {
         if let Ok(Some(meta)) = view.metadata() {
-            pending.custom = labels.iter().map(|l| custom_value(&meta, l)).collect();
+            match labels.iter().map(|l| custom_value(&meta, l)).collect() {
+                Ok(values) => pending.custom = values,
+                Err(e) => custom_error = Some(e),
+            }
         }
     }
     let table = state.actors.routes.load_full();
@@ -379,13 +369,22 @@ async fn run(
     pending.requested_model = group.name.clone();
     view.user()?;
     view.metadata()?;
+    if let Some(e) = custom_error {
+        return Err(e);
+    }
     validate_fields(endpoint, &view)?;
     let stream = endpoint.can_stream() && view.stream()?;
     let client_wants_usage = stream && view.include_usage()?;
     let router = &state.config.router;
     let num_retries = view.num_retries()?.unwrap_or(router.num_retries);
     let request_fallbacks = view.fallbacks()?;
-    check_model_access(caller, &group.name)?;
+    check_model_access(caller, &group.name, "model")?;
+    // Fallbacks the request names itself must be groups the caller may use: refused before any call.
+    for name in request_fallbacks.iter().flatten() {
+        if let Some(g) = table.group(name) {
+            check_model_access(caller, &g.name, "fallbacks")?;
+        }
+    }
     let end_user_entry = pending
         .end_user
         .as_ref()
@@ -413,6 +412,7 @@ async fn run(
         retry_after: router.retry_after,
         tokens,
         num_retries,
+        max_retry_after_secs: state.config.general.max_retry_after.as_secs().max(1),
     };
     // Where a failure of the requested group goes, unless it is a context-window or content-policy error.
     let general: Vec<&Group> = request_fallbacks
@@ -421,7 +421,7 @@ async fn run(
         .unwrap_or(&router.default_fallbacks)
         .iter()
         .filter_map(|name| table.group(name))
-        .filter(|g| g.name != group.name)
+        .filter(|g| g.name != group.name && may_use(caller, &g.name))
         .collect();
     let mut recovery = Recovery::default();
     let alone = !general.iter().any(|g| g.any_available(now_ms()));
@@ -430,12 +430,16 @@ async fn run(
         Err(err) => err,
     };
     let chain: Vec<&Group> = match cause.kind {
-        ErrorKind::ContextWindowExceededError => {
-            named(&table, router.context_window_fallbacks.get(&*group.name))
-        }
-        ErrorKind::ContentPolicyViolationError => {
-            named(&table, router.content_policy_fallbacks.get(&*group.name))
-        }
+        ErrorKind::ContextWindowExceededError => named(
+            &table,
+            router.context_window_fallbacks.get(&*group.name),
+            pending.caller.as_ref(),
+        ),
+        ErrorKind::ContentPolicyViolationError => named(
+            &table,
+            router.content_policy_fallbacks.get(&*group.name),
+            pending.caller.as_ref(),
+        ),
         _ if falls_back(&cause) => general,
         _ => Vec::new(),
     };
@@ -479,13 +483,18 @@ struct Call<'a> {
     /// Estimated prompt tokens (usage-based routing only).
     tokens: u64,
     num_retries: u32,
+    /// `general_settings.max_retry_after`, whole seconds.
+    max_retry_after_secs: u64,
 }
 
 impl Call<'_> {
     /// A timeout that fired because the request's own deadline (`router_settings.timeout`) was reached is
     /// not the deployment's fault: it becomes the gateway's 408, which neither counts against the
     /// deployment nor cools it down.
-    fn blame(&self, err: ApiError) -> ApiError {
+    ///
+    /// It also bounds what the upstream controls: its `retry-after` is cut to `general_settings.max_retry_after`.
+    fn blame(&self, mut err: ApiError) -> ApiError {
+        err.retry_after = err.retry_after.map(|s| s.min(self.max_retry_after_secs));
         let deadline_hit = self
             .deadline
             .is_some_and(|d| Instant::now() + Duration::from_millis(5) >= d);
@@ -523,11 +532,17 @@ impl Recovery {
     }
 }
 
-fn named<'t>(table: &'t RoutingTable, names: Option<&Vec<String>>) -> Vec<&'t Group> {
+/// The configured fallback groups that exist and that the caller may use (the others are skipped).
+fn named<'t>(
+    table: &'t RoutingTable,
+    names: Option<&Vec<String>>,
+    caller: Option<&Caller>,
+) -> Vec<&'t Group> {
     names
         .into_iter()
         .flatten()
         .filter_map(|n| table.group(n))
+        .filter(|g| caller.is_none_or(|c| may_use(c, &g.name)))
         .collect()
 }
 
@@ -857,17 +872,31 @@ async fn mock_answer(
         );
         return Ok(Answer::Streaming(stream_response(&dep, metered)));
     }
-    let inputs = match view.get("input").map(|r| r.get()) {
-        Some(raw) if raw.starts_with('[') => serde_json::from_str::<Vec<serde_json::Value>>(raw)
-            .map(|v| v.len())
-            .unwrap_or(1),
-        _ => 1,
-    };
+    let inputs = view
+        .get("input")
+        .and_then(|r| InputShape::of(r.get()))
+        .map_or(1, |s| s.inputs.max(1));
     let dims = view
         .get("dimensions")
         .and_then(|r| r.get().parse::<usize>().ok())
         .unwrap_or(mock::DEFAULT_EMBEDDING_DIMENSIONS)
-        .min(mock::MAX_EMBEDDING_DIMENSIONS);
+        .clamp(1, mock::MAX_EMBEDDING_DIMENSIONS);
+    if endpoint == Endpoint::Embeddings {
+        if inputs > mock::MAX_EMBEDDING_INPUTS {
+            return Err(ApiError::bad_request(format!(
+                "`input` holds {inputs} inputs; at most {} are allowed per request",
+                mock::MAX_EMBEDDING_INPUTS
+            ))
+            .with_param("input"));
+        }
+        if inputs * dims > mock::MAX_EMBEDDING_VALUES {
+            return Err(ApiError::bad_request(format!(
+                "{inputs} inputs of {dims} dimensions is more than the mock answers at once ({} numbers); send fewer inputs or fewer `dimensions`",
+                mock::MAX_EMBEDDING_VALUES
+            ))
+            .with_param("input"));
+        }
+    }
     let (bytes, usage) = mock::response_body(
         endpoint,
         &dep.cfg.model,
@@ -899,6 +928,9 @@ struct Metered<S> {
     first_token: Option<Instant>,
     remaining: (Option<f64>, Option<f64>),
     idle: Pin<Box<Sleep>>,
+    /// `general_settings.max_stream_duration` from the stream's start: a stream that never ends is ended.
+    ends: Pin<Box<Sleep>>,
+    max_duration: Duration,
     done: bool,
     /// The attempt's in-flight slot on its deployment, held until the stream ends.
     _slot: InFlight,
@@ -917,6 +949,8 @@ impl<S> Metered<S> {
         slot: InFlight,
     ) -> Self {
         let idle = Box::pin(sleep(dep.cfg.stream_timeout));
+        let max_duration = pending.state.config.general.max_stream_duration;
+        let ends = Box::pin(sleep(max_duration));
         Metered {
             inner,
             tap,
@@ -927,6 +961,8 @@ impl<S> Metered<S> {
             first_token: None,
             remaining,
             idle,
+            ends,
+            max_duration,
             done: false,
             _slot: slot,
         }
@@ -988,11 +1024,39 @@ where
             if this.done {
                 return Poll::Ready(None);
             }
+            if this.ends.as_mut().poll(cx).is_ready() {
+                this.done = true;
+                let err = ApiError::upstream_failure(
+                    this.dep.cfg.provider,
+                    ErrorKind::Timeout,
+                    format!(
+                        "upstream stream for `{}` ran longer than {:?} (general_settings.max_stream_duration)",
+                        this.dep.cfg.model,
+                        this.max_duration
+                    ),
+                );
+                return Poll::Ready(Some(Ok(this.fail(&err))));
+            }
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let deadline = Instant::now() + this.dep.cfg.stream_timeout;
                     this.idle.as_mut().reset(deadline);
                     let out = this.tap.feed(&chunk);
+                    if this.tap.oversized {
+                        this.done = true;
+                        let err = ApiError::upstream_failure(
+                            this.dep.cfg.provider,
+                            ErrorKind::APIError,
+                            format!(
+                                "upstream stream for `{}` sent a frame larger than {} bytes",
+                                this.dep.cfg.model,
+                                crate::providers::wire::MAX_SSE_FRAME_BYTES
+                            ),
+                        );
+                        let mut bytes = BytesMut::from(&out.forward[..]);
+                        bytes.extend_from_slice(&this.fail(&err));
+                        return Poll::Ready(Some(Ok(bytes.freeze())));
+                    }
                     if out.first_token {
                         this.first_token = Some(Instant::now());
                     }

@@ -70,23 +70,44 @@ pub fn response_body(
         }
         Endpoint::Embeddings => {
             let usage = Usage::new(prompt_tokens, 0);
-            let data: Vec<_> = (0..inputs.max(1))
-                .map(|i| {
-                    let v: Vec<f64> = (0..dims)
-                        .map(|d| (((i * 31 + d * 17) % 97) as f64 / 97.0) - 0.5)
-                        .collect();
-                    json!({"object": "embedding", "index": i, "embedding": v})
-                })
-                .collect();
-            let body = json!({
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
-            });
-            (body.to_string().into_bytes(), usage)
+            (embeddings_body(model, inputs.max(1), dims, &usage), usage)
         }
     }
+}
+
+/// Most inputs one embeddings request may carry (OpenAI's limit).
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Most numbers the mock returns in one embeddings answer (inputs x dimensions): about 5 MB of JSON.
+pub const MAX_EMBEDDING_VALUES: usize = 256 * 1024;
+
+/// The embeddings list, written straight into its JSON text (no intermediate values: a large answer costs
+/// its text once).
+fn embeddings_body(model: &str, inputs: usize, dims: usize, usage: &Usage) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(64 + inputs * (48 + dims * 8));
+    out.extend_from_slice(br#"{"object":"list","data":["#);
+    for i in 0..inputs {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = write!(out, r#"{{"object":"embedding","index":{i},"embedding":["#);
+        for d in 0..dims {
+            if d > 0 {
+                out.push(b',');
+            }
+            let v = (((i * 31 + d * 17) % 97) as f64 / 97.0) - 0.5;
+            let _ = write!(out, "{v:.6}");
+        }
+        out.extend_from_slice(b"]}");
+    }
+    let _ = write!(
+        out,
+        r#"],"model":{},"usage":{{"prompt_tokens":{},"total_tokens":{}}}}}"#,
+        serde_json::Value::from(model),
+        usage.prompt_tokens,
+        usage.total_tokens
+    );
+    out
 }
 
 fn usage_json(u: &Usage) -> serde_json::Value {
@@ -172,6 +193,17 @@ fn split_words(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::providers::wire::SseTap;
+
+    #[test]
+    fn embeddings_are_valid_json() {
+        let usage = Usage::new(3, 0);
+        let (body, _) = response_body(Endpoint::Embeddings, "m\"x", "", 3, 4, 2);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);
+        assert_eq!(v["model"], "m\"x");
+        assert_eq!(v["usage"]["prompt_tokens"], usage.prompt_tokens);
+    }
 
     #[test]
     fn words_concatenate_back() {

@@ -54,9 +54,12 @@ fn build_client() -> awc::Client {
         .limit(POOL_LIMIT)
         .conn_keep_alive(POOL_KEEP_ALIVE)
         .timeout(CONNECT_TIMEOUT);
+    // Redirects are not followed: an upstream (or whoever controls its DNS) must not be able to send the
+    // request, with its body, to another host; a 3xx answer is an upstream error like any other.
     awc::Client::builder()
         .connector(connector)
         .disable_timeout()
+        .disable_redirects()
         .finish()
 }
 
@@ -78,18 +81,29 @@ pub struct Target {
 }
 
 impl Target {
-    /// `None` when the base URL does not parse (config validation already checked its scheme).
-    pub fn new(dep: &DeploymentConfig) -> Option<Target> {
-        let url = |e: Endpoint| format!("{}{}", dep.api_base, e.path()).parse::<Uri>().ok();
+    /// Fails, saying which setting is wrong, when the base URL does not make valid URLs or the key cannot
+    /// be sent as a header. Config validation calls this for every deployment, so a deployment that
+    /// passed `--check-config` always has its target.
+    pub fn new(dep: &DeploymentConfig) -> Result<Target, String> {
+        let url = |e: Endpoint| {
+            format!("{}{}", dep.api_base, e.path())
+                .parse::<Uri>()
+                .map_err(|_| "api_base`: does not make a valid URL".to_owned())
+        };
         let auth = match &dep.api_key {
             Some(key) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(
+                    |_| {
+                        "api_key`: cannot be sent as an HTTP header (it holds a control character or a line break)"
+                            .to_owned()
+                    },
+                )?;
                 v.set_sensitive(true);
                 Some(v)
             }
             None => None,
         };
-        Some(Target {
+        Ok(Target {
             chat: url(Endpoint::ChatCompletions)?,
             completions: url(Endpoint::Completions)?,
             embeddings: url(Endpoint::Embeddings)?,

@@ -65,9 +65,33 @@ impl<'a> RequestView<'a> {
                 "request body is empty; send a JSON object",
             ));
         }
-        serde_json::from_slice(body).map_err(|e| {
+        let view: RequestView = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("request body is not a valid JSON object: {e}"))
-        })
+        })?;
+        if let Some(dup) = view.duplicate_key() {
+            // The gateway reads one of the values and the upstream might read the other: refuse both.
+            let shown: String = dup.chars().take(MAX_SHOWN_KEY_CHARS).collect();
+            return Err(ApiError::bad_request(format!(
+                "request body has the key `{shown}` more than once; send each field once"
+            ))
+            .with_param(&shown));
+        }
+        Ok(view)
+    }
+
+    /// The first top-level key that appears twice, if any.
+    fn duplicate_key(&self) -> Option<&str> {
+        let f = &self.fields;
+        if f.len() <= 16 {
+            for (i, (k, _)) in f.iter().enumerate() {
+                if f[..i].iter().any(|(p, _)| p == k) {
+                    return Some(k);
+                }
+            }
+            return None;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(f.len());
+        f.iter().map(|(k, _)| k.as_ref()).find(|k| !seen.insert(*k))
     }
 
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
@@ -110,9 +134,14 @@ impl<'a> RequestView<'a> {
         Ok(opts.and_then(|o| o.include_usage).unwrap_or(false))
     }
 
-    /// `user`: the end user (customer) of the request.
+    /// `user`: the end user (customer) of the request. It becomes a label value, a spend-log column and a
+    /// ledger key, so it is bounded: at most [`MAX_USER_CHARS`] characters, no control characters.
     pub fn user(&self) -> Result<Option<Cow<'a, str>>, ApiError> {
-        self.typed::<Cow<'a, str>>("user", "a string")
+        let user = self.typed::<Cow<'a, str>>("user", "a string")?;
+        if let Some(u) = &user {
+            check_label_text("user", u)?;
+        }
+        Ok(user)
     }
 
     /// `metadata`, when it is an object.
@@ -213,6 +242,96 @@ impl<'a> RequestView<'a> {
     }
 }
 
+/// Longest `user` accepted (OpenAI documents no limit; 256 covers ids, emails and UUIDs).
+pub const MAX_USER_CHARS: usize = 256;
+/// How much of an offending key an error message repeats.
+const MAX_SHOWN_KEY_CHARS: usize = 64;
+
+/// A client-sent string that ends up in a label, a log row or a header: at most [`MAX_USER_CHARS`]
+/// characters and no control characters (NUL breaks PostgreSQL text, newlines break log lines).
+pub fn check_label_text(param: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().count() > MAX_USER_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`{param}` is longer than {MAX_USER_CHARS} characters"
+        ))
+        .with_param(param));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`{param}` must not contain control characters"
+        ))
+        .with_param(param));
+    }
+    Ok(())
+}
+
+/// The roles a chat message may have (OpenAI's, with the legacy `function`).
+const MESSAGE_ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Checks that `messages` is a non-empty array of objects, each with a known `role`; the error names the
+/// first bad item (`messages[3]`). Reads the raw text without building values.
+pub fn check_messages(raw: &str) -> Result<(), ApiError> {
+    #[derive(Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow)]
+        role: Option<Cow<'a, str>>,
+    }
+    let bad = |param: String, why: String| Err(ApiError::bad_request(why).with_param(&param));
+    let items: Vec<&RawValue> = match serde_json::from_str(raw) {
+        Ok(items) => items,
+        Err(_) => {
+            return bad(
+                "messages".into(),
+                "`messages` must be a non-empty array of messages".into(),
+            )
+        }
+    };
+    if items.is_empty() {
+        return bad(
+            "messages".into(),
+            "`messages` must be a non-empty array of messages".into(),
+        );
+    }
+    for (i, item) in items.iter().enumerate() {
+        let param = format!("messages[{i}]");
+        if !item.get().starts_with('{') {
+            return bad(
+                param.clone(),
+                format!("`{param}` must be an object with a `role` and `content`"),
+            );
+        }
+        match serde_json::from_str::<Item>(item.get()) {
+            Ok(Item { role: Some(r) }) if MESSAGE_ROLES.contains(&r.as_ref()) => {}
+            Ok(Item { role: Some(_) }) => {
+                return bad(
+                    format!("{param}.role"),
+                    format!("`{param}.role` must be one of {}", MESSAGE_ROLES.join(", ")),
+                )
+            }
+            Ok(Item { role: None }) => {
+                return bad(
+                    format!("{param}.role"),
+                    format!("`{param}.role` is required"),
+                )
+            }
+            Err(_) => {
+                return bad(
+                    format!("{param}.role"),
+                    format!("`{param}.role` must be a string (and the message an object)"),
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Token usage of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -224,19 +343,40 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// The most tokens one number of a usage block may claim. An upstream's numbers are bounded before any
+/// spend or token window adds them, so no sum can wrap (10^12 tokens is far beyond any real request).
+pub const MAX_USAGE_TOKENS: u64 = 1_000_000_000_000;
+
 impl Usage {
     pub fn new(prompt: u64, completion: u64) -> Usage {
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
         }
     }
 
-    /// Fills `total_tokens` when a provider left it out.
+    /// Fills `total_tokens` when a provider left it out, and bounds every number by [`MAX_USAGE_TOKENS`]
+    /// (logged: an upstream claiming more is broken or hostile).
     fn normalized(mut self) -> Usage {
+        let raw = self;
+        for n in [
+            &mut self.prompt_tokens,
+            &mut self.completion_tokens,
+            &mut self.total_tokens,
+        ] {
+            *n = (*n).min(MAX_USAGE_TOKENS);
+        }
+        if self != raw {
+            tracing::warn!(
+                prompt = raw.prompt_tokens,
+                completion = raw.completion_tokens,
+                total = raw.total_tokens,
+                "upstream usage numbers out of range; bounded to {MAX_USAGE_TOKENS}"
+            );
+        }
         if self.total_tokens == 0 {
-            self.total_tokens = self.prompt_tokens + self.completion_tokens;
+            self.total_tokens = self.prompt_tokens.saturating_add(self.completion_tokens);
         }
         self
     }
@@ -302,24 +442,140 @@ pub fn estimate_prompt_tokens(view: &RequestView<'_>) -> u64 {
     }
     for key in ["prompt", "input"] {
         if let Some(raw) = view.get(key) {
-            #[derive(Deserialize)]
-            #[serde(untagged)]
-            enum Input {
-                One(String),
-                Many(Vec<String>),
-                Tokens(Vec<u64>),
-                TokenLists(Vec<Vec<u64>>),
-            }
-            return match serde_json::from_str::<Input>(raw.get()) {
-                Ok(Input::One(s)) => estimate_tokens(&s),
-                Ok(Input::Many(v)) => v.iter().map(|s| estimate_tokens(s)).sum(),
-                Ok(Input::Tokens(t)) => t.len() as u64,
-                Ok(Input::TokenLists(t)) => t.iter().map(|l| l.len() as u64).sum(),
-                Err(_) => 0,
-            };
+            return InputShape::of(raw.get()).map_or(0, |s| s.tokens);
         }
     }
     0
+}
+
+/// The shape of a `prompt` or `input`: how many separate inputs it holds and roughly how many tokens. A
+/// string is one input; an array of strings or of token arrays is one input per item; an array of
+/// integers is one input of that many tokens. Counted while parsing, without building the values: a 4 MiB
+/// array of zeros costs no memory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InputShape {
+    pub inputs: usize,
+    pub tokens: u64,
+}
+
+impl InputShape {
+    /// `None` when `raw` is not valid JSON.
+    pub fn of(raw: &str) -> Option<InputShape> {
+        serde_json::from_str(raw).ok()
+    }
+}
+
+/// One item of an input array.
+enum Item {
+    Text(u64),
+    Token,
+    TokenList(u64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a token or a token array")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
+                Ok(Item::Text(estimate_tokens(v)))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
+                Ok(Item::Token)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
+                Ok(Item::Token)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                let mut n = 0u64;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Item::TokenList(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Item::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = InputShape;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<InputShape, E> {
+                Ok(InputShape {
+                    inputs: 1,
+                    tokens: estimate_tokens(v),
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<InputShape, A::Error> {
+                let (mut items, mut tokens, mut all_tokens) = (0usize, 0u64, true);
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items += 1;
+                    match item {
+                        Item::Token => tokens += 1,
+                        Item::Text(t) | Item::TokenList(t) => {
+                            all_tokens = false;
+                            tokens = tokens.saturating_add(t);
+                        }
+                        Item::Other => all_tokens = false,
+                    }
+                }
+                let inputs = if all_tokens { items.min(1) } else { items };
+                Ok(InputShape { inputs, tokens })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputShape, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(InputShape {
+                    inputs: 1,
+                    tokens: 0,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<InputShape, E> {
+                Ok(InputShape::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<InputShape, E> {
+                Ok(InputShape::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<InputShape, E> {
+                Ok(InputShape::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<InputShape, E> {
+                Ok(InputShape::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<InputShape, E> {
+                Ok(InputShape::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `x-ratelimit-remaining-requests` / `-tokens`: a number (OpenAI sends integers; some servers floats).
@@ -334,10 +590,18 @@ pub fn parse_retry_after(value: &str) -> Option<f64> {
     (v.is_finite() && v >= 0.0).then_some(v)
 }
 
+/// The largest SSE frame passed through: an upstream sending more without a frame boundary is broken (or
+/// hostile) and its stream is ended with an error.
+pub const MAX_SSE_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
 /// What an SSE pass-through learns from the frames it forwards.
 #[derive(Debug, Default)]
 pub struct SseTap {
     buf: BytesMut,
+    /// How far into `buf` no frame boundary can start: the next feed scans only what is new.
+    scanned: usize,
+    /// A frame grew past [`MAX_SSE_FRAME_BYTES`]; nothing more is read.
+    pub oversized: bool,
     /// Drop the usage-only chunk: the gateway asked for it, the client did not.
     drop_usage_chunk: bool,
     pub usage: Option<Usage>,
@@ -370,11 +634,19 @@ impl SseTap {
         self.buf.extend_from_slice(chunk);
         let had_token = self.saw_token;
         let mut out = BytesMut::new();
-        while let Some((frame_len, sep_len)) = find_frame_end(&self.buf) {
+        while let Some((frame_len, sep_len)) = find_frame_end(&self.buf, self.scanned) {
             let frame = self.buf.split_to(frame_len + sep_len);
+            self.scanned = 0;
             if self.inspect(&frame[..frame_len]) {
                 out.extend_from_slice(&frame);
             }
+        }
+        // A separator is at most 3 bytes: the last 2 may still begin one.
+        self.scanned = self.buf.len().saturating_sub(2);
+        if self.buf.len() > MAX_SSE_FRAME_BYTES {
+            self.oversized = true;
+            self.buf = BytesMut::new();
+            self.scanned = 0;
         }
         TapOut {
             forward: out.freeze(),
@@ -465,9 +737,10 @@ impl SseTap {
     }
 }
 
-/// Finds the end of the first complete SSE frame: (frame length, separator length).
-fn find_frame_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+/// Finds the end of the first complete SSE frame, looking from `from` on: (frame length, separator
+/// length).
+fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {
             if buf[i + 1] == b'\n' {
@@ -592,6 +865,120 @@ mod tests {
         assert_eq!(tap.usage, Some(Usage::new(2, 2)));
         assert_eq!(tap.content_chars, 5);
         assert!(tap.saw_done);
+    }
+
+    #[test]
+    fn sse_tap_resumes_its_scan_and_bounds_a_frame() {
+        let mut tap = SseTap::new(false);
+        // A frame arriving a byte at a time, its separator split across feeds.
+        let frame = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\r\n\r\n";
+        let mut forwarded = Vec::new();
+        for b in frame.iter() {
+            forwarded.extend_from_slice(&tap.feed(&[*b]).forward);
+        }
+        assert_eq!(forwarded, frame);
+        assert!(tap.saw_token && !tap.oversized);
+        // A frame that never ends is cut at the cap, without holding more than the cap.
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut fed = 0;
+        while !tap.oversized {
+            assert!(tap.feed(&chunk).forward.is_empty());
+            fed += chunk.len();
+            assert!(fed <= MAX_SSE_FRAME_BYTES + chunk.len());
+        }
+    }
+
+    #[test]
+    fn usage_numbers_are_bounded() {
+        let u = response_usage(
+            br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(u.prompt_tokens, MAX_USAGE_TOKENS);
+        assert_eq!(u.total_tokens, 2 * MAX_USAGE_TOKENS);
+    }
+
+    #[test]
+    fn duplicate_keys_and_bad_messages_are_refused() {
+        let e = RequestView::parse(br#"{"stream":false,"model":"m","stream":true}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("stream"));
+        assert!(e.message.contains("more than once"), "{}", e.message);
+        let many: String = (0..40).map(|i| format!("\"k{i}\":1,")).collect();
+        let body = format!("{{{many}\"k7\":2}}");
+        assert_eq!(
+            RequestView::parse(body.as_bytes())
+                .err()
+                .unwrap()
+                .param
+                .as_deref(),
+            Some("k7")
+        );
+        for (messages, param) in [
+            ("[42, null]", "messages[0]"),
+            (r#"[{"role":"user","content":"a"}, null]"#, "messages[1]"),
+            (r#"[{"role":"wizard"}]"#, "messages[0].role"),
+            (r#"[{"content":"a"}]"#, "messages[0].role"),
+            (r#"[{"role":5}]"#, "messages[0].role"),
+            ("[]", "messages"),
+            ("{}", "messages"),
+        ] {
+            let e = check_messages(messages).err().unwrap();
+            assert_eq!(e.param.as_deref(), Some(param), "{messages}");
+        }
+        assert!(check_messages(
+            r#"[{"role":"system","content":"a"},{"role":"user","content":[]}]"#
+        )
+        .is_ok());
+        let v = RequestView::parse("{\"user\":\"a\\u0000b\"}".as_bytes()).unwrap();
+        assert_eq!(v.user().err().unwrap().param.as_deref(), Some("user"));
+        let long = format!("{{\"user\":\"{}\"}}", "u".repeat(MAX_USER_CHARS + 1));
+        let v = RequestView::parse(long.as_bytes()).unwrap();
+        assert!(v.user().is_err());
+    }
+
+    #[test]
+    fn input_shapes_are_counted_without_values() {
+        let shape = |s: &str| InputShape::of(s).unwrap();
+        assert_eq!(
+            shape(r#""abcdefgh""#),
+            InputShape {
+                inputs: 1,
+                tokens: 2
+            }
+        );
+        assert_eq!(
+            shape("[1,2,3]"),
+            InputShape {
+                inputs: 1,
+                tokens: 3
+            }
+        );
+        assert_eq!(
+            shape("[[1,2],[3]]"),
+            InputShape {
+                inputs: 2,
+                tokens: 3
+            }
+        );
+        assert_eq!(
+            shape(r#"["abcd","ab"]"#),
+            InputShape {
+                inputs: 2,
+                tokens: 2
+            }
+        );
+        let zeros = format!("[{}0]", "0,".repeat(100_000));
+        assert_eq!(
+            shape(&zeros),
+            InputShape {
+                inputs: 1,
+                tokens: 100_001
+            }
+        );
+        assert!(InputShape::of("[1,").is_none());
     }
 
     #[test]
