@@ -376,6 +376,9 @@ pub struct Accounts {
     pub end_users: DashMap<String, Arc<EndUserEntry>>,
     /// Keys looked up in the store and not found, with when: not asked again for [`NEGATIVE_TTL`].
     pub missing_keys: DashMap<String, std::time::Instant>,
+    /// Spend-log rows the BudgetActor holds that the store has not taken yet (it publishes the count; the
+    /// request path refuses new requests while it is at `general_settings.max_unwritten_spend_logs`).
+    pub unwritten_logs: std::sync::atomic::AtomicUsize,
 }
 
 /// How long an unknown key is remembered as unknown.

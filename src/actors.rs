@@ -156,8 +156,9 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
     let budget = {
         let (a, s, m) = (accounts.clone(), store.clone(), metrics.clone());
         let retention = config.general.spend_logs_retention;
+        let max_unwritten = config.general.max_unwritten_spend_logs;
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| {
-            BudgetActor::new(a, s, m, retention)
+            BudgetActor::new(a, s, m, retention, max_unwritten)
         })
     };
     // Redis: rate-limit windows and cooldowns shared across replicas.

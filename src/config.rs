@@ -187,7 +187,13 @@ pub struct GeneralSettings {
     pub max_stream_duration: Duration,
     /// `database_timeout`: one store call's limit.
     pub database_timeout: Duration,
+    /// `max_unwritten_spend_logs`: spend-log rows held while the database is away before requests are
+    /// refused (503) rather than served unrecorded.
+    pub max_unwritten_spend_logs: usize,
 }
+
+/// Default of `general_settings.max_unwritten_spend_logs` (about 30 MB of rows).
+pub const DEFAULT_MAX_UNWRITTEN_SPEND_LOGS: usize = 100_000;
 
 /// Default of `general_settings.request_body_timeout`.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: f64 = 30.0;
@@ -617,6 +623,10 @@ fn validate(
             DEFAULT_MAX_STREAM_DURATION_SECS,
             &mut problems,
         ),
+        max_unwritten_spend_logs: g
+            .max_unwritten_spend_logs
+            .unwrap_or(DEFAULT_MAX_UNWRITTEN_SPEND_LOGS)
+            .max(1),
         database_timeout: setting_secs(
             "database_timeout",
             g.database_timeout,

@@ -187,6 +187,22 @@ impl ApiError {
         }
     }
 
+    /// A store call that failed: 503 with `retry-after` while the database is unreachable or slow (the
+    /// caller may try again), 500 when it refused the data.
+    pub fn store(e: &crate::store::StoreError) -> Self {
+        tracing::error!("store error: {e}");
+        if e.is_refusal() {
+            return Self::internal(format!("the database refused the change: {e}"));
+        }
+        let mut err = Self::new(
+            ErrorKind::ServiceUnavailableError,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database is unavailable, nothing was changed; try again shortly ({e})"),
+        );
+        err.retry_after = Some(1);
+        err
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             ErrorKind::InternalServerError,

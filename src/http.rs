@@ -31,6 +31,8 @@ pub struct AppState {
     pub anonymous: Arc<KeyLabels>,
     /// Key labels of requests made with the master key.
     pub master_labels: Arc<KeyLabels>,
+    /// Slots for store lookups of keys not in memory (see `auth::KEY_LOOKUP_CONCURRENCY`).
+    pub key_lookups: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
                 api_key_alias: MASTER_KEY_ALIAS.to_owned(),
                 ..Default::default()
             }),
+            key_lookups: tokio::sync::Semaphore::new(auth::KEY_LOOKUP_CONCURRENCY),
         }
     }
 }

@@ -44,6 +44,13 @@ pub struct Rule {
     /// Leave `usage` out of the answer (and out of streams).
     #[serde(default)]
     pub omit_usage: bool,
+    /// With `status` (a 3xx): the `location` header to send.
+    pub location: Option<String>,
+    /// Streams: after the first frame, send this many bytes that never end a frame.
+    pub endless_frame_bytes: Option<usize>,
+    /// Streams: send content frames forever (every `frame_delay_ms`, default 10).
+    #[serde(default)]
+    pub endless: bool,
     pub reply: Option<String>,
 }
 
@@ -117,6 +124,9 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
             if let Some(s) = rule.retry_after {
                 resp.insert_header(("retry-after", s.to_string()));
             }
+            if let Some(l) = &rule.location {
+                resp.insert_header(("location", l.clone()));
+            }
             let msg = rule
                 .message
                 .clone()
@@ -135,6 +145,11 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
         .unwrap_or_else(|| mock::default_reply(&model));
     let prompt_tokens = estimate_prompt_tokens(&view);
     let stream = endpoint.can_stream() && view.stream().unwrap_or(false);
+    if stream && (rule.endless || rule.endless_frame_bytes.is_some()) {
+        return resp
+            .content_type("text/event-stream")
+            .streaming(endless(endpoint, &model, &rule));
+    }
     if stream {
         let include_usage = view.include_usage().unwrap_or(false) && !rule.omit_usage;
         let frames = mock::stream_frames(endpoint, &model, &reply, prompt_tokens, include_usage);
@@ -162,12 +177,10 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
         });
         return resp.content_type("text/event-stream").streaming(body);
     }
-    let inputs = match view.get("input").map(|r| r.get()) {
-        Some(raw) if raw.starts_with('[') => serde_json::from_str::<Vec<serde_json::Value>>(raw)
-            .map(|v| v.len())
-            .unwrap_or(1),
-        _ => 1,
-    };
+    let inputs = view
+        .get("input")
+        .and_then(|r| crate::providers::wire::InputShape::of(r.get()))
+        .map_or(1, |s| s.inputs.clamp(1, mock::MAX_EMBEDDING_INPUTS));
     let (bytes, _) = mock::response_body(endpoint, &model, &reply, prompt_tokens, 8, inputs);
     if rule.omit_usage {
         let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -177,6 +190,51 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
         return resp.json(v);
     }
     resp.content_type("application/json").body(bytes)
+}
+
+/// A stream that never finishes: content frames forever, or one frame that never ends.
+fn endless(
+    endpoint: Endpoint,
+    model: &str,
+    rule: &Rule,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let frame = Bytes::from(
+        mock::stream_frames(endpoint, model, "tick", 1, false)
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+    );
+    let delay = Duration::from_millis(rule.frame_delay_ms.unwrap_or(10));
+    // (frames sent, bytes of the unending frame left)
+    let state = (0u64, rule.endless_frame_bytes);
+    futures_util::stream::unfold(state, move |(n, left)| {
+        let frame = frame.clone();
+        async move {
+            if n == 0 {
+                return Some((Ok(frame), (1, left)));
+            }
+            match left {
+                Some(0) => {
+                    // Sent the whole unending frame: hold the connection open, silent.
+                    actix_web::rt::time::sleep(Duration::from_secs(3600)).await;
+                    None
+                }
+                Some(k) => {
+                    let part = k.min(64 * 1024);
+                    let mut chunk = Vec::with_capacity(part + 8);
+                    if n == 1 {
+                        chunk.extend_from_slice(b"data: ");
+                    }
+                    chunk.resize(part, b'x');
+                    Some((Ok(Bytes::from(chunk)), (n + 1, Some(k - part))))
+                }
+                None => {
+                    actix_web::rt::time::sleep(delay).await;
+                    Some((Ok(frame), (n + 1, None)))
+                }
+            }
+        }
+    })
 }
 
 async fn set_rule(rule: web::Json<Rule>, state: web::Data<MockState>) -> HttpResponse {

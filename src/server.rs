@@ -33,7 +33,9 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_else(|| ".".into());
-    let store = Store::connect(config.general.database_url.as_ref(), &config_dir).await?;
+    let store = Store::connect(config.general.database_url.as_ref(), &config_dir)
+        .await?
+        .with_call_timeout(config.general.database_timeout);
     let accounts = Arc::new(Accounts::default());
     budget::load(&accounts, &store).await?;
     tracing::info!(

@@ -116,6 +116,10 @@ enum Cause {
     Other(String),
     #[error("the spend-log writer has stopped")]
     Closed,
+    #[error("no answer within {0:?} (general_settings.database_timeout)")]
+    Timeout(Duration),
+    #[error("a call in the last second could not reach it")]
+    Down,
 }
 
 impl StoreError {
@@ -140,6 +144,45 @@ impl StoreError {
         }
     }
 
+    /// Whether the database refused the data itself (a value it cannot store, a constraint), as opposed to
+    /// being unreachable, busy or slow: the same rows would be refused again, so they must not be retried
+    /// forever ahead of the rows behind them.
+    pub fn is_refusal(&self) -> bool {
+        match &self.source {
+            Cause::Sqlx(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
+                // PostgreSQL SQLSTATE classes: 22 data exception (e.g. a NUL in text), 23 integrity
+                // constraint violation, 54 program limit exceeded.
+                c.starts_with("22") || c.starts_with("23") || c.starts_with("54")
+            }),
+            Cause::Sqlx(sqlx::Error::Encode(_)) => true,
+            Cause::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            Cause::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the database could not be reached or did not answer in time (as opposed to answering with an
+    /// error): calls fail fast for a moment after one of these.
+    pub fn is_unreachable(&self) -> bool {
+        match &self.source {
+            Cause::Sqlx(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+            ),
+            Cause::Timeout(_) | Cause::Down => true,
+            _ => false,
+        }
+    }
+
     /// The `error_class` label value: the kind of database error.
     pub fn class(&self) -> &'static str {
         let e = match &self.source {
@@ -147,6 +190,8 @@ impl StoreError {
             Cause::Sqlite(rusqlite::Error::SqliteFailure(..)) => return "DatabaseError",
             Cause::Sqlite(_) | Cause::Other(_) => return "OtherError",
             Cause::Closed => return "PoolClosed",
+            Cause::Timeout(_) => return "Timeout",
+            Cause::Down => return "Unavailable",
         };
         match e {
             sqlx::Error::Database(_) => "DatabaseError",
@@ -191,7 +236,20 @@ pub struct Store {
     pub kind: &'static str,
     /// `llm_postgres_*` / `llm_sqlite_*` system metrics, once the metrics actor has registered them.
     metrics: Arc<std::sync::OnceLock<Arc<ServiceMetrics>>>,
+    /// Every call's limit (`general_settings.database_timeout`): a hung database fails calls, never
+    /// hangs them.
+    call_timeout: Duration,
+    /// Unix ms until which calls fail at once: set when a call finds the database unreachable or slow, so
+    /// that while it is down every caller (admin calls, key lookups, flushes) hears it immediately instead
+    /// of waiting out its own timeout. The first call after it passes goes through as the probe.
+    down_until: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How long calls fail fast after one found the database unreachable.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// How long a call waits for a free connection (within its own call timeout).
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn micros(usd: f64) -> i64 {
     (usd * 1_000_000.0).round() as i64
@@ -250,7 +308,7 @@ impl Store {
                 })
             })
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
             .connect(&url)
             .await
             .map_err(err(format!("cannot open the {kind} database")))?;
@@ -273,7 +331,15 @@ impl Store {
             spend_log,
             kind,
             metrics: Default::default(),
+            call_timeout: Duration::from_secs_f64(crate::config::DEFAULT_DATABASE_TIMEOUT_SECS),
+            down_until: Default::default(),
         })
+    }
+
+    /// Sets every call's time limit (before the store is shared).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Store {
+        self.call_timeout = limit;
+        self
     }
 
     async fn load_raw(&self, table: Table) -> Result<Vec<Row_>, StoreError> {
@@ -670,6 +736,36 @@ impl Store {
         function: &'static str,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering;
+        if now_ms() < self.down_until.load(Ordering::Acquire) {
+            if let Some(m) = self.metrics.get() {
+                m.fail("Unavailable", function);
+            }
+            return Err(StoreError {
+                what: format!("database call `{function}` not tried: the database is unavailable"),
+                source: Cause::Down,
+            });
+        }
+        let limit = self.call_timeout;
+        let down_until = self.down_until.clone();
+        let call = async move {
+            let result = actix_rt::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError {
+                        what: format!("database call `{function}` timed out"),
+                        source: Cause::Timeout(limit),
+                    })
+                });
+            match &result {
+                Err(e) if e.is_unreachable() => {
+                    down_until.store(now_ms() + DOWN_FOR.as_millis() as i64, Ordering::Release)
+                }
+                Ok(_) => down_until.store(0, Ordering::Release),
+                Err(_) => {}
+            }
+            result
+        };
         let Some(m) = self.metrics.get() else {
             return call.await;
         };
@@ -738,8 +834,30 @@ impl Store {
 
     /// Appends the rows, all or none (the caller keeps its reference to retry them).
     pub async fn insert_spend_logs(&self, logs: Arc<Vec<SpendEvent>>) -> Result<(), StoreError> {
+        if let Some(writer) = &self.spend_log {
+            // SQLite's writer thread finishes a batch it has taken whatever its caller does: a timeout
+            // here would only make the caller write the same rows again.
+            let started = std::time::Instant::now();
+            let result = writer.write(logs).await;
+            if let Some(m) = self.metrics.get() {
+                match &result {
+                    Ok(()) => m.ok(started.elapsed()),
+                    Err(e) => m.fail(e.class(), "insert_spend_logs"),
+                }
+            }
+            return result;
+        }
         self.timed("insert_spend_logs", self.insert_spend_logs_raw(logs))
             .await
+    }
+
+    /// Counts spend-log rows given up on (`llm_<store>_fails_total{error_class="RowDropped"}`).
+    pub fn note_dropped_rows(&self, n: usize, function: &'static str) {
+        if let Some(m) = self.metrics.get() {
+            for _ in 0..n {
+                m.fail("RowDropped", function);
+            }
+        }
     }
 
     /// Spend-log retention: deletes the rows that started before `cutoff_ms`; returns how many.

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::actors::metrics::{BudgetGauge, BudgetScope};
+use crate::providers::wire::check_label_text;
 use crate::store::{now_ms, KeyOwner, Store, Table};
 
 /// One management operation; `body` is the JSON object the client sent.
@@ -39,8 +40,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn internal(e: crate::store::StoreError) -> ApiError {
-    tracing::error!("store error: {e}");
-    ApiError::internal(format!("the database refused the change: {e}"))
+    ApiError::store(&e)
 }
 
 /// Reads typed fields out of a request object, naming the field on any mistake.
@@ -78,8 +78,14 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Strings of the management API are ids, aliases and emails: they become label values and database
+    /// text, so they are bounded and free of control characters (a NUL would make PostgreSQL refuse them).
     fn string(&self, k: &str) -> Result<Option<Option<String>>, ApiError> {
-        self.get(k, "a string")
+        let v: Option<Option<String>> = self.get(k, "a string")?;
+        if let Some(Some(s)) = &v {
+            check_label_text(k, s)?;
+        }
+        Ok(v)
     }
 
     fn money(&self, k: &str) -> Result<Option<Option<f64>>, ApiError> {
@@ -110,7 +116,11 @@ impl<'a> Fields<'a> {
     }
 
     fn list(&self, k: &str) -> Result<Option<Option<Vec<String>>>, ApiError> {
-        self.get(k, "a list of strings")
+        let v: Option<Option<Vec<String>>> = self.get(k, "a list of strings")?;
+        for s in v.iter().flatten().flatten() {
+            check_label_text(k, s)?;
+        }
+        Ok(v)
     }
 
     fn limits_map(&self, k: &str) -> Result<Option<Option<BTreeMap<String, u64>>>, ApiError> {

@@ -20,8 +20,6 @@ use std::time::Duration;
 
 /// How often spend and the spend log are written, and budget resets checked.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Spend-log rows kept in memory while the store refuses writes; older ones are dropped (and logged).
-const MAX_PENDING_LOGS: usize = 100_000;
 /// The largest spend-log buffer (in rows) kept for reuse after a flush; a burst bigger than this gives its
 /// memory back.
 const RECYCLED_LOGS_MAX: usize = 65_536;
@@ -115,6 +113,18 @@ pub struct BudgetActor {
     retention: Option<Retention>,
     /// A retention pass is running (a long one is never started twice).
     pruning: bool,
+    /// `general_settings.max_unwritten_spend_logs`: new requests are refused at this backlog; rows of
+    /// requests already admitted are kept up to twice as many, then the oldest are dropped (counted).
+    max_unwritten: usize,
+}
+
+impl BudgetActor {
+    /// Publishes the backlog for the request path.
+    fn publish_backlog(&self) {
+        self.accounts
+            .unwritten_logs
+            .store(self.logs.len(), std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl BudgetActor {
@@ -123,6 +133,7 @@ impl BudgetActor {
         store: Store,
         metrics: Option<Addr<MetricsActor>>,
         retention: Option<Retention>,
+        max_unwritten: usize,
     ) -> Self {
         BudgetActor {
             accounts,
@@ -131,6 +142,7 @@ impl BudgetActor {
             logs: Vec::new(),
             retention,
             pruning: false,
+            max_unwritten,
         }
     }
 }
@@ -186,14 +198,17 @@ impl Handler<SpendLogged> for BudgetActor {
 
     fn handle(&mut self, msg: SpendLogged, _: &mut Context<Self>) {
         self.logs.extend(msg.0);
-        if self.logs.len() > MAX_PENDING_LOGS {
-            let drop = self.logs.len() - MAX_PENDING_LOGS;
+        let hard_cap = self.max_unwritten.saturating_mul(2);
+        if self.logs.len() > hard_cap {
+            let drop = self.logs.len() - hard_cap;
             tracing::error!(
                 dropped = drop,
                 "spend log backlog is full (the store refuses writes); oldest rows dropped"
             );
+            self.store.note_dropped_rows(drop, "spend_log_backlog");
             self.logs.drain(..drop);
         }
+        self.publish_backlog();
     }
 }
 
@@ -251,6 +266,7 @@ impl Handler<Flush> for BudgetActor {
                     // one every second faulted in (and zeroed) megabytes of fresh pages each time.
                     act.logs = unwritten;
                 }
+                act.publish_backlog();
             }),
         ))
     }
@@ -308,8 +324,16 @@ async fn flush(
                 })
                 .unwrap_or_default(),
             Err(e) => {
-                tracing::error!("cannot write the spend log, will retry: {e}");
-                Arc::try_unwrap(logs).unwrap_or_else(|shared| shared.as_ref().clone())
+                let rows = Arc::try_unwrap(logs).unwrap_or_else(|shared| shared.as_ref().clone());
+                if e.is_refusal() {
+                    tracing::error!(
+                        "the database refused a spend-log batch, writing its rows one by one: {e}"
+                    );
+                    write_alone(store, rows).await
+                } else {
+                    tracing::error!("cannot write the spend log, will retry: {e}");
+                    rows
+                }
             }
         }
     };
@@ -322,6 +346,34 @@ async fn flush(
         .missing_keys
         .retain(|_, seen| seen.elapsed() < NEGATIVE_TTL);
     unwritten
+}
+
+/// Writes a refused batch's rows one at a time: a row the database refuses on its own is dropped (logged and
+/// counted), never left to block the rows behind it; the first failure that is not a refusal (the database
+/// went away) keeps that row and the rest for the next flush. Returns the rows still to write.
+async fn write_alone(store: &Store, rows: Vec<SpendEvent>) -> Vec<SpendEvent> {
+    let mut rest = rows.into_iter();
+    while let Some(row) = rest.next() {
+        match store.insert_spend_logs(Arc::new(vec![row.clone()])).await {
+            Ok(()) => {}
+            Err(e) if e.is_refusal() => {
+                tracing::error!(
+                    hashed_api_key = %row.key.hashed_api_key,
+                    model_group = %row.model_group,
+                    spend_micros = row.spend_micros,
+                    "spend-log row dropped, the database refuses it: {e}"
+                );
+                store.note_dropped_rows(1, "insert_spend_logs");
+            }
+            Err(e) => {
+                tracing::error!("cannot write the spend log, will retry: {e}");
+                let mut kept = vec![row];
+                kept.extend(rest);
+                return kept;
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// Replicas sharing one PostgreSQL database: every flush reads the entities back, so that each replica

@@ -24,6 +24,9 @@ pub struct AttemptsDone(pub Vec<AttemptDone>);
 pub struct AttemptDone {
     /// `Err((status, exception_class))` on failure.
     pub result: Result<(), (u16, String)>,
+    /// A failure the deployment caused (not the client's request, such as an upstream 400 or 422 to it):
+    /// only these move the deployment's health.
+    pub against: bool,
     pub latency: Duration,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
@@ -148,6 +151,8 @@ impl Handler<AttemptsDone> for DeploymentActor {
                     }
                     s.map(|s| (s, None))
                 }
+                // The client's own failure says nothing about the deployment.
+                Err(_) if !a.against => None,
                 Err((status, class)) => {
                     let cooled = a.cooldown.is_some();
                     let s = self.health.failure(status, class, cooled);

@@ -128,6 +128,8 @@ pub struct RawGeneralSettings {
     pub max_stream_duration: Option<f64>,
     /// Seconds: the longest one database call may take before it counts as failed.
     pub database_timeout: Option<f64>,
+    /// Spend-log rows held in memory while the database is away; past it, new requests get 503.
+    pub max_unwritten_spend_logs: Option<usize>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

@@ -396,7 +396,7 @@ async fn spend_logs(
         .store
         .spend_logs(&f, size as i64, ((page - 1) * size) as i64)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| ApiError::store(&e))?;
     Ok(HttpResponse::Ok().json(json!({
         "data": logs, "total": total, "page": page, "page_size": size, "total_pages": (total as usize).div_ceil(size),
     })))
@@ -428,7 +428,7 @@ async fn spend_report(
         .store
         .spend_report(&f, group_by)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| ApiError::store(&e))?;
     let total: f64 = rows.iter().map(|r| r.1).sum();
     let data: Vec<Json> = rows
         .into_iter()

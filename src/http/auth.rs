@@ -47,29 +47,72 @@ fn is_master(state: &AppState, key: &str) -> bool {
         .is_some_and(|m| constant_time_eq(key.as_bytes(), m.expose().as_bytes()))
 }
 
+/// Longest key looked up: generated keys are 35 characters, custom ones rarely more than 100.
+pub const MAX_KEY_CHARS: usize = 256;
+/// Store lookups of unknown keys running at once (the rest wait): a flood of random keys then holds at most
+/// this many database connections, and spend flushes and admin calls keep theirs.
+pub const KEY_LOOKUP_CONCURRENCY: usize = 2;
+/// How long a request waits for a lookup slot before it is told to come back (503).
+const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `key` could be a virtual key at all: `sk-` and printable ASCII, bounded. Anything else is
+/// refused without a lookup.
+pub fn plausible_key(key: &str) -> bool {
+    key.len() <= MAX_KEY_CHARS
+        && key.starts_with("sk-")
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What a key lookup found.
+pub enum Lookup {
+    Found(Arc<KeyEntry>),
+    Missing,
+    /// The store could not answer (down, slow, or every lookup slot taken): not the key's fault.
+    Unavailable,
+}
+
 /// A virtual key by its hash: memory, else the store (another replica may have created it).
-pub async fn lookup_key(state: &AppState, token: &str) -> Option<Arc<KeyEntry>> {
+pub async fn lookup_key(state: &AppState, token: &str) -> Lookup {
     let accounts = &state.actors.accounts;
     if let Some(e) = accounts.keys.get(token) {
-        return Some(e.clone());
+        return Lookup::Found(e.clone());
     }
     if accounts
         .missing_keys
         .get(token)
         .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
     {
-        return None;
+        return Lookup::Missing;
+    }
+    let Ok(Ok(_permit)) =
+        actix_rt::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await
+    else {
+        return Lookup::Unavailable;
+    };
+    // Another request may have looked the same key up while this one waited.
+    if let Some(e) = accounts.keys.get(token) {
+        return Lookup::Found(e.clone());
+    }
+    if accounts
+        .missing_keys
+        .get(token)
+        .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+    {
+        return Lookup::Missing;
     }
     match state.actors.store.get(Table::Keys, token).await {
         Ok(Some(row)) => {
-            let rec: KeyRecord = decode(&row)?;
+            let Some(rec) = decode::<KeyRecord>(&row) else {
+                return Lookup::Missing;
+            };
             let entry =
                 Arc::new(accounts.key_entry(rec, None, row.spend_micros, row.budget_reset_at));
-            accounts
+            let entry = accounts
                 .keys
                 .entry(token.to_owned())
-                .or_insert(entry.clone());
-            accounts.keys.get(token).map(|e| e.clone())
+                .or_insert(entry)
+                .clone();
+            Lookup::Found(entry)
         }
         Ok(None) => {
             if accounts.missing_keys.len() < MAX_REMEMBERED_MISSING_KEYS {
@@ -77,13 +120,23 @@ pub async fn lookup_key(state: &AppState, token: &str) -> Option<Arc<KeyEntry>> 
                     .missing_keys
                     .insert(token.to_owned(), Instant::now());
             }
-            None
+            Lookup::Missing
         }
         Err(e) => {
             tracing::warn!("key lookup failed: {e}");
-            None
+            Lookup::Unavailable
         }
     }
+}
+
+fn lookup_unavailable() -> ApiError {
+    let mut e = ApiError::new(
+        crate::error::ErrorKind::ServiceUnavailableError,
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "this key is not known here yet and the key store cannot be asked right now; try again shortly",
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 /// Authenticates an LLM request.
@@ -101,15 +154,26 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Caller,
     if is_master(state, key) {
         return Ok(Caller::anonymous(state.master_labels.clone()));
     }
+    let invalid = || {
+        if open {
+            Ok(Caller::anonymous(state.anonymous.clone()))
+        } else {
+            Err(ApiError::unauthorized(
+                "Authentication Error - invalid API key",
+            ))
+        }
+    };
+    if !plausible_key(key) {
+        return invalid();
+    }
     match lookup_key(state, &hash_key(key)).await {
-        Some(entry) => {
+        Lookup::Found(entry) => {
             check_key(&entry, now_ms())?;
             Ok(Caller::of_key(&state.actors.accounts, entry))
         }
-        None if open => Ok(Caller::anonymous(state.anonymous.clone())),
-        None => Err(ApiError::unauthorized(
-            "Authentication Error - invalid API key",
-        )),
+        Lookup::Missing => invalid(),
+        Lookup::Unavailable if open => invalid(),
+        Lookup::Unavailable => Err(lookup_unavailable()),
     }
 }
 

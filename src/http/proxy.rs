@@ -219,13 +219,14 @@ impl Pending {
     ) {
         let now = now_ms();
         let mut recovered = false;
+        let against = result.is_err_and(counts_against);
         let cooldown = match result {
             Ok(()) => {
                 let started = now - latency.as_millis() as i64;
                 recovered = dep.live.record_success(now, started);
                 None
             }
-            Err(e) if counts_against(e) => dep.live.record_failure(
+            Err(e) if against => dep.live.record_failure(
                 now,
                 e.status.as_u16(),
                 e.retry_after.map(Duration::from_secs),
@@ -236,6 +237,7 @@ impl Pending {
         let result = result.map_err(|e| (e.status.as_u16(), e.class()));
         let event = AttemptDone {
             result: result.clone(),
+            against,
             latency,
             remaining_requests: remaining.0,
             remaining_tokens: remaining.1,
@@ -367,6 +369,7 @@ async fn run(
         return Err(err);
     };
     pending.requested_model = group.name.clone();
+    spend_log_has_room(state)?;
     view.user()?;
     view.metadata()?;
     if let Some(e) = custom_error {
@@ -466,6 +469,26 @@ async fn run(
         last.retry_after = recovery.retry_after_secs(now_ms());
     }
     Err(last)
+}
+
+/// While the database is away the spend log waits in memory; when that backlog is full, a request is
+/// refused rather than served without a record (`general_settings.max_unwritten_spend_logs`).
+fn spend_log_has_room(state: &AppState) -> Result<(), ApiError> {
+    let backlog = state
+        .actors
+        .accounts
+        .unwritten_logs
+        .load(std::sync::atomic::Ordering::Acquire);
+    if backlog < state.config.general.max_unwritten_spend_logs {
+        return Ok(());
+    }
+    let mut err = ApiError::new(
+        ErrorKind::ServiceUnavailableError,
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway cannot record spend right now (its database is unavailable and the backlog is full); try again shortly",
+    );
+    err.retry_after = Some(5);
+    Err(err)
 }
 
 /// What every attempt of one request shares.

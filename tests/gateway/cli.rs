@@ -71,6 +71,17 @@ fn broken_configs_fail_with_every_problem_listed() {
             && out.contains("general_settings.maximum_spend_logs_retention_interval"),
         "{out}"
     );
+    // An upstream key that cannot be sent (a line break from a bad paste or environment variable) used to
+    // turn the deployment into the built-in mock, billed at list price; now it is an error with its path.
+    std::fs::write(
+        &bad,
+        "model_list:\n  - model_name: a\n    llm_params: {model: mock/a}\n  - model_name: b\n    llm_params: {model: openai/gpt-4o, api_key: \"sk-real\\nkey\"}\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok, "{out}");
+    assert!(out.contains("`model_list[1].llm_params.api_key`"), "{out}");
+    assert!(!out.contains("sk-real"), "the key is not printed: {out}");
     let (ok, out) = check(&dir.join("missing.yaml"));
     assert!(!ok);
     assert!(out.contains("cannot read"), "{out}");

@@ -4,6 +4,7 @@
 mod budgets;
 mod cli;
 mod errors;
+mod hardening;
 mod metrics;
 mod proxy;
 mod routing;
