@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often rate-limit windows are pushed and read back.
 pub const LIMITS_INTERVAL: Duration = Duration::from_millis(200);
+/// A Redis connection attempt's limit.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A Redis command's (or pipeline's) limit: a hung Redis fails calls, never holds them.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A cooldown this replica started; `until_ms` in the past: one it saw end early (a probe succeeded), to be
 /// forgotten by every replica.
@@ -207,7 +211,13 @@ impl SharedStateActor {
                 None => {
                     let started = Instant::now();
                     let made = match redis::Client::open(url.as_str()) {
-                        Ok(client) => ConnectionManager::new(client).await,
+                        Ok(client) => {
+                            let config = redis::aio::ConnectionManagerConfig::new()
+                                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+                                .set_response_timeout(REDIS_RESPONSE_TIMEOUT)
+                                .set_number_of_retries(1);
+                            ConnectionManager::new_with_config(client, config).await
+                        }
                         Err(e) => Err(e),
                     };
                     Self::record(&metrics, started, &made.as_ref().map(|_| ()), "connect");

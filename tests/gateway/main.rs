@@ -4,6 +4,7 @@
 mod budgets;
 mod cli;
 mod errors;
+mod faults;
 mod hardening;
 mod metrics;
 mod proxy;

@@ -13,7 +13,7 @@ pub use serde_json::{json, Value};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("llm-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
@@ -196,6 +196,24 @@ impl Gateway {
                 break;
             }
             assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.keep_dir = true;
+        let (dir, url) = (self.dir.clone(), self.database_url.clone());
+        drop(self);
+        Gateway::start_in(dir, config, url).await
+    }
+
+    /// Waits for the gateway to exit on its own (a signal the test sent it), checks it exited cleanly, and
+    /// starts it again on the same files.
+    pub async fn restart_after_exit(mut self, config: &str) -> Gateway {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                assert!(code.success(), "gateway exited with {code}: {}", self.log());
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop");
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         self.keep_dir = true;
