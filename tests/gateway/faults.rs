@@ -260,9 +260,7 @@ async fn a_database_outage_serves_known_keys_and_loses_no_spend() {
 
 #[actix_rt::test]
 async fn sigterm_under_load_finishes_in_flight_requests_and_loses_nothing() {
-    let config = format!(
-        "model_list:\n  - model_name: m\n    llm_params: {{model: mock/m, mock_response: Five words of mock answer, mock_latency_ms: 1500, input_cost_per_token: 0.000123, output_cost_per_token: 0.000456}}\nllm_settings:\n  callbacks: [prometheus]\ngeneral_settings:\n  master_key: sk-master\n"
-    );
+    let config = "model_list:\n  - model_name: m\n    llm_params: {model: mock/m, mock_response: Five words of mock answer, mock_latency_ms: 1500, input_cost_per_token: 0.000123, output_cost_per_token: 0.000456}\nllm_settings:\n  callbacks: [prometheus]\ngeneral_settings:\n  master_key: sk-master\n".to_string();
     let gw = Gateway::start(&config).await;
     let key = new_key(&gw, "sk-master").await;
     let mut waiting = Vec::new();
