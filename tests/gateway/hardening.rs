@@ -470,3 +470,134 @@ async fn slow_bodies_time_out_and_admin_bodies_wait_for_the_master_key() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(took < Duration::from_millis(900), "{took:?}");
 }
+
+#[actix_rt::test]
+async fn a_flood_of_random_keys_cannot_starve_real_keys_or_the_spend_log() {
+    use futures_util::StreamExt;
+    let gw = Gateway::start(&two_groups(&Mock::start(), "")).await;
+    let real = key(&gw, json!({})).await;
+    let token = sha256(&real);
+    // Keys that cannot be virtual keys are refused without a lookup.
+    for bad in ["not-a-key", "sk-with space", &format!("sk-{}", "x".repeat(300))] {
+        let r = call(&gw, bad, &chat("m")).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // 20,000 random, well-formed keys, 64 at a time, while the real key keeps working.
+    let url = gw.url("/v1/chat/completions");
+    let http = client();
+    let flood = {
+        let (url, http) = (url.clone(), http.clone());
+        actix_rt::spawn(async move {
+            let statuses = futures_util::stream::iter(0..20_000)
+                .map(|i| {
+                    let (url, http) = (url.clone(), http.clone());
+                    async move {
+                        let key = format!("sk-flood-{i}-{:016x}", rand::random::<u64>());
+                        match http
+                            .post(url)
+                            .insert_header(("authorization", format!("Bearer {key}")))
+                            .send_json(&json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+                            .await
+                        {
+                            Ok(r) => r.status().as_u16(),
+                            Err(_) => 0,
+                        }
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<u16>>()
+                .await;
+            statuses
+        })
+    };
+    let mut served = 0;
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    while !flood.is_finished() && started.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        let r = call(&gw, &real, &chat("m")).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200, "{}", r.body);
+        served += 1;
+        // The spend log keeps flushing: this request's row is written within a few seconds.
+        if served % 20 == 0 {
+            let t = Instant::now();
+            let r = gw
+                .admin_get(&format!("/spend/logs?api_key={token}&page_size=1"))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["total"], served, "every served request is logged");
+            slowest = slowest.max(t.elapsed());
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let statuses = flood.await.unwrap();
+    assert!(served >= 20, "the real key was served {served} times during the flood");
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a real request or an admin call took {slowest:?} during the flood"
+    );
+    let unexpected: Vec<&u16> = statuses
+        .iter()
+        .filter(|s| !matches!(s, 401 | 503))
+        .collect();
+    assert!(unexpected.is_empty(), "{:?}", &unexpected[..unexpected.len().min(10)]);
+    assert!(
+        statuses.iter().filter(|s| **s == 401).count() > 10_000,
+        "most random keys are looked up and refused"
+    );
+}
+
+#[actix_rt::test]
+async fn a_row_the_database_refuses_is_dropped_alone_and_counted() {
+    let Ok(base) = std::env::var("LLM_TEST_DATABASE_URL") else {
+        eprintln!("PostgreSQL only (LLM_TEST_DATABASE_URL): skipped");
+        return;
+    };
+    let _ = base;
+    let config = "model_list:\n  - model_name: m\n    llm_params: {model: mock/m}\nllm_settings:\n  callbacks: [prometheus]\n  service_callback: [prometheus_system]\ngeneral_settings:\n  master_key: sk-master\n";
+    let gw = Gateway::start(config).await;
+    let url = gw.database_url().unwrap().to_owned();
+    // A rule the database enforces and the gateway does not know: rows for end user `poison` are refused.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE llm_spend_logs ADD CONSTRAINT no_poison CHECK (end_user <> 'poison')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ask = |user: &str| {
+        let mut b = chat("m");
+        b["user"] = json!(user);
+        b
+    };
+    let master = [("authorization", "Bearer sk-master")];
+    for user in ["a", "poison", "b", "c"] {
+        let r = gw.post_with("/v1/chat/completions", &ask(user), &master).await;
+        assert_eq!(r.status, 200);
+    }
+    // The rows around it are written; the refused one is dropped and counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let users: Vec<String> = sqlx::query_scalar("SELECT end_user FROM llm_spend_logs ORDER BY end_user")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        if users == ["a", "b", "c"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows written: {users:?}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    metrics_until(&gw, "the dropped row", |m| {
+        m.sum(
+            "llm_postgres_fails_total",
+            &[("error_class", "RowDropped")],
+        ) == 1.0
+    })
+    .await;
+    // Later rows are not held up.
+    let r = gw.post_with("/v1/chat/completions", &ask("d"), &master).await;
+    assert_eq!(r.status, 200);
+    let r = gw.admin_get("/spend/logs?page_size=10").await.json();
+    assert_eq!(r["total"], 4, "{r}");
+    pool.close().await;
+}

@@ -233,6 +233,11 @@ impl Gateway {
             .await
     }
 
+    /// The database the gateway uses, when it is PostgreSQL.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// The gateway's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
