@@ -478,7 +478,11 @@ async fn a_flood_of_random_keys_cannot_starve_real_keys_or_the_spend_log() {
     let real = key(&gw, json!({})).await;
     let token = sha256(&real);
     // Keys that cannot be virtual keys are refused without a lookup.
-    for bad in ["not-a-key", "sk-with space", &format!("sk-{}", "x".repeat(300))] {
+    for bad in [
+        "not-a-key",
+        "sk-with space",
+        &format!("sk-{}", "x".repeat(300)),
+    ] {
         let r = call(&gw, bad, &chat("m")).await;
         assert_eq!(r.status, 401, "{}", r.body);
     }
@@ -532,7 +536,10 @@ async fn a_flood_of_random_keys_cannot_starve_real_keys_or_the_spend_log() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     let statuses = flood.await.unwrap();
-    assert!(served >= 20, "the real key was served {served} times during the flood");
+    assert!(
+        served >= 20,
+        "the real key was served {served} times during the flood"
+    );
     assert!(
         slowest < Duration::from_secs(3),
         "a real request or an admin call took {slowest:?} during the flood"
@@ -541,7 +548,11 @@ async fn a_flood_of_random_keys_cannot_starve_real_keys_or_the_spend_log() {
         .iter()
         .filter(|s| !matches!(s, 401 | 503))
         .collect();
-    assert!(unexpected.is_empty(), "{:?}", &unexpected[..unexpected.len().min(10)]);
+    assert!(
+        unexpected.is_empty(),
+        "{:?}",
+        &unexpected[..unexpected.len().min(10)]
+    );
     assert!(
         statuses.iter().filter(|s| **s == 401).count() > 10_000,
         "most random keys are looked up and refused"
@@ -571,16 +582,19 @@ async fn a_row_the_database_refuses_is_dropped_alone_and_counted() {
     };
     let master = [("authorization", "Bearer sk-master")];
     for user in ["a", "poison", "b", "c"] {
-        let r = gw.post_with("/v1/chat/completions", &ask(user), &master).await;
+        let r = gw
+            .post_with("/v1/chat/completions", &ask(user), &master)
+            .await;
         assert_eq!(r.status, 200);
     }
     // The rows around it are written; the refused one is dropped and counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let users: Vec<String> = sqlx::query_scalar("SELECT end_user FROM llm_spend_logs ORDER BY end_user")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT end_user FROM llm_spend_logs ORDER BY end_user")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         if users == ["a", "b", "c"] {
             break;
         }
@@ -588,14 +602,13 @@ async fn a_row_the_database_refuses_is_dropped_alone_and_counted() {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     metrics_until(&gw, "the dropped row", |m| {
-        m.sum(
-            "llm_postgres_fails_total",
-            &[("error_class", "RowDropped")],
-        ) == 1.0
+        m.sum("llm_postgres_fails_total", &[("error_class", "RowDropped")]) == 1.0
     })
     .await;
     // Later rows are not held up.
-    let r = gw.post_with("/v1/chat/completions", &ask("d"), &master).await;
+    let r = gw
+        .post_with("/v1/chat/completions", &ask("d"), &master)
+        .await;
     assert_eq!(r.status, 200);
     let r = gw.admin_get("/spend/logs?page_size=10").await.json();
     assert_eq!(r["total"], 4, "{r}");

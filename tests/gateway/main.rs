@@ -5,6 +5,7 @@ mod budgets;
 mod cli;
 mod errors;
 mod faults;
+mod fuzz;
 mod hardening;
 mod metrics;
 mod proxy;
