@@ -381,7 +381,7 @@ async fn streams_are_retried_before_their_first_byte_never_after() {
 async fn strategies_pick_as_specified() {
     // latency-based: the faster deployment takes the traffic once both are measured.
     let mock = Mock::start();
-    mock.rule(json!({"model": "lat-slow", "latency_ms": 40}))
+    mock.rule(json!({"model": "lat-slow", "latency_ms": 250}))
         .await;
     let gw = Gateway::start(&config(
         &[
@@ -410,10 +410,12 @@ async fn strategies_pick_as_specified() {
     );
     drop(gw);
 
-    // least-busy: requests spread by what is in flight.
-    mock.rule(json!({"model": "busy-a", "latency_ms": 400}))
+    // least-busy: requests spread by what is in flight. Each request is sent once the previous one has
+    // reached the upstream (so its in-flight count is taken), and all stay in flight far longer than the
+    // sending takes, however loaded the machine: the spread is exact, not a race.
+    mock.rule(json!({"model": "busy-a", "latency_ms": 4000}))
         .await;
-    mock.rule(json!({"model": "busy-b", "latency_ms": 400}))
+    mock.rule(json!({"model": "busy-b", "latency_ms": 4000}))
         .await;
     let gw = Gateway::start(&config(
         &[
@@ -424,12 +426,24 @@ async fn strategies_pick_as_specified() {
     ))
     .await;
     let mut waiting = Vec::new();
-    for _ in 0..8 {
-        let (url, body) = (gw.url("/v1/chat/completions"), chat("g"));
+    let http = client();
+    for i in 0..8u64 {
+        let (url, body, http) = (gw.url("/v1/chat/completions"), chat("g"), http.clone());
         waiting.push(actix_rt::spawn(async move {
-            client().post(url).send_json(&body).await.unwrap().status()
+            http.post(url).send_json(&body).await.unwrap().status()
         }));
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let c = mock.calls().await;
+            if calls(&c, "busy-a") + calls(&c, "busy-b") > i {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request {i} never reached the upstream"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     for w in waiting {
         assert_eq!(w.await.unwrap(), 200);
