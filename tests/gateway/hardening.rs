@@ -474,17 +474,45 @@ async fn slow_bodies_time_out_and_admin_bodies_wait_for_the_master_key() {
 #[actix_rt::test]
 async fn a_flood_of_random_keys_cannot_starve_real_keys_or_the_spend_log() {
     use futures_util::StreamExt;
-    let gw = Gateway::start(&two_groups(&Mock::start(), "")).await;
+    let config = two_groups(&Mock::start(), "").replace(
+        "  callbacks: [prometheus]\n",
+        "  callbacks: [prometheus]\n  service_callback: [prometheus_system]\n",
+    );
+    let gw = Gateway::start(&config).await;
     let real = key(&gw, json!({})).await;
     let token = sha256(&real);
-    // Keys that cannot be virtual keys are refused without a lookup.
-    for bad in [
-        "not-a-key",
-        "sk-with space",
-        &format!("sk-{}", "x".repeat(300)),
-    ] {
-        let r = call(&gw, bad, &chat("m")).await;
-        assert_eq!(r.status, 401, "{}", r.body);
+    // Keys that cannot be virtual keys are refused without a lookup: an idle SQLite gateway makes no store
+    // call at all while 300 of them are refused (PostgreSQL replicas read entities back every second, so
+    // the count is only compared on SQLite).
+    let store_calls = |m: &Metrics| m.sum("llm_sqlite_total_requests_total", &[]);
+    let before = store_calls(&gw.metrics().await);
+    for i in 0..100 {
+        for bad in [
+            format!("not-a-key-{i}"),
+            format!("sk-with space-{i}"),
+            format!("sk-{i}{}", "x".repeat(300)),
+        ] {
+            let r = call(&gw, &bad, &chat("m")).await;
+            assert_eq!(r.status, 401, "{}", r.body);
+        }
+    }
+    if gw.database_url().is_none() {
+        assert_eq!(store_calls(&gw.metrics().await), before, "no lookup");
+        // A plausible unknown key is looked up (the count moves), then remembered as unknown.
+        assert_eq!(
+            call(&gw, "sk-plausible-but-unknown", &chat("m"))
+                .await
+                .status,
+            401
+        );
+        assert_eq!(store_calls(&gw.metrics().await), before + 1.0);
+        assert_eq!(
+            call(&gw, "sk-plausible-but-unknown", &chat("m"))
+                .await
+                .status,
+            401
+        );
+        assert_eq!(store_calls(&gw.metrics().await), before + 1.0);
     }
     // 20,000 random, well-formed keys, 64 at a time, while the real key keeps working.
     let url = gw.url("/v1/chat/completions");
