@@ -335,7 +335,17 @@ impl Config {
     }
 }
 
+/// The longest duration a setting may have (ten years): more is a typo, and `Duration` arithmetic on it
+/// would overflow.
+const MAX_SETTING_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+
 fn secs(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
+    if v.is_finite() && v > MAX_SETTING_SECS {
+        problems.push(format!(
+            "`{path}` is {v} seconds; at most {MAX_SETTING_SECS} (ten years)"
+        ));
+        return Duration::from_secs(1);
+    }
     if !(v.is_finite() && v > 0.0) {
         problems.push(format!(
             "`{path}` must be a positive number of seconds, got {v}"
@@ -343,6 +353,14 @@ fn secs(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
         return Duration::from_secs(1);
     }
     Duration::from_secs_f64(v)
+}
+
+/// Seconds that may be zero (negative counts as zero), bounded like [`secs`].
+fn secs_or_zero(path: &str, v: f64, problems: &mut Vec<String>) -> Duration {
+    if v.is_nan() || v <= 0.0 {
+        return Duration::ZERO;
+    }
+    secs(path, v, problems)
 }
 
 /// A `general_settings` number of seconds, or its default.
@@ -533,14 +551,16 @@ fn validate(
         num_retries: r.num_retries.or(s.num_retries).unwrap_or(0),
         retry_after: r
             .retry_after
-            .map(|v| Duration::from_secs_f64(v.max(0.0)))
+            .map(|v| secs_or_zero("router_settings.retry_after", v, &mut problems))
             .unwrap_or_default(),
         timeout: r
             .timeout
             .map(|v| secs("router_settings.timeout", v, &mut problems)),
         allowed_fails: r.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS),
-        cooldown_time: Duration::from_secs_f64(
-            r.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_SECS).max(0.0),
+        cooldown_time: secs_or_zero(
+            "router_settings.cooldown_time",
+            r.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_SECS),
+            &mut problems,
         ),
         fallbacks,
         context_window_fallbacks,

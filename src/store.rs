@@ -76,6 +76,9 @@ pub struct SpendLog {
 /// row is written from it directly.
 #[derive(Debug, Clone)]
 pub struct SpendEvent {
+    /// The row's `request_id`, drawn on the request path: a batch written again after a failure whose
+    /// commit may have happened anyway is recognised row by row (PostgreSQL: `ON CONFLICT DO NOTHING`).
+    pub id: u128,
     pub key: Arc<KeyLabels>,
     pub end_user: Option<String>,
     pub model_group: Arc<str>,
@@ -222,7 +225,20 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS llm_end_users (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS llm_spend_logs (request_id TEXT NOT NULL, api_key TEXT NOT NULL, key_alias TEXT NOT NULL, team_id TEXT NOT NULL, user_id TEXT NOT NULL, end_user TEXT NOT NULL, model_group TEXT NOT NULL, model_id TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL, spend_micros BIGINT NOT NULL, status TEXT NOT NULL, start_time_ms BIGINT NOT NULL, end_time_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS llm_spend_logs_time ON llm_spend_logs (start_time_ms)",
+    // Spend batches already applied, by id: a batch retried after a failed (maybe committed) write is
+    // applied once. Rows older than a day go.
+    "CREATE TABLE IF NOT EXISTS llm_spend_batches (id TEXT PRIMARY KEY, at BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS llm_spend_batches_at ON llm_spend_batches (at)",
 ];
+
+/// PostgreSQL only: spend-log rows are unique by `request_id`, so a batch written twice is stored once.
+/// (SQLite's writer finishes every batch it takes and is never timed out, so it needs no index.)
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    "CREATE UNIQUE INDEX IF NOT EXISTS llm_spend_logs_request_id ON llm_spend_logs (request_id)",
+];
+
+/// How long an applied spend batch id is remembered.
+const SPEND_BATCH_MEMORY_MS: i64 = 86_400_000;
 
 /// Largest number of spend-log rows in one INSERT.
 const SPEND_LOG_BATCH: usize = 1000;
@@ -312,7 +328,12 @@ impl Store {
             .connect(&url)
             .await
             .map_err(err(format!("cannot open the {kind} database")))?;
-        for m in MIGRATIONS {
+        let extra: &[&str] = if kind == "postgres" {
+            POSTGRES_MIGRATIONS
+        } else {
+            &[]
+        };
+        for m in MIGRATIONS.iter().chain(extra) {
             sqlx::query(m)
                 .execute(&pool)
                 .await
@@ -434,12 +455,39 @@ impl Store {
         Ok(n)
     }
 
-    /// Adds spend deltas (micro-dollars) in one transaction.
-    async fn add_spend_raw(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
+    /// Adds spend deltas (micro-dollars) in one transaction, once per `batch` id: a batch whose earlier
+    /// write failed after it may have committed is recognised and not added again.
+    async fn add_spend_raw(
+        &self,
+        batch: &str,
+        deltas: &[(Table, String, i64)],
+    ) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
+        let now = now_ms();
+        let fresh = sqlx::query(
+            "INSERT INTO llm_spend_batches (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(batch)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("cannot record the spend batch"))?
+        .rows_affected();
+        if fresh == 0 {
+            tracing::warn!(
+                batch,
+                "spend batch already applied (an earlier write committed); not added again"
+            );
+            return tx.rollback().await.map_err(err("cannot roll back"));
+        }
+        sqlx::query("DELETE FROM llm_spend_batches WHERE at < $1")
+            .bind(now - SPEND_BATCH_MEMORY_MS)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("cannot forget old spend batches"))?;
         for (table, id, d) in deltas {
             let sql = format!(
                 "UPDATE {} SET spend_micros = spend_micros + $1 WHERE id = $2",
@@ -490,11 +538,6 @@ impl Store {
         if let Some(writer) = &self.spend_log {
             return writer.write(logs).await;
         }
-        let mut rng = {
-            use rand::SeedableRng;
-            rand::rngs::SmallRng::from_rng(rand::thread_rng())
-                .unwrap_or_else(|_| rand::rngs::SmallRng::seed_from_u64(now_ms() as u64))
-        };
         let mut tx = self.pool.begin().await.map_err(err("cannot begin"))?;
         let fields: Vec<String> = (0..15)
             .map(|i| match i {
@@ -503,12 +546,12 @@ impl Store {
             })
             .collect();
         let sql = format!(
-            "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) SELECT {} FROM jsonb_array_elements($1::jsonb) AS r",
+            "INSERT INTO llm_spend_logs ({SPEND_LOG_COLUMNS}) SELECT {} FROM jsonb_array_elements($1::jsonb) AS r ON CONFLICT (request_id) DO NOTHING",
             fields.join(", ")
         );
         for chunk in logs.chunks(SPEND_LOG_BATCH) {
             sqlx::query(&sql)
-                .bind(spend_rows_json(chunk, &mut rng))
+                .bind(spend_rows_json(chunk))
                 .execute(&mut *tx)
                 .await
                 .map_err(err("cannot write the spend log"))?;
@@ -731,13 +774,37 @@ impl Store {
         let _ = self.metrics.set(metrics);
     }
 
+    /// A call of the request path or the flush: `database_timeout`, and a failure to reach the database
+    /// makes the calls of the next second fail at once.
     async fn timed<T>(
         &self,
         function: &'static str,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        self.limited(function, call, self.call_timeout, true).await
+    }
+
+    /// A call that may legitimately take long (reports, retention): ten times `database_timeout`, and
+    /// its slowness says nothing about the database being down.
+    async fn timed_slow<T>(
+        &self,
+        function: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.limited(function, call, self.call_timeout * 10, false)
+            .await
+    }
+
+    async fn limited<T>(
+        &self,
+        function: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+        limit: Duration,
+        trips: bool,
+    ) -> Result<T, StoreError> {
         use std::sync::atomic::Ordering;
-        if now_ms() < self.down_until.load(Ordering::Acquire) {
+        let seen = self.down_until.load(Ordering::Acquire);
+        if now_ms() < seen {
             if let Some(m) = self.metrics.get() {
                 m.fail("Unavailable", function);
             }
@@ -746,7 +813,6 @@ impl Store {
                 source: Cause::Down,
             });
         }
-        let limit = self.call_timeout;
         let down_until = self.down_until.clone();
         let call = async move {
             let result = actix_rt::time::timeout(limit, call)
@@ -758,10 +824,15 @@ impl Store {
                     })
                 });
             match &result {
-                Err(e) if e.is_unreachable() => {
+                Err(e) if trips && e.is_unreachable() => {
                     down_until.store(now_ms() + DOWN_FOR.as_millis() as i64, Ordering::Release)
                 }
-                Ok(_) => down_until.store(0, Ordering::Release),
+                // Only a call that began after the last trip clears it: an older one succeeding late
+                // says nothing about now.
+                Ok(_) => {
+                    let _ =
+                        down_until.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
+                }
                 Err(_) => {}
             }
             result
@@ -818,8 +889,14 @@ impl Store {
         self.timed("delete", self.delete_raw(table, ids)).await
     }
 
-    pub async fn add_spend(&self, deltas: &[(Table, String, i64)]) -> Result<(), StoreError> {
-        self.timed("add_spend", self.add_spend_raw(deltas)).await
+    /// Adds spend deltas once per `batch` id (see `add_spend_raw`).
+    pub async fn add_spend(
+        &self,
+        batch: &str,
+        deltas: &[(Table, String, i64)],
+    ) -> Result<(), StoreError> {
+        self.timed("add_spend", self.add_spend_raw(batch, deltas))
+            .await
     }
 
     pub async fn reset_spend(
@@ -863,7 +940,7 @@ impl Store {
     /// Spend-log retention: deletes the rows that started before `cutoff_ms`; returns how many.
     pub async fn delete_spend_logs_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let call = self.delete_spend_logs_before_raw(cutoff_ms);
-        self.timed("delete_spend_logs", call).await
+        self.timed_slow("delete_spend_logs", call).await
     }
 
     pub async fn spend_logs(
@@ -872,7 +949,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<SpendLog>, i64), StoreError> {
-        self.timed("spend_logs", self.spend_logs_raw(f, limit, offset))
+        self.timed_slow("spend_logs", self.spend_logs_raw(f, limit, offset))
             .await
     }
 
@@ -881,7 +958,7 @@ impl Store {
         f: &SpendFilter,
         group_by: &'static str,
     ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
-        self.timed("spend_report", self.spend_report_raw(f, group_by))
+        self.timed_slow("spend_report", self.spend_report_raw(f, group_by))
             .await
     }
 }
@@ -936,29 +1013,28 @@ impl<'a> SpendRow<'a> {
     }
 }
 
-/// A random 128-bit row id in hex, from a seeded generator (a v4 UUID would ask the kernel each time).
-fn row_id(rng: &mut rand::rngs::SmallRng) -> String {
-    let mut id = [0u8; 32];
-    row_id_into(rng, &mut id).to_owned()
+/// A row's 128-bit id in hex.
+fn row_id(id: u128) -> String {
+    let mut buf = [0u8; 32];
+    row_id_into(id, &mut buf).to_owned()
 }
 
 /// [`row_id`] written into `buf`.
-fn row_id_into<'b>(rng: &mut rand::rngs::SmallRng, buf: &'b mut [u8; 32]) -> &'b str {
-    use rand::Rng;
-    let _ = hex::encode_to_slice(rng.gen::<u128>().to_be_bytes(), buf);
+fn row_id_into(id: u128, buf: &mut [u8; 32]) -> &str {
+    let _ = hex::encode_to_slice(id.to_be_bytes(), buf);
     // Hex digits are ASCII.
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Spend-log rows as one JSON array of 15-element arrays, in the order of [`SPEND_LOG_COLUMNS`].
-fn spend_rows_json(rows: &[SpendEvent], rng: &mut rand::rngs::SmallRng) -> String {
+fn spend_rows_json(rows: &[SpendEvent]) -> String {
     let mut out = Vec::with_capacity(rows.len() * 320 + 2);
     out.push(b'[');
     for (i, l) in rows.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let id = row_id(rng);
+        let id = row_id(l.id);
         let f = SpendRow::of(l, &id);
         let row = (
             f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, f.8, f.9, f.10, f.11, f.12, f.13, f.14,

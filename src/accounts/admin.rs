@@ -338,12 +338,12 @@ pub async fn run(
         AdminOp::KeyGenerate(body) => {
             let f = Fields { map: &body };
             let key = match f.string("key")? {
-                Some(Some(k)) if k.starts_with("sk-") && k.len() >= 8 => k,
+                Some(Some(k)) if crate::http::auth::plausible_key(&k) && k.len() >= 8 => k,
                 Some(Some(_)) => {
-                    return Err(
-                        bad("`key` must start with `sk-` and be at least 8 characters")
-                            .with_param("key"),
+                    return Err(bad(
+                        "`key` must start with `sk-`, be 8 to 256 printable ASCII characters, without spaces",
                     )
+                    .with_param("key"))
                 }
                 _ => new_key(),
             };

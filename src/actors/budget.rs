@@ -116,6 +116,8 @@ pub struct BudgetActor {
     /// `general_settings.max_unwritten_spend_logs`: new requests are refused at this backlog; rows of
     /// requests already admitted are kept up to twice as many, then the oldest are dropped (counted).
     max_unwritten: usize,
+    /// Spend taken from the ledgers whose write failed, retried as is (see [`SpendBatch`]).
+    unwritten_spend: Option<SpendBatch>,
 }
 
 impl BudgetActor {
@@ -143,6 +145,7 @@ impl BudgetActor {
             retention,
             pruning: false,
             max_unwritten,
+            unwritten_spend: None,
         }
     }
 }
@@ -249,95 +252,81 @@ impl Handler<Flush> for BudgetActor {
             self.metrics.clone(),
         );
         let logs = std::mem::take(&mut self.logs);
+        let spend = self.unwritten_spend.take();
         AtomicResponse::new(Box::pin(
-            async move {
-                let unwritten = flush(&accounts, &store, metrics.as_ref(), logs).await;
-                unwritten
-            }
-            .into_actor(self)
-            .map(|unwritten, act, _| {
-                // Rows the store refused go back in front, to be retried on the next flush.
-                if !unwritten.is_empty() {
-                    let newer = std::mem::take(&mut act.logs);
-                    act.logs = unwritten;
-                    act.logs.extend(newer);
-                } else if act.logs.is_empty() && unwritten.capacity() <= RECYCLED_LOGS_MAX {
-                    // The written batch's buffer, emptied, takes the next second's rows: growing a new
-                    // one every second faulted in (and zeroed) megabytes of fresh pages each time.
-                    act.logs = unwritten;
-                }
-                act.publish_backlog();
-            }),
+            async move { flush(&accounts, &store, metrics.as_ref(), logs, spend).await }
+                .into_actor(self)
+                .map(|(unwritten, spend), act, _| {
+                    act.unwritten_spend = spend;
+                    // Rows the store did not take go back in front, to be retried on the next flush.
+                    if !unwritten.is_empty() {
+                        let newer = std::mem::take(&mut act.logs);
+                        act.logs = unwritten;
+                        act.logs.extend(newer);
+                    } else if act.logs.is_empty() && unwritten.capacity() <= RECYCLED_LOGS_MAX {
+                        // The written batch's buffer, emptied, takes the next second's rows: growing a
+                        // new one every second faulted in (and zeroed) megabytes of fresh pages each time.
+                        act.logs = unwritten;
+                    }
+                    act.publish_backlog();
+                }),
         ))
     }
 }
 
-/// Writes spend deltas and spend-log rows, then applies due resets. Returns log rows that were not written,
-/// or, when all were, their emptied buffer.
+/// Spend deltas taken from the ledgers and not yet known to be written. The batch keeps its id and its
+/// deltas until a write succeeds: a write that failed may still have committed, and writing the same batch
+/// again is then recognised by its id (`Store::add_spend`) instead of adding the spend twice.
+pub struct SpendBatch {
+    id: String,
+    rows: Vec<(Table, String, i64)>,
+}
+
+/// Spend-log rows per write: a backlog left by an outage drains in commits of this size, each one off the
+/// backlog as soon as it is written.
+const LOG_WRITE_BATCH: usize = 5000;
+
+/// Writes spend (a batch left from an earlier failure first) and spend-log rows, then reads the other
+/// replicas' changes back (PostgreSQL) and applies due resets. Returns the log rows not written (or, when
+/// all were, their emptied buffer) and the spend batch still to write.
 async fn flush(
     accounts: &Accounts,
     store: &Store,
     metrics: Option<&Addr<MetricsActor>>,
     logs: Vec<SpendEvent>,
-) -> Vec<SpendEvent> {
-    let mut deltas: Vec<(Table, String, i64, Arc<Ledger>)> = Vec::new();
-    let mut take = |table: Table, id: &String, ledger: &Arc<Ledger>| {
-        let d = ledger.take_unpersisted();
-        if d != 0 {
-            deltas.push((table, id.clone(), d, ledger.clone()));
-        }
-    };
-    for e in accounts.keys.iter() {
-        take(Table::Keys, e.key(), &e.ledger);
+    mut spend: Option<SpendBatch>,
+) -> (Vec<SpendEvent>, Option<SpendBatch>) {
+    if let Some(batch) = spend.take() {
+        spend = write_spend(store, batch).await;
     }
-    for e in accounts.teams.iter() {
-        take(Table::Teams, e.key(), &e.ledger);
-    }
-    for e in accounts.users.iter() {
-        take(Table::Users, e.key(), &e.ledger);
-    }
-    for e in accounts.end_users.iter() {
-        take(Table::EndUsers, e.key(), &e.ledger);
-    }
-    if !deltas.is_empty() {
-        let rows: Vec<(Table, String, i64)> = deltas
-            .iter()
-            .map(|(t, id, d, _)| (*t, id.clone(), *d))
-            .collect();
-        if let Err(e) = store.add_spend(&rows).await {
-            tracing::error!("cannot persist spend, will retry: {e}");
-            for (_, _, d, ledger) in &deltas {
-                ledger.restore_unpersisted(*d);
+    if spend.is_none() {
+        let mut rows: Vec<(Table, String, i64)> = Vec::new();
+        let mut take = |table: Table, id: &String, ledger: &Arc<Ledger>| {
+            let d = ledger.take_unpersisted();
+            if d != 0 {
+                rows.push((table, id.clone(), d));
             }
+        };
+        for e in accounts.keys.iter() {
+            take(Table::Keys, e.key(), &e.ledger);
+        }
+        for e in accounts.teams.iter() {
+            take(Table::Teams, e.key(), &e.ledger);
+        }
+        for e in accounts.users.iter() {
+            take(Table::Users, e.key(), &e.ledger);
+        }
+        for e in accounts.end_users.iter() {
+            take(Table::EndUsers, e.key(), &e.ledger);
+        }
+        if !rows.is_empty() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            spend = write_spend(store, SpendBatch { id, rows }).await;
         }
     }
-    let unwritten = if logs.is_empty() {
-        Vec::new()
-    } else {
-        let logs = Arc::new(logs);
-        match store.insert_spend_logs(logs.clone()).await {
-            // The writer has let go of the rows: the buffer comes back, emptied, for reuse.
-            Ok(()) => Arc::try_unwrap(logs)
-                .map(|mut rows| {
-                    rows.clear();
-                    rows
-                })
-                .unwrap_or_default(),
-            Err(e) => {
-                let rows = Arc::try_unwrap(logs).unwrap_or_else(|shared| shared.as_ref().clone());
-                if e.is_refusal() {
-                    tracing::error!(
-                        "the database refused a spend-log batch, writing its rows one by one: {e}"
-                    );
-                    write_alone(store, rows).await
-                } else {
-                    tracing::error!("cannot write the spend log, will retry: {e}");
-                    rows
-                }
-            }
-        }
-    };
-    if store.kind == "postgres" {
+    let unwritten = write_logs(store, logs).await;
+    // The stored spend lacks what is still to write: reading it back now would lower this replica's view.
+    if store.kind == "postgres" && spend.is_none() {
         sync_from_store(accounts, store).await;
     }
     resets(accounts, store, metrics).await;
@@ -345,18 +334,66 @@ async fn flush(
     accounts
         .missing_keys
         .retain(|_, seen| seen.elapsed() < NEGATIVE_TTL);
-    unwritten
+    (unwritten, spend)
 }
 
-/// Writes a refused batch's rows one at a time: a row the database refuses on its own is dropped (logged and
-/// counted), never left to block the rows behind it; the first failure that is not a refusal (the database
-/// went away) keeps that row and the rest for the next flush. Returns the rows still to write.
-async fn write_alone(store: &Store, rows: Vec<SpendEvent>) -> Vec<SpendEvent> {
-    let mut rest = rows.into_iter();
-    while let Some(row) = rest.next() {
-        match store.insert_spend_logs(Arc::new(vec![row.clone()])).await {
-            Ok(()) => {}
-            Err(e) if e.is_refusal() => {
+/// Writes one spend batch; gives it back when the write failed.
+async fn write_spend(store: &Store, batch: SpendBatch) -> Option<SpendBatch> {
+    match store.add_spend(&batch.id, &batch.rows).await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::error!(batch = %batch.id, "cannot persist spend, will retry the same batch: {e}");
+            Some(batch)
+        }
+    }
+}
+
+/// Writes spend-log rows in commits of at most [`LOG_WRITE_BATCH`]; returns the rows not written (from the
+/// first commit that failed for want of the database), or the emptied buffer when all were.
+async fn write_logs(store: &Store, logs: Vec<SpendEvent>) -> Vec<SpendEvent> {
+    if logs.is_empty() {
+        return logs;
+    }
+    if logs.len() <= LOG_WRITE_BATCH {
+        return match write_part(store, logs).await {
+            Ok(mut emptied) => {
+                emptied.clear();
+                emptied
+            }
+            Err(rows) => rows,
+        };
+    }
+    let mut rest = logs.into_iter();
+    loop {
+        let part: Vec<SpendEvent> = rest.by_ref().take(LOG_WRITE_BATCH).collect();
+        if part.is_empty() {
+            return Vec::new();
+        }
+        if let Err(mut kept) = write_part(store, part).await {
+            kept.extend(rest);
+            return kept;
+        }
+    }
+}
+
+/// Writes `rows` in one commit. A batch the database refuses is split in halves until the refused rows
+/// stand alone; those are dropped (logged and counted), never left to block the rows behind them. A
+/// failure that is not a refusal (the database went away) gives back every row not yet written.
+/// `Ok` carries the written buffer for reuse.
+async fn write_part(
+    store: &Store,
+    rows: Vec<SpendEvent>,
+) -> Result<Vec<SpendEvent>, Vec<SpendEvent>> {
+    let mut stack = vec![rows];
+    let mut written = Vec::new();
+    while let Some(part) = stack.pop() {
+        let shared = Arc::new(part);
+        let result = store.insert_spend_logs(shared.clone()).await;
+        let part = Arc::try_unwrap(shared).unwrap_or_else(|s| s.as_ref().clone());
+        match result {
+            Ok(()) => written = part,
+            Err(e) if e.is_refusal() && part.len() == 1 => {
+                let row = &part[0];
                 tracing::error!(
                     hashed_api_key = %row.key.hashed_api_key,
                     model_group = %row.model_group,
@@ -365,15 +402,27 @@ async fn write_alone(store: &Store, rows: Vec<SpendEvent>) -> Vec<SpendEvent> {
                 );
                 store.note_dropped_rows(1, "insert_spend_logs");
             }
+            Err(e) if e.is_refusal() => {
+                tracing::error!(
+                    rows = part.len(),
+                    "the database refused a spend-log batch, writing it in halves: {e}"
+                );
+                let mut first = part;
+                let second = first.split_off(first.len() / 2);
+                stack.push(second);
+                stack.push(first);
+            }
             Err(e) => {
                 tracing::error!("cannot write the spend log, will retry: {e}");
-                let mut kept = vec![row];
-                kept.extend(rest);
-                return kept;
+                let mut kept = part;
+                for p in stack.into_iter().rev() {
+                    kept.extend(p);
+                }
+                return Err(kept);
             }
         }
     }
-    Vec::new()
+    Ok(written)
 }
 
 /// Replicas sharing one PostgreSQL database: every flush reads the entities back, so that each replica
@@ -449,8 +498,17 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
             }
             Table::Users => {
                 for row in &rows {
-                    if let Some(e) = accounts.users.get(&row.id) {
-                        e.ledger.sync(row.spend_micros, row.budget_reset_at);
+                    if let Some(old) = accounts.users.get(&row.id).map(|e| e.clone()) {
+                        old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                        // A changed record (models, limits, budget) from another replica.
+                        if let Some(rec) = decode::<UserRecord>(row).filter(|r| *r != old.rec) {
+                            let entry = UserEntry {
+                                rec,
+                                ledger: old.ledger.clone(),
+                                limits: old.limits.clone(),
+                            };
+                            accounts.users.insert(row.id.clone(), Arc::new(entry));
+                        }
                     } else if let Some(rec) = decode::<UserRecord>(row) {
                         let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
                         let entry = UserEntry {

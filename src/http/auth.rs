@@ -4,7 +4,9 @@
 //! known key are admitted anonymously.
 
 use super::AppState;
-use crate::accounts::{check_key, Caller, KeyEntry, KeyRecord, NEGATIVE_TTL};
+use crate::accounts::{
+    check_key, Caller, KeyEntry, KeyRecord, Ledger, TeamEntry, TeamRecord, NEGATIVE_TTL,
+};
 use crate::error::ApiError;
 use crate::secret::{constant_time_eq, hash_key};
 use crate::store::{decode, now_ms, Table};
@@ -129,6 +131,37 @@ pub async fn lookup_key(state: &AppState, token: &str) -> Lookup {
     }
 }
 
+/// A key's team must be known before the key is used: without it the team's budget, limits and model list
+/// would not apply. A team made on another replica and not read back yet is read from the store; a team
+/// that no longer exists refuses the key.
+async fn ensure_team(state: &AppState, team_id: &str) -> Result<(), ApiError> {
+    let accounts = &state.actors.accounts;
+    if accounts.teams.contains_key(team_id) {
+        return Ok(());
+    }
+    match state.actors.store.get(Table::Teams, team_id).await {
+        Ok(Some(row)) => {
+            if let Some(rec) = decode::<TeamRecord>(&row) {
+                accounts.teams.entry(team_id.to_owned()).or_insert_with(|| {
+                    Arc::new(TeamEntry {
+                        rec,
+                        ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
+                        limits: Default::default(),
+                    })
+                });
+                return Ok(());
+            }
+            Err(ApiError::unauthorized(
+                "Authentication Error - this key's team cannot be read",
+            ))
+        }
+        Ok(None) => Err(ApiError::unauthorized(
+            "Authentication Error - this key's team no longer exists",
+        )),
+        Err(_) => Err(lookup_unavailable()),
+    }
+}
+
 fn lookup_unavailable() -> ApiError {
     let mut e = ApiError::new(
         crate::error::ErrorKind::ServiceUnavailableError,
@@ -169,6 +202,9 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Caller,
     match lookup_key(state, &hash_key(key)).await {
         Lookup::Found(entry) => {
             check_key(&entry, now_ms())?;
+            if let Some(team) = &entry.rec.team_id {
+                ensure_team(state, team).await?;
+            }
             Ok(Caller::of_key(&state.actors.accounts, entry))
         }
         Lookup::Missing => invalid(),

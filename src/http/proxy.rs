@@ -17,8 +17,8 @@ use crate::config::{CustomLabel, RoutingStrategy};
 use crate::deployment::live::InFlight;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{
-    check_label_text, check_messages, estimate_prompt_tokens, response_usage, InputShape,
-    RequestView, SseTap, Usage,
+    check_messages, check_text, estimate_prompt_tokens, response_usage, InputShape, RequestView,
+    SseTap, Usage, MAX_METADATA_CHARS,
 };
 use crate::providers::{mock, openai, Endpoint};
 use crate::router::table::{Group, Pick, RoutingTable};
@@ -173,6 +173,7 @@ impl Pending {
         let (usage, cost) = self.charge(outcome).unwrap_or_default();
         let (spend_micros, ok) = (micros(cost), matches!(outcome, Outcome::Success { .. }));
         let row = SpendEvent {
+            id: rand::random(),
             key: self.key.clone(),
             end_user: self.end_user.clone(),
             model_group: self.requested_model.clone(),
@@ -305,7 +306,11 @@ fn custom_value(
         cur = cur.and_then(|v| v.get(part));
     }
     let value = cur.and_then(|v| v.as_str()).unwrap_or("");
-    check_label_text(&format!("metadata.{}", label.path.join(".")), value)?;
+    check_text(
+        &format!("metadata.{}", label.path.join(".")),
+        value,
+        MAX_METADATA_CHARS,
+    )?;
     Ok(value.to_owned())
 }
 
@@ -1049,9 +1054,11 @@ where
             }
             if this.ends.as_mut().poll(cx).is_ready() {
                 this.done = true;
-                let err = ApiError::upstream_failure(
-                    this.dep.cfg.provider,
+                // The gateway's own limit, not the upstream's failure: it does not count against the
+                // deployment (no provider on the error).
+                let err = ApiError::new(
                     ErrorKind::Timeout,
+                    actix_web::http::StatusCode::REQUEST_TIMEOUT,
                     format!(
                         "upstream stream for `{}` ran longer than {:?} (general_settings.max_stream_duration)",
                         this.dep.cfg.model,

@@ -247,12 +247,20 @@ pub const MAX_USER_CHARS: usize = 256;
 /// How much of an offending key an error message repeats.
 const MAX_SHOWN_KEY_CHARS: usize = 64;
 
+/// Longest `metadata` value used as a label (OpenAI's limit for metadata values).
+pub const MAX_METADATA_CHARS: usize = 512;
+
 /// A client-sent string that ends up in a label, a log row or a header: at most [`MAX_USER_CHARS`]
 /// characters and no control characters (NUL breaks PostgreSQL text, newlines break log lines).
 pub fn check_label_text(param: &str, value: &str) -> Result<(), ApiError> {
-    if value.chars().count() > MAX_USER_CHARS {
+    check_text(param, value, MAX_USER_CHARS)
+}
+
+/// [`check_label_text`] with its own length limit.
+pub fn check_text(param: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max_chars {
         return Err(ApiError::bad_request(format!(
-            "`{param}` is longer than {MAX_USER_CHARS} characters"
+            "`{param}` is longer than {max_chars} characters"
         ))
         .with_param(param));
     }
@@ -266,13 +274,15 @@ pub fn check_label_text(param: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// The roles a chat message may have (OpenAI's, with the legacy `function`).
-const MESSAGE_ROLES: [&str; 6] = [
+/// (`ipython` is what vLLM's Llama tool templates use.)
+const MESSAGE_ROLES: [&str; 7] = [
     "system",
     "developer",
     "user",
     "assistant",
     "tool",
     "function",
+    "ipython",
 ];
 
 /// Checks that `messages` is a non-empty array of objects, each with a known `role`; the error names the

@@ -97,15 +97,11 @@ fn insert_sql(rows: usize) -> String {
 }
 
 fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
-    let mut rng = {
-        use rand::SeedableRng;
-        rand::rngs::SmallRng::from_entropy()
-    };
     let sql = (insert_sql(1), insert_sql(CHUNK));
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Write(rows, done) => {
-                let result = write(&mut conn, &sql, &rows, &mut rng);
+                let result = write(&mut conn, &sql, &rows);
                 // Let go of the rows first: the caller takes them back whole when the write failed.
                 drop(rows);
                 let _ = done.send(result);
@@ -123,7 +119,6 @@ fn write(
     conn: &mut rusqlite::Connection,
     (one, chunk): &(String, String),
     rows: &[SpendEvent],
-    rng: &mut rand::rngs::SmallRng,
 ) -> rusqlite::Result<()> {
     // IMMEDIATE: take the write lock up front (waiting up to the busy timeout for the management
     // connection), so the transaction can never fail halfway on a lock upgrade.
@@ -132,12 +127,12 @@ fn write(
         let mut full = rows.chunks_exact(CHUNK);
         let mut insert = tx.prepare_cached(chunk)?;
         for rows in full.by_ref() {
-            bind_rows(&mut insert, rows, rng)?;
+            bind_rows(&mut insert, rows)?;
             insert.raw_execute()?;
         }
         let mut insert = tx.prepare_cached(one)?;
         for row in full.remainder().chunks(1) {
-            bind_rows(&mut insert, row, rng)?;
+            bind_rows(&mut insert, row)?;
             insert.raw_execute()?;
         }
     }
@@ -148,11 +143,10 @@ fn write(
 fn bind_rows(
     insert: &mut rusqlite::CachedStatement<'_>,
     rows: &[SpendEvent],
-    rng: &mut rand::rngs::SmallRng,
 ) -> rusqlite::Result<()> {
     let mut id = [0u8; 32];
     for (r, l) in rows.iter().enumerate() {
-        let f = SpendRow::of(l, super::row_id_into(rng, &mut id));
+        let f = SpendRow::of(l, super::row_id_into(l.id, &mut id));
         let at = r * 15;
         insert.raw_bind_parameter(at + 1, f.0)?;
         insert.raw_bind_parameter(at + 2, f.1)?;
@@ -183,6 +177,7 @@ mod tests {
 
     fn event(n: u64, team: &str) -> SpendEvent {
         SpendEvent {
+            id: rand::random(),
             key: Arc::new(KeyLabels {
                 hashed_api_key: "ab".repeat(32),
                 api_key_alias: "alias".into(),
@@ -208,6 +203,57 @@ mod tests {
             ok: n != 3,
             start_ms: 1_700_000_000_000 + n as i64,
             end_ms: 1_700_000_000_100 + n as i64,
+        }
+    }
+
+    /// A write retried after a failure that may have committed anyway is applied once: spend batches by
+    /// their id (both stores), spend-log rows by their request id (PostgreSQL, when
+    /// `LLM_TEST_DATABASE_URL` names one).
+    #[actix_rt::test]
+    async fn writes_retried_after_an_unknown_outcome_count_once() {
+        use super::super::{Secret, Table};
+        let dir = std::env::temp_dir().join(format!("llm-once-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("llm.db"));
+        let mut stores = vec![Store::connect(None, &dir).await.unwrap()];
+        if let Ok(url) = std::env::var("LLM_TEST_DATABASE_URL") {
+            stores.push(Store::connect(Some(&Secret::new(url)), &dir).await.unwrap());
+        }
+        for store in stores {
+            let id = format!("k-{}", rand::random::<u64>());
+            store
+                .upsert(
+                    Table::Keys,
+                    &id,
+                    &serde_json::json!({}),
+                    0,
+                    None,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            let batch = format!("b-{}", rand::random::<u64>());
+            let deltas = vec![(Table::Keys, id.clone(), 7)];
+            store.add_spend(&batch, &deltas).await.unwrap();
+            store.add_spend(&batch, &deltas).await.unwrap();
+            store
+                .add_spend(&format!("{batch}-next"), &deltas)
+                .await
+                .unwrap();
+            let row = store.get(Table::Keys, &id).await.unwrap().unwrap();
+            assert_eq!(row.spend_micros, 14, "{}", store.kind);
+            if store.kind == "postgres" {
+                let team = format!("once-{}", rand::random::<u64>());
+                let rows = Arc::new(vec![event(1, &team), event(2, &team)]);
+                store.insert_spend_logs(rows.clone()).await.unwrap();
+                store.insert_spend_logs(rows).await.unwrap();
+                let filter = SpendFilter {
+                    team_id: Some(team),
+                    ..Default::default()
+                };
+                assert_eq!(store.spend_logs(&filter, 10, 0).await.unwrap().1, 2);
+            }
         }
     }
 

@@ -283,6 +283,11 @@ async fn deleting_a_team_or_a_user_deletes_its_keys() {
     let gw = gw.restart(&config).await;
     assert_eq!(call(&gw, &team_key, &chat("m")).await.status, 401);
     assert_eq!(call(&gw, &other, &chat("m")).await.status, 200);
+    // A custom key that could never authenticate is refused when it is made.
+    for bad in ["sk-with space", "sk-é-accent", "sk-shrt"] {
+        let r = gw.admin("/key/generate", &json!({"key": bad})).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
     // Admin strings that would poison labels or the database are refused.
     let r = gw
         .admin("/team/new", &json!({"team_id": "bad\u{0}id"}))
@@ -346,6 +351,16 @@ async fn upstream_controlled_values_are_bounded() {
     let last = r.sse_data().last().cloned().unwrap();
     assert!(last.contains("max_stream_duration"), "{last}");
     assert!(r.sse_data().len() > 3, "frames came through until then");
+    // The gateway's own limit is not the deployment's failure.
+    let h = gw.get("/health/deployments", &[]).await.json();
+    let s = h["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["model_id"] == "dep-s")
+        .unwrap()
+        .clone();
+    assert_eq!(s["failures"], 0, "{s}");
 
     // A frame that never ends is cut at the frame cap (4 MiB), with an error frame.
     mock.rule(json!({"model": "up-s", "endless_frame_bytes": 6 * 1024 * 1024}))
