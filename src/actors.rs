@@ -169,8 +169,19 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
             system.as_ref().map(|s| s.redis.clone()),
             accounts.clone(),
         );
+        // Every record this replica writes is announced, so the others read it again at once.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        store.announce_changes(tx);
+        let b = budget.clone().recipient();
+        let shared_store = store.kind == "postgres";
+        let namespace = match &config.general.database_url {
+            Some(db) if shared_store => {
+                crate::secret::hash_key(&crate::config::shown_url(db.expose()))[..16].to_owned()
+            }
+            _ => "local".to_owned(),
+        };
         let shared = SharedStateActor::start_in_arbiter(&routing_arbiter, move |_| {
-            SharedStateActor::new(url, d, a, m)
+            SharedStateActor::new(url, d, a, m, rx, b, &namespace, shared_store)
         });
         for d in deployments.iter() {
             d.addr

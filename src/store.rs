@@ -32,7 +32,7 @@ pub enum Table {
 impl Table {
     pub const ALL: [Table; 4] = [Table::Keys, Table::Teams, Table::Users, Table::EndUsers];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Table::Keys => "llm_keys",
             Table::Teams => "llm_teams",
@@ -40,6 +40,19 @@ impl Table {
             Table::EndUsers => "llm_end_users",
         }
     }
+
+    /// The table named `name` (as [`Table::name`] spells it).
+    pub fn named(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// A record this replica wrote or deleted, announced to the other replicas (through Redis) so that they
+/// read it again at once instead of at their next read-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub table: Table,
+    pub id: String,
 }
 
 /// One stored entity: its record (JSON), spend and reset time.
@@ -255,6 +268,8 @@ pub struct Store {
     /// Every call's limit (`general_settings.database_timeout`): a hung database fails calls, never
     /// hangs them.
     call_timeout: Duration,
+    /// Where record writes are announced (set when Redis shares state between replicas).
+    changes: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>>,
     /// Unix ms until which calls fail at once: set when a call finds the database unreachable or slow, so
     /// that while it is down every caller (admin calls, key lookups, flushes) hears it immediately instead
     /// of waiting out its own timeout. The first call after it passes goes through as the probe.
@@ -354,7 +369,24 @@ impl Store {
             metrics: Default::default(),
             call_timeout: Duration::from_secs_f64(crate::config::DEFAULT_DATABASE_TIMEOUT_SECS),
             down_until: Default::default(),
+            changes: Default::default(),
         })
+    }
+
+    /// From now on, every record written or deleted is announced on `to`.
+    pub fn announce_changes(&self, to: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = self.changes.set(to);
+    }
+
+    fn announce(&self, table: Table, ids: &[String]) {
+        if let Some(tx) = self.changes.get() {
+            for id in ids {
+                let _ = tx.send(Change {
+                    table,
+                    id: id.clone(),
+                });
+            }
+        }
     }
 
     /// Sets every call's time limit (before the store is shared).
@@ -878,7 +910,9 @@ impl Store {
             team_id,
             user_id,
         );
-        self.timed("upsert", call).await
+        self.timed("upsert", call).await?;
+        self.announce(table, &[id.to_owned()]);
+        Ok(())
     }
 
     pub async fn keys_of(&self, owner: KeyOwner, id: &str) -> Result<Vec<String>, StoreError> {
@@ -886,7 +920,9 @@ impl Store {
     }
 
     pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
-        self.timed("delete", self.delete_raw(table, ids)).await
+        let n = self.timed("delete", self.delete_raw(table, ids)).await?;
+        self.announce(table, ids);
+        Ok(n)
     }
 
     /// Adds spend deltas once per `batch` id (see `add_spend_raw`).
@@ -906,7 +942,11 @@ impl Store {
         next_reset: Option<i64>,
     ) -> Result<bool, StoreError> {
         let call = self.reset_spend_raw(table, id, next_reset);
-        self.timed("reset_spend", call).await
+        let reset = self.timed("reset_spend", call).await?;
+        if reset {
+            self.announce(table, &[id.to_owned()]);
+        }
+        Ok(reset)
     }
 
     /// Appends the rows, all or none (the caller keeps its reference to retry them).

@@ -41,6 +41,11 @@ struct PruneSpendLogs;
 #[rtype(result = "Result<Json, ApiError>")]
 pub struct Admin(pub AdminOp);
 
+/// Another replica wrote or deleted this record (announced through Redis): read it again now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh(pub crate::store::Change);
+
 /// Writes pending spend and spend-log rows now and applies due budget resets.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -242,6 +247,27 @@ impl Handler<Admin> for BudgetActor {
     }
 }
 
+impl Handler<Refresh> for BudgetActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    /// Atomic like a management operation: this actor stays the only writer of the records.
+    fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
+        let (accounts, store) = (self.accounts.clone(), self.store.clone());
+        let crate::store::Change { table, id } = msg.0;
+        AtomicResponse::new(Box::pin(
+            async move {
+                match store.get(table, &id).await {
+                    Ok(Some(row)) => apply_row(&accounts, table, &row),
+                    Ok(None) => forget(&accounts, table, &id),
+                    // The read-back of the next flush catches up.
+                    Err(e) => tracing::warn!("cannot read a record another replica changed: {e}"),
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
 impl Handler<Flush> for BudgetActor {
     type Result = AtomicResponse<Self, ()>;
 
@@ -426,10 +452,11 @@ async fn write_part(
 }
 
 /// Replicas sharing one PostgreSQL database: every flush reads the entities back, so that each replica
-/// enforces budgets on the spend of all of them, not only on its own share, and sees keys and teams another
-/// replica changed: an updated, blocked or deleted key is in force here a flush interval later (keys never
-/// used here are not cached; read-through finds new ones). Runs inside the BudgetActor, like every
-/// management operation of this replica, so none can interleave with it.
+/// enforces budgets on the spend of all of them, not only on its own share, and sees records another replica
+/// changed or deleted (keys, teams, users, end users) a flush interval later at most. With Redis the other
+/// replicas also announce each change as they make it ([`Refresh`]), so this read-back is the backstop for a
+/// missed message. Keys never used here are not cached (read-through finds new ones). Runs inside the
+/// BudgetActor, like every management operation of this replica, so none can interleave with it.
 async fn sync_from_store(accounts: &Accounts, store: &Store) {
     for table in Table::ALL {
         let rows = match store.load(table).await {
@@ -439,99 +466,130 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
                 return;
             }
         };
-        match table {
-            Table::Keys => {
-                let mut present = std::collections::HashSet::with_capacity(rows.len());
-                for row in &rows {
-                    present.insert(row.id.as_str());
-                    let Some(old) = accounts.keys.get(&row.id).map(|e| e.clone()) else {
-                        continue;
-                    };
-                    old.ledger.sync(row.spend_micros, row.budget_reset_at);
-                    match decode::<KeyRecord>(row) {
-                        Some(rec) if rec != old.rec => {
-                            let entry = accounts.key_entry(rec, Some(&old), 0, row.budget_reset_at);
-                            accounts.keys.insert(row.id.clone(), Arc::new(entry));
-                        }
-                        _ => {}
-                    }
-                }
-                let gone: Vec<String> = accounts
-                    .keys
-                    .iter()
-                    .filter(|e| !present.contains(e.key().as_str()))
-                    .map(|e| e.key().clone())
-                    .collect();
-                for id in gone {
-                    // A key read through from the store after the load above is not gone: ask again.
-                    if let Ok(None) = store.get(Table::Keys, &id).await {
-                        accounts.keys.remove(&id);
-                    }
-                }
+        let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        for row in &rows {
+            apply_row(accounts, table, row);
+        }
+        for id in ids_in_memory(accounts, table) {
+            if present.contains(id.as_str()) {
+                continue;
             }
-            Table::Teams => {
-                for row in &rows {
-                    let Some(old) = accounts.teams.get(&row.id).map(|e| e.clone()) else {
-                        // Created on another replica.
-                        if let Some(rec) = decode::<TeamRecord>(row) {
-                            let ledger =
-                                Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
-                            let entry = TeamEntry {
-                                rec,
-                                ledger,
-                                limits: Default::default(),
-                            };
-                            accounts.teams.insert(row.id.clone(), Arc::new(entry));
-                        }
-                        continue;
-                    };
-                    old.ledger.sync(row.spend_micros, row.budget_reset_at);
-                    if let Some(rec) = decode::<TeamRecord>(row).filter(|r| *r != old.rec) {
-                        let entry = TeamEntry {
-                            rec,
-                            ledger: old.ledger.clone(),
-                            limits: old.limits.clone(),
-                        };
-                        accounts.teams.insert(row.id.clone(), Arc::new(entry));
-                    }
-                }
+            // Made (or read through) here after the load above is not gone: ask again.
+            if let Ok(None) = store.get(table, &id).await {
+                forget(accounts, table, &id);
             }
-            Table::Users => {
-                for row in &rows {
-                    if let Some(old) = accounts.users.get(&row.id).map(|e| e.clone()) {
-                        old.ledger.sync(row.spend_micros, row.budget_reset_at);
-                        // A changed record (models, limits, budget) from another replica.
-                        if let Some(rec) = decode::<UserRecord>(row).filter(|r| *r != old.rec) {
-                            let entry = UserEntry {
-                                rec,
-                                ledger: old.ledger.clone(),
-                                limits: old.limits.clone(),
-                            };
-                            accounts.users.insert(row.id.clone(), Arc::new(entry));
-                        }
-                    } else if let Some(rec) = decode::<UserRecord>(row) {
-                        let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
-                        let entry = UserEntry {
-                            rec,
-                            ledger,
-                            limits: Default::default(),
-                        };
-                        accounts.users.insert(row.id.clone(), Arc::new(entry));
-                    }
-                }
+        }
+    }
+}
+
+/// Takes one stored row as the truth for its entity: spend and reset time into the ledger (plus what this
+/// replica has not written yet), a changed record replacing the old one with the same counters. Keys are
+/// only updated, never added (a key not used here stays out of memory); the other entities are added.
+fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_) {
+    match table {
+        Table::Keys => {
+            let Some(old) = accounts.keys.get(&row.id).map(|e| e.clone()) else {
+                return;
+            };
+            old.ledger.sync(row.spend_micros, row.budget_reset_at);
+            if let Some(rec) = decode::<KeyRecord>(row).filter(|r| *r != old.rec) {
+                let entry = accounts.key_entry(rec, Some(&old), 0, row.budget_reset_at);
+                accounts.keys.insert(row.id.clone(), Arc::new(entry));
             }
-            Table::EndUsers => {
-                for row in &rows {
-                    if let Some(e) = accounts.end_users.get(&row.id) {
-                        e.ledger.sync(row.spend_micros, row.budget_reset_at);
-                    } else if let Some(rec) = decode::<EndUserRecord>(row) {
-                        let ledger = Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at));
-                        accounts
-                            .end_users
-                            .insert(row.id.clone(), Arc::new(EndUserEntry { rec, ledger }));
-                    }
-                }
+        }
+        Table::Teams => {
+            let old = accounts.teams.get(&row.id).map(|e| e.clone());
+            if let Some(old) = &old {
+                old.ledger.sync(row.spend_micros, row.budget_reset_at);
             }
+            let Some(rec) = decode::<TeamRecord>(row) else {
+                return;
+            };
+            let entry = match old {
+                Some(old) if old.rec == rec => return,
+                Some(old) => TeamEntry {
+                    rec,
+                    ledger: old.ledger.clone(),
+                    limits: old.limits.clone(),
+                },
+                None => TeamEntry {
+                    rec,
+                    ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
+                    limits: Default::default(),
+                },
+            };
+            accounts.teams.insert(row.id.clone(), Arc::new(entry));
+        }
+        Table::Users => {
+            let old = accounts.users.get(&row.id).map(|e| e.clone());
+            if let Some(old) = &old {
+                old.ledger.sync(row.spend_micros, row.budget_reset_at);
+            }
+            let Some(rec) = decode::<UserRecord>(row) else {
+                return;
+            };
+            let entry = match old {
+                Some(old) if old.rec == rec => return,
+                Some(old) => UserEntry {
+                    rec,
+                    ledger: old.ledger.clone(),
+                    limits: old.limits.clone(),
+                },
+                None => UserEntry {
+                    rec,
+                    ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
+                    limits: Default::default(),
+                },
+            };
+            accounts.users.insert(row.id.clone(), Arc::new(entry));
+        }
+        Table::EndUsers => {
+            let old = accounts.end_users.get(&row.id).map(|e| e.clone());
+            if let Some(old) = &old {
+                old.ledger.sync(row.spend_micros, row.budget_reset_at);
+            }
+            let Some(rec) = decode::<EndUserRecord>(row) else {
+                return;
+            };
+            let entry = match old {
+                Some(old) if old.rec == rec => return,
+                Some(old) => EndUserEntry {
+                    rec,
+                    ledger: old.ledger.clone(),
+                },
+                None => EndUserEntry {
+                    rec,
+                    ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
+                },
+            };
+            accounts.end_users.insert(row.id.clone(), Arc::new(entry));
+        }
+    }
+}
+
+fn ids_in_memory(accounts: &Accounts, table: Table) -> Vec<String> {
+    match table {
+        Table::Keys => accounts.keys.iter().map(|e| e.key().clone()).collect(),
+        Table::Teams => accounts.teams.iter().map(|e| e.key().clone()).collect(),
+        Table::Users => accounts.users.iter().map(|e| e.key().clone()).collect(),
+        Table::EndUsers => accounts.end_users.iter().map(|e| e.key().clone()).collect(),
+    }
+}
+
+/// Drops an entity deleted elsewhere.
+fn forget(accounts: &Accounts, table: Table, id: &str) {
+    match table {
+        Table::Keys => {
+            accounts.keys.remove(id);
+        }
+        Table::Teams => {
+            accounts.teams.remove(id);
+        }
+        Table::Users => {
+            accounts.users.remove(id);
+        }
+        Table::EndUsers => {
+            accounts.end_users.remove(id);
         }
     }
 }

@@ -17,12 +17,15 @@
 //! Redis being down never fails a request: routing keeps using each replica's own cooldowns, and the actor
 //! retries on its next tick (the connection manager reconnects).
 
+use super::budget::Refresh;
 use super::deployment::AdoptCooldown;
 use super::Deployment;
 use crate::accounts::{current_minute, Accounts, Limits};
 use crate::metrics::system::ServiceMetrics;
 use crate::store::now_ms;
+use crate::store::{Change, Table};
 use actix::prelude::*;
+use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +34,16 @@ use std::time::{Duration, Instant};
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often rate-limit windows are pushed and read back.
 pub const LIMITS_INTERVAL: Duration = Duration::from_millis(200);
+/// Where replicas announce the records they write: `llm:changes:<namespace>`, messages
+/// `<replica>|<table>|<id>`. The namespace is a hash of the database's address (without credentials):
+/// gateways on other databases that share the Redis never act on each other's records.
+const CHANGES_CHANNEL: &str = "llm:changes:";
+/// Where replicas announce the cooldowns they start: `llm:cooldowns:<namespace>`, messages
+/// `<replica>|<model_id>|<until_ms>`.
+const COOLDOWNS_CHANNEL: &str = "llm:cooldowns:";
+/// How long the subscriber waits before connecting again after it lost Redis.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
 /// A Redis connection attempt's limit.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A Redis command's (or pipeline's) limit: a hung Redis fails calls, never holds them.
@@ -56,6 +69,24 @@ pub struct SharedStateActor {
     busy: bool,
     accounts: Arc<Accounts>,
     limits_busy: bool,
+    /// Records this replica wrote (from the store), to announce; taken by the publisher task.
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<Change>>,
+    /// Where announced changes of other replicas go (the BudgetActor re-reads them).
+    budget: Recipient<Refresh>,
+    /// `llm:changes:<namespace>` and `llm:cooldowns:<namespace>`.
+    channels: (String, String),
+    /// Records are announced and re-read only when the replicas share a database (PostgreSQL).
+    shared_store: bool,
+}
+
+/// A connection manager with this module's timeouts.
+async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+        .set_response_timeout(REDIS_RESPONSE_TIMEOUT)
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client, config).await
 }
 
 fn key(model_id: &str) -> String {
@@ -73,11 +104,16 @@ fn class(e: &redis::RedisError) -> &'static str {
 }
 
 impl SharedStateActor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         url: String,
         deployments: Arc<Vec<Arc<Deployment>>>,
         accounts: Arc<Accounts>,
         metrics: Option<Arc<ServiceMetrics>>,
+        changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+        budget: Recipient<Refresh>,
+        namespace: &str,
+        shared_store: bool,
     ) -> Self {
         let keys = deployments.iter().map(|d| key(&d.cfg.id)).collect();
         SharedStateActor {
@@ -90,7 +126,126 @@ impl SharedStateActor {
             busy: false,
             accounts,
             limits_busy: false,
+            changes: Some(changes),
+            budget,
+            channels: (
+                format!("{CHANGES_CHANNEL}{namespace}"),
+                format!("{COOLDOWNS_CHANNEL}{namespace}"),
+            ),
+            shared_store,
         }
+    }
+
+    /// Announces every record this replica writes, one `PUBLISH` each, as they come.
+    fn publish_changes(&mut self) {
+        let Some(mut changes) = self.changes.take() else {
+            return;
+        };
+        if !self.shared_store {
+            return;
+        }
+        let (url, replica, metrics, channel) = (
+            self.url.clone(),
+            self.replica.clone(),
+            self.metrics.clone(),
+            self.channels.0.clone(),
+        );
+        actix_rt::spawn(async move {
+            let mut conn: Option<ConnectionManager> = None;
+            while let Some(c) = changes.recv().await {
+                if conn.is_none() {
+                    let started = Instant::now();
+                    let made = connect(&url).await;
+                    Self::record(&metrics, started, &made.as_ref().map(|_| ()), "connect");
+                    conn = made.ok();
+                }
+                // Without Redis the change is not announced; the other replicas' read-back finds it.
+                let Some(cn) = conn.as_mut() else { continue };
+                let started = Instant::now();
+                let r: redis::RedisResult<()> = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(format!("{replica}|{}|{}", c.table.name(), c.id))
+                    .query_async(cn)
+                    .await;
+                Self::record(&metrics, started, &r.as_ref().map(|_| ()), "publish");
+            }
+        });
+    }
+
+    /// Listens to the other replicas' announcements for as long as the actor lives: changed records go to
+    /// the BudgetActor to be read again, cooldowns to their deployments. A lost connection is made again
+    /// after [`RESUBSCRIBE_AFTER`]; what was announced meanwhile is caught by the periodic read-backs.
+    fn subscribe(&mut self) {
+        let (url, replica, metrics, budget, deployments) = (
+            self.url.clone(),
+            self.replica.clone(),
+            self.metrics.clone(),
+            self.budget.clone(),
+            self.deployments.clone(),
+        );
+        let ((changes, cooldowns), shared_store) = (self.channels.clone(), self.shared_store);
+        actix_rt::spawn(async move {
+            loop {
+                let started = Instant::now();
+                let subscribed = async {
+                    let client = redis::Client::open(url.as_str())?;
+                    let mut ps =
+                        actix_rt::time::timeout(REDIS_CONNECT_TIMEOUT, client.get_async_pubsub())
+                            .await
+                            .map_err(|_| {
+                                redis::RedisError::from(std::io::Error::from(
+                                    std::io::ErrorKind::TimedOut,
+                                ))
+                            })??;
+                    if shared_store {
+                        ps.subscribe(&changes).await?;
+                    }
+                    ps.subscribe(&cooldowns).await?;
+                    Ok::<_, redis::RedisError>(ps)
+                }
+                .await;
+                Self::record(
+                    &metrics,
+                    started,
+                    &subscribed.as_ref().map(|_| ()),
+                    "subscribe",
+                );
+                if let Ok(mut ps) = subscribed {
+                    let mut messages = ps.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        let mut parts = payload.splitn(3, '|');
+                        let (Some(from), Some(what), Some(rest)) =
+                            (parts.next(), parts.next(), parts.next())
+                        else {
+                            continue;
+                        };
+                        if from == replica {
+                            continue;
+                        }
+                        let channel = msg.get_channel_name();
+                        if channel == changes {
+                            if let Some(table) = Table::named(what) {
+                                budget.do_send(Refresh(Change {
+                                    table,
+                                    id: rest.to_owned(),
+                                }));
+                            }
+                        } else if channel == cooldowns {
+                            let until: i64 = rest.parse().unwrap_or(0);
+                            let now = now_ms();
+                            if let Some(d) = deployments.iter().find(|d| d.cfg.id == what) {
+                                if until > now && until > d.live.cooldown_until() {
+                                    d.addr.do_send(AdoptCooldown { until_ms: until });
+                                }
+                            }
+                        }
+                    }
+                    tracing::warn!("redis subscription ended; subscribing again");
+                }
+                actix_rt::time::sleep(RESUBSCRIBE_AFTER).await;
+            }
+        });
     }
 
     /// Every scope with a request or token limit: its Redis name and its windows.
@@ -210,16 +365,7 @@ impl SharedStateActor {
                 Some(c) => c,
                 None => {
                     let started = Instant::now();
-                    let made = match redis::Client::open(url.as_str()) {
-                        Ok(client) => {
-                            let config = redis::aio::ConnectionManagerConfig::new()
-                                .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
-                                .set_response_timeout(REDIS_RESPONSE_TIMEOUT)
-                                .set_number_of_retries(1);
-                            ConnectionManager::new_with_config(client, config).await
-                        }
-                        Err(e) => Err(e),
-                    };
+                    let made = connect(&url).await;
                     Self::record(&metrics, started, &made.as_ref().map(|_| ()), "connect");
                     match made {
                         Ok(c) => c,
@@ -255,6 +401,8 @@ impl Actor for SharedStateActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.publish_changes();
+        self.subscribe();
         self.sync(ctx);
         ctx.run_interval(SYNC_INTERVAL, |act, ctx| act.sync(ctx));
         ctx.run_interval(LIMITS_INTERVAL, |act, ctx| act.sync_limits(ctx));
@@ -268,7 +416,11 @@ impl Handler<CooldownShared> for SharedStateActor {
         let Some(mut conn) = self.conn.clone() else {
             return;
         };
-        let metrics = self.metrics.clone();
+        let (metrics, replica, channel) = (
+            self.metrics.clone(),
+            self.replica.clone(),
+            self.channels.1.clone(),
+        );
         let ttl = msg.until_ms - now_ms();
         ctx.spawn(
             async move {
@@ -280,11 +432,19 @@ impl Handler<CooldownShared> for SharedStateActor {
                         .await;
                     (r, "del")
                 } else {
-                    let r = redis::cmd("SET")
+                    // Stored for replicas that start later or missed the announcement, announced for
+                    // the others to skip the deployment at once.
+                    let r = redis::pipe()
+                        .cmd("SET")
                         .arg(key(&msg.model_id))
                         .arg(msg.until_ms)
                         .arg("PX")
                         .arg(ttl)
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(format!("{replica}|{}|{}", msg.model_id, msg.until_ms))
+                        .ignore()
                         .query_async(&mut conn)
                         .await;
                     (r, "set")

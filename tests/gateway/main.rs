@@ -9,5 +9,6 @@ mod fuzz;
 mod hardening;
 mod metrics;
 mod proxy;
+mod replicas;
 mod routing;
 mod support;
