@@ -337,6 +337,22 @@ impl Limits {
         let others = self.remote.0.current(minute);
         rpm > others && self.requests.try_take(minute, 1, rpm - others)
     }
+
+    /// [`Self::take_request`] as `sharing` says.
+    fn take_request_as(&self, minute: u64, rpm: u64, sharing: Sharing) -> bool {
+        match sharing {
+            Sharing::Divided(n) => self.requests.try_take(minute, 1, share_of(rpm, n)),
+            _ => self.take_request(minute, rpm),
+        }
+    }
+
+    /// Whether the tokens counted this minute reach `tpm`, as `sharing` says.
+    fn tokens_reached(&self, minute: u64, tpm: u64, sharing: Sharing) -> bool {
+        match sharing {
+            Sharing::Divided(n) => self.tokens.current(minute) >= share_of(tpm, n),
+            _ => self.tokens_used(minute) >= tpm,
+        }
+    }
 }
 
 // ---- entries (records with their counters) ------------------------------------------------------------
@@ -379,6 +395,42 @@ pub struct Accounts {
     /// Spend-log rows the BudgetActor holds that the store has not taken yet (it publishes the count; the
     /// request path refuses new requests while it is at `general_settings.max_unwritten_spend_logs`).
     pub unwritten_logs: std::sync::atomic::AtomicUsize,
+    /// What this replica knows of Redis (written by the SharedStateActor).
+    pub redis: RedisView,
+}
+
+/// Redis as the request path sees it: when it last answered, and how many replicas were alive then.
+#[derive(Debug, Default)]
+pub struct RedisView {
+    /// Unix ms of the last successful Redis exchange; 0 before the first (or without Redis).
+    pub last_ok_ms: AtomicI64,
+    /// Replicas that announced themselves within [`REPLICA_ALIVE_MS`] at the last exchange (at least 1).
+    pub replicas: AtomicU64,
+}
+
+/// Redis counts as unreachable when it has not answered for this long (its syncs run every 200 ms).
+pub const REDIS_SILENCE_MS: i64 = 2_000;
+/// A replica that has not announced itself for this long is not counted among the live ones.
+pub const REPLICA_ALIVE_MS: i64 = 5_000;
+
+impl RedisView {
+    /// Whether Redis answered within [`REDIS_SILENCE_MS`] of `now_ms`, or has never answered (the first
+    /// connection is still being made: the windows start empty either way).
+    pub fn reachable(&self, now_ms: i64) -> bool {
+        let last = self.last_ok_ms.load(Ordering::Acquire);
+        last == 0 || now_ms - last < REDIS_SILENCE_MS
+    }
+}
+
+/// How this request's limits are counted (see `config::RedisOutageMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The replica's own count plus the others' as last read from Redis (or no Redis at all).
+    Shared,
+    /// Redis is unreachable: each replica holds `limit / n` on its own count.
+    Divided(u64),
+    /// Redis is unreachable and limited requests are refused.
+    Refuse,
 }
 
 /// How long an unknown key is remembered as unknown.
@@ -456,6 +508,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 pub fn current_minute(now_ms: i64) -> u64 {
     (now_ms.max(0) / 60_000) as u64
+}
+
+/// One replica's share of `limit` over `n` replicas (rounded down, at least 1 when the limit is not 0).
+fn share_of(limit: u64, n: u64) -> u64 {
+    if limit == 0 {
+        return 0;
+    }
+    (limit / n.max(1)).max(1)
 }
 
 fn seconds_to_next_minute(now_ms: i64) -> u64 {
@@ -641,6 +701,7 @@ pub fn admit(
     end_user: Option<&EndUserEntry>,
     model_group: &str,
     now_ms: i64,
+    sharing: Sharing,
 ) -> Result<Admission, ApiError> {
     let minute = current_minute(now_ms);
     let over =
@@ -742,8 +803,18 @@ pub fn admit(
         .enumerate()
         .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     {
+        if sharing == Sharing::Refuse && (rpm.is_some() || tpm.is_some()) {
+            give_back(&taken);
+            let mut e = ApiError::new(
+                ErrorKind::ServiceUnavailableError,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the rate limits of {name} cannot be checked: Redis is unreachable (general_settings.redis_outage_mode: refuse)"),
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        }
         if let Some(tpm) = tpm {
-            if limits.tokens_used(minute) >= *tpm {
+            if limits.tokens_reached(minute, *tpm, sharing) {
                 give_back(&taken);
                 return Err(limit_error(
                     format!("tpm_limit of {name} ({tpm}) reached"),
@@ -752,7 +823,7 @@ pub fn admit(
             }
         }
         if let Some(rpm) = rpm {
-            if !limits.take_request(minute, *rpm) {
+            if !limits.take_request_as(minute, *rpm, sharing) {
                 give_back(&taken);
                 return Err(limit_error(
                     format!("rpm_limit of {name} ({rpm}) reached"),

@@ -190,6 +190,19 @@ pub struct GeneralSettings {
     /// `max_unwritten_spend_logs`: spend-log rows held while the database is away before requests are
     /// refused (503) rather than served unrecorded.
     pub max_unwritten_spend_logs: usize,
+    /// `redis_outage_mode`: how shared rpm/tpm limits are enforced while Redis is unreachable.
+    pub redis_outage_mode: RedisOutageMode,
+}
+
+/// What a replica does with rpm/tpm limits shared through Redis while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisOutageMode {
+    /// Each replica enforces `limit / replicas` (the replicas seen alive before the outage) on its own
+    /// count: the combined limit still holds, a busy replica may refuse early.
+    #[default]
+    Divide,
+    /// Requests under an rpm/tpm limit get 503 until Redis is back; requests without one are served.
+    Refuse,
 }
 
 /// Default of `general_settings.max_unwritten_spend_logs` (about 30 MB of rows).
@@ -643,6 +656,16 @@ fn validate(
             DEFAULT_MAX_STREAM_DURATION_SECS,
             &mut problems,
         ),
+        redis_outage_mode: match g.redis_outage_mode.as_deref() {
+            None | Some("divide") => RedisOutageMode::Divide,
+            Some("refuse") => RedisOutageMode::Refuse,
+            Some(other) => {
+                problems.push(format!(
+                    "`general_settings.redis_outage_mode` must be `divide` or `refuse`, got `{other}`"
+                ));
+                RedisOutageMode::Divide
+            }
+        },
         max_unwritten_spend_logs: g
             .max_unwritten_spend_logs
             .unwrap_or(DEFAULT_MAX_UNWRITTEN_SPEND_LOGS)

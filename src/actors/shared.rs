@@ -77,6 +77,8 @@ pub struct SharedStateActor {
     channels: (String, String),
     /// Records are announced and re-read only when the replicas share a database (PostgreSQL).
     shared_store: bool,
+    /// `llm:replicas:<namespace>`: each replica's last heartbeat (unix ms), for the replica count.
+    replicas_key: String,
 }
 
 /// A connection manager with this module's timeouts.
@@ -133,6 +135,7 @@ impl SharedStateActor {
                 format!("{COOLDOWNS_CHANNEL}{namespace}"),
             ),
             shared_store,
+            replicas_key: format!("llm:replicas:{namespace}"),
         }
     }
 
@@ -317,6 +320,10 @@ impl SharedStateActor {
             .map(move |totals, act, _| {
                 act.limits_busy = false;
                 let Some(totals) = totals else { return };
+                act.accounts
+                    .redis
+                    .last_ok_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Release);
                 for (((_, l), counts), pair) in scopes.iter().zip(&own).zip(totals.chunks(2)) {
                     for (i, (remote, own)) in [&l.remote.0, &l.remote.1]
                         .into_iter()
@@ -360,6 +367,7 @@ impl SharedStateActor {
             self.keys.clone(),
             self.metrics.clone(),
         );
+        let (replicas_key, replica) = (self.replicas_key.clone(), self.replica.clone());
         let fut = async move {
             let mut conn = match conn {
                 Some(c) => c,
@@ -371,23 +379,52 @@ impl SharedStateActor {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::warn!("redis unavailable, cooldowns stay per replica: {e}");
-                            return (None, Vec::new());
+                            return (None, None);
                         }
                     }
                 }
             };
+            // The cooldowns, and this replica's heartbeat among the replicas of its namespace.
             let started = Instant::now();
-            let r: Result<Vec<Option<i64>>, _> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
+            let r: Result<(Vec<Option<i64>>, std::collections::HashMap<String, i64>), _> =
+                redis::pipe()
+                    .cmd("MGET")
+                    .arg(&keys)
+                    .cmd("HSET")
+                    .arg(&replicas_key)
+                    .arg(&replica)
+                    .arg(now_ms())
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&replicas_key)
+                    .arg(86_400_000)
+                    .ignore()
+                    .cmd("HGETALL")
+                    .arg(&replicas_key)
+                    .query_async(&mut conn)
+                    .await;
             Self::record(&metrics, started, &r.as_ref().map(|_| ()), "mget");
-            (Some(conn), r.unwrap_or_default())
+            (Some(conn), r.ok())
         };
-        ctx.spawn(fut.into_actor(self).map(|(conn, values), act, _| {
+        ctx.spawn(fut.into_actor(self).map(|(conn, answer), act, _| {
             act.busy = false;
             if conn.is_some() {
                 act.conn = conn;
             }
             let now = now_ms();
+            let Some((values, beats)) = answer else {
+                return;
+            };
+            let alive = beats
+                .values()
+                .filter(|&&t| now - t < crate::accounts::REPLICA_ALIVE_MS)
+                .count()
+                .max(1) as u64;
+            let view = &act.accounts.redis;
+            view.replicas
+                .store(alive, std::sync::atomic::Ordering::Release);
+            view.last_ok_ms
+                .store(now, std::sync::atomic::Ordering::Release);
             for (d, v) in act.deployments.iter().zip(values) {
                 if let Some(until) = v.filter(|&u| u > now && u > d.live.cooldown_until()) {
                     d.addr.do_send(AdoptCooldown { until_ms: until });

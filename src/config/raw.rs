@@ -130,6 +130,9 @@ pub struct RawGeneralSettings {
     pub database_timeout: Option<f64>,
     /// Spend-log rows held in memory while the database is away; past it, new requests get 503.
     pub max_unwritten_spend_logs: Option<usize>,
+    /// `divide` (each replica enforces limit / replicas alone) or `refuse` (limited requests get 503)
+    /// while Redis is unreachable.
+    pub redis_outage_mode: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

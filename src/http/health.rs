@@ -23,6 +23,18 @@ pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
         "llm_version": env!("CARGO_PKG_VERSION"),
         "success_callbacks": if c.metrics.enabled { vec!["prometheus"] } else { vec![] },
         "model_groups": state.groups.len(),
+        // With Redis: whether it answers, and the replicas seen alive (shared limits depend on both).
+        "redis": c.general.redis_url.as_ref().map(|_| {
+            let view = &state.actors.accounts.redis;
+            json!({
+                "reachable": view.reachable(now_ms()),
+                "replicas": view.replicas.load(std::sync::atomic::Ordering::Acquire).max(1),
+                "outage_mode": match c.general.redis_outage_mode {
+                    crate::config::RedisOutageMode::Divide => "divide",
+                    crate::config::RedisOutageMode::Refuse => "refuse",
+                },
+            })
+        }),
     }))
 }
 

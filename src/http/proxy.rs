@@ -6,14 +6,14 @@
 
 use super::{auth, AppState};
 use crate::accounts::{
-    admit, check_model_access, may_use, settle, Admission, Caller, EndUserEntry,
+    admit, check_model_access, may_use, settle, Admission, Caller, EndUserEntry, Sharing,
 };
 use crate::actors::deployment::AttemptDone;
 use crate::actors::metrics::{
     Attempt, FallbackTried, KeyLabels, Outcome, RequestFinished, OVERFLOW,
 };
 use crate::actors::{outbox, Deployment};
-use crate::config::{CustomLabel, RoutingStrategy};
+use crate::config::{CustomLabel, RedisOutageMode, RoutingStrategy};
 use crate::deployment::live::InFlight;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::wire::{
@@ -397,11 +397,13 @@ async fn run(
         .end_user
         .as_ref()
         .and_then(|u| state.actors.accounts.end_users.get(u).map(|e| e.clone()));
+    let now = now_ms();
     pending.admission = Some(admit(
         caller,
         end_user_entry.as_deref(),
         &group.name,
-        now_ms(),
+        now,
+        sharing(state, now),
     )?);
     pending.end_user_entry = end_user_entry;
 
@@ -494,6 +496,23 @@ fn spend_log_has_room(state: &AppState) -> Result<(), ApiError> {
     );
     err.retry_after = Some(5);
     Err(err)
+}
+
+/// How shared rate limits are counted now: with Redis unreachable, as `general_settings.redis_outage_mode`
+/// says.
+fn sharing(state: &AppState, now_ms: i64) -> Sharing {
+    let view = &state.actors.accounts.redis;
+    if state.config.general.redis_url.is_none() || view.reachable(now_ms) {
+        return Sharing::Shared;
+    }
+    match state.config.general.redis_outage_mode {
+        RedisOutageMode::Divide => Sharing::Divided(
+            view.replicas
+                .load(std::sync::atomic::Ordering::Acquire)
+                .max(1),
+        ),
+        RedisOutageMode::Refuse => Sharing::Refuse,
+    }
 }
 
 /// What every attempt of one request shares.

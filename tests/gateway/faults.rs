@@ -612,3 +612,90 @@ async fn upstream_faults_end_in_clean_errors_within_the_timeouts() {
     }
     assert_eq!(gw.get("/health/liveliness", &[]).await.status, 200);
 }
+
+/// `/health/readiness`'s view of Redis on `gw`: (reachable, replicas).
+async fn redis_view(gw: &Gateway) -> (bool, u64) {
+    let r = gw.get("/health/readiness", &[]).await.json();
+    (
+        r["redis"]["reachable"].as_bool().unwrap(),
+        r["redis"]["replicas"].as_u64().unwrap(),
+    )
+}
+
+async fn until_view(gw: &Gateway, want: (bool, u64)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = redis_view(gw).await;
+        if seen == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis view {seen:?}, waiting for {want:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn while_redis_is_unreachable_shared_limits_are_divided_or_refused_as_configured() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    // Every request below counts in one minute: start early in one.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if secs > 30.0 {
+        actix_rt::time::sleep(Duration::from_secs_f64(60.5 - secs)).await;
+    }
+    let config = |mode: &str| {
+        format!(
+            "{MODEL}llm_settings:\n  callbacks: [prometheus]\ngeneral_settings:\n  master_key: sk-master\n  redis_url: {}\n  redis_outage_mode: {mode}\n",
+            redis.url()
+        )
+    };
+    let divide = Gateway::start(&config("divide")).await;
+    let refuse = Gateway::start(&config("refuse")).await;
+    // The same key on both replicas (each has its own SQLite store here), 10 requests a minute.
+    let key = format!("sk-outage-{}", std::process::id());
+    let mut free = String::new();
+    for gw in [&divide, &refuse] {
+        let r = gw
+            .admin("/key/generate", &json!({"key": key, "rpm_limit": 10}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        free = new_key(gw, "sk-master").await;
+    }
+    until_view(&divide, (true, 2)).await;
+    until_view(&refuse, (true, 2)).await;
+
+    redis.kill();
+    until_view(&divide, (false, 2)).await;
+    until_view(&refuse, (false, 2)).await;
+    // divide: this replica holds 10 / 2 on its own count.
+    let mut admitted = 0;
+    for _ in 0..10 {
+        match ask(&divide, &key).await.status {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(admitted, 5, "half the limit on each of two replicas");
+    // refuse: a limited request gets 503; one without a limit is served.
+    let r = ask(&refuse, &key).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("redis_outage_mode"));
+    assert_eq!(ask(&refuse, &free).await.status, 200);
+
+    // Back: counting is shared again.
+    redis.up();
+    until_view(&refuse, (true, 2)).await;
+    assert_eq!(ask(&refuse, &key).await.status, 200);
+}
