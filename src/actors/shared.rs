@@ -81,6 +81,10 @@ pub struct SharedStateActor {
     replicas_key: String,
 }
 
+/// What the once-a-second sync reads: every deployment's shared cooldown end, and every replica's last
+/// heartbeat.
+type SyncAnswer = (Vec<Option<i64>>, std::collections::HashMap<String, i64>);
+
 /// A connection manager with this module's timeouts.
 async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
@@ -386,23 +390,22 @@ impl SharedStateActor {
             };
             // The cooldowns, and this replica's heartbeat among the replicas of its namespace.
             let started = Instant::now();
-            let r: Result<(Vec<Option<i64>>, std::collections::HashMap<String, i64>), _> =
-                redis::pipe()
-                    .cmd("MGET")
-                    .arg(&keys)
-                    .cmd("HSET")
-                    .arg(&replicas_key)
-                    .arg(&replica)
-                    .arg(now_ms())
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&replicas_key)
-                    .arg(86_400_000)
-                    .ignore()
-                    .cmd("HGETALL")
-                    .arg(&replicas_key)
-                    .query_async(&mut conn)
-                    .await;
+            let r: Result<SyncAnswer, _> = redis::pipe()
+                .cmd("MGET")
+                .arg(&keys)
+                .cmd("HSET")
+                .arg(&replicas_key)
+                .arg(&replica)
+                .arg(now_ms())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&replicas_key)
+                .arg(86_400_000)
+                .ignore()
+                .cmd("HGETALL")
+                .arg(&replicas_key)
+                .query_async(&mut conn)
+                .await;
             Self::record(&metrics, started, &r.as_ref().map(|_| ()), "mget");
             (Some(conn), r.ok())
         };
