@@ -658,17 +658,23 @@ async fn while_redis_is_unreachable_shared_limits_are_divided_or_refused_as_conf
         )
     };
     let divide = Gateway::start(&config("divide")).await;
-    let refuse = Gateway::start(&config("refuse")).await;
-    // The same key on both replicas (each has its own SQLite store here), 10 requests a minute.
+    // Replicas: on PostgreSQL one database; on SQLite each its own file, holding the same key.
+    let (refuse, shared_db) = match divide.replica(&config("refuse")).await {
+        Some(g) => (g, true),
+        None => (Gateway::start(&config("refuse")).await, false),
+    };
+    // 10 requests a minute.
     let key = format!("sk-outage-{}", std::process::id());
-    let mut free = String::new();
     for gw in [&divide, &refuse] {
         let r = gw
             .admin("/key/generate", &json!({"key": key, "rpm_limit": 10}))
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        free = new_key(gw, "sk-master").await;
+        if shared_db {
+            break;
+        }
     }
+    let free = new_key(&refuse, "sk-master").await;
     until_view(&divide, (true, 2)).await;
     until_view(&refuse, (true, 2)).await;
 

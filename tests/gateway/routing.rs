@@ -659,7 +659,12 @@ async fn replicas_share_cooldowns_through_redis() {
         )
     );
     let a = Gateway::start(&cfg).await;
-    let b = Gateway::start(&cfg).await;
+    // On PostgreSQL, a replica on the same database (replicas are told apart from other gateways sharing
+    // the Redis by their database); on SQLite, a second gateway.
+    let b = match a.replica(&cfg).await {
+        Some(b) => b,
+        None => Gateway::start(&cfg).await,
+    };
     assert_eq!(health(&b, &id).await["cooling_down"], false);
     // Send to A until its first pick lands on the rate-limited deployment and cools it down.
     for _ in 0..50 {
