@@ -38,6 +38,17 @@ async fn ask(gw: &Gateway, key: &str) -> Reply {
     .await
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), where the ports the other tests ask the
+/// kernel for never land: a private server stopped and started again finds its port still free.
+fn private_port() -> u16 {
+    loop {
+        let port = rand::random::<u16>() % 15_000 + 15_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 // ---- PostgreSQL ------------------------------------------------------------------------------------------
 
 /// The directory of PostgreSQL's server programs, when installed.
@@ -115,28 +126,42 @@ impl PrivatePg {
         let pg = PrivatePg {
             bin,
             dir,
-            port: free_port(),
+            port: private_port(),
         };
         pg.up();
         Some(pg)
     }
 
+    /// Starts the server; tries three times (a restart right after an immediate stop can find its port
+    /// or shared memory not yet released on a loaded machine), showing the server's log if all fail.
     fn up(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
-        let ok = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-o", &opts, "-w", "-t", "30", "-l"])
-            .arg(self.dir.join("log"))
-            .arg("start")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pg_ctl start");
+        for attempt in 1..=3 {
+            let ok = as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-o", &opts, "-w", "-t", "30", "-l"])
+                .arg(self.dir.join("log"))
+                .arg("start")
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            assert!(
+                attempt < 3,
+                "pg_ctl start failed three times; log (newest first):\n{tail}"
+            );
+            eprintln!("pg_ctl start failed (attempt {attempt}), retrying:\n{tail}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// Stops it the hard way (as a crash or a network cut looks to the gateway).
@@ -348,7 +373,7 @@ impl PrivateRedis {
         }
         let mut r = PrivateRedis {
             child: None,
-            port: free_port(),
+            port: private_port(),
         };
         r.up();
         Some(r)
