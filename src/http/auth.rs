@@ -76,15 +76,19 @@ pub enum Lookup {
 /// A virtual key by its hash: memory, else the store (another replica may have created it).
 pub async fn lookup_key(state: &AppState, token: &str) -> Lookup {
     let accounts = &state.actors.accounts;
-    if let Some(e) = accounts.keys.get(token) {
-        return Lookup::Found(e.clone());
-    }
-    if accounts
-        .missing_keys
-        .get(token)
-        .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
-    {
-        return Lookup::Missing;
+    // What memory says: known, known to be unknown, or nothing.
+    let remembered = || {
+        if let Some(e) = accounts.keys.get(token) {
+            return Some(Lookup::Found(e.clone()));
+        }
+        accounts
+            .missing_keys
+            .get(token)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+            .then_some(Lookup::Missing)
+    };
+    if let Some(found) = remembered() {
+        return found;
     }
     let Ok(Ok(_permit)) =
         actix_rt::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await
@@ -92,15 +96,8 @@ pub async fn lookup_key(state: &AppState, token: &str) -> Lookup {
         return Lookup::Unavailable;
     };
     // Another request may have looked the same key up while this one waited.
-    if let Some(e) = accounts.keys.get(token) {
-        return Lookup::Found(e.clone());
-    }
-    if accounts
-        .missing_keys
-        .get(token)
-        .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
-    {
-        return Lookup::Missing;
+    if let Some(found) = remembered() {
+        return found;
     }
     match state.actors.store.get(Table::Keys, token).await {
         Ok(Some(row)) => {

@@ -448,14 +448,7 @@ async fn a_redis_outage_or_hang_never_stops_requests_and_counts_nothing_twice() 
         return;
     };
     // The counts compared below are per minute: start early in one, with time for every phase.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if secs > 20.0 {
-        actix_rt::time::sleep(Duration::from_secs_f64(60.5 - secs)).await;
-    }
+    minute_with(40.0).await;
     let config = format!(
         "{MODEL}llm_settings:\n  callbacks: [prometheus]\n  service_callback: [prometheus_system]\ngeneral_settings:\n  master_key: sk-master\n  redis_url: {}\n",
         redis.url()
@@ -668,14 +661,7 @@ async fn while_redis_is_unreachable_shared_limits_are_divided_or_refused_as_conf
         return;
     };
     // Every request below counts in one minute: start early in one.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if secs > 30.0 {
-        actix_rt::time::sleep(Duration::from_secs_f64(60.5 - secs)).await;
-    }
+    minute_with(30.0).await;
     let config = |mode: &str| {
         format!(
             "{MODEL}llm_settings:\n  callbacks: [prometheus]\ngeneral_settings:\n  master_key: sk-master\n  redis_url: {}\n  redis_outage_mode: {mode}\n",

@@ -508,12 +508,17 @@ pub fn sha256(s: &str) -> String {
 /// Waits for the next minute when less than 10 s are left of this one, so that per-minute windows do not
 /// roll over in the middle of a test.
 pub async fn fresh_minute() {
+    minute_with(10.0).await;
+}
+
+/// Waits for the next minute when less than `needed` seconds are left of this one.
+pub async fn minute_with(needed: f64) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
         % 60.0;
-    if secs > 50.0 {
+    if secs > 60.0 - needed {
         actix_rt::time::sleep(Duration::from_secs_f64(60.5 - secs)).await;
     }
 }
