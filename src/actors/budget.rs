@@ -254,6 +254,10 @@ impl Handler<Refresh> for BudgetActor {
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
         let (accounts, store) = (self.accounts.clone(), self.store.clone());
         let crate::store::Change { table, id } = msg.0;
+        if table == Table::Keys {
+            // A key made elsewhere that this replica was asked for before: not unknown any more.
+            self.accounts.missing_keys.remove(&id);
+        }
         AtomicResponse::new(Box::pin(
             async move {
                 match store.get(table, &id).await {

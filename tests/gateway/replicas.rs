@@ -47,13 +47,20 @@ async fn changes_on_one_replica_are_in_force_on_the_others_at_once() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = a.admin("/key/generate", &json!({"team_id": "tr"})).await;
-    let key = r.json()["key"].as_str().unwrap().to_owned();
-    assert_eq!(
-        call(&b, &key, "m").await,
-        200,
-        "read through on the other replica"
+    // A key asked for on B before it exists (remembered there as unknown), then made on A: usable on B at
+    // once, not after the 5 s the unknown key is remembered.
+    let key = format!(
+        "sk-replica-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
     );
+    assert_eq!(call(&b, &key, "m").await, 401);
+    let r = a
+        .admin("/key/generate", &json!({"team_id": "tr", "key": key}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let made = until(&b, &key, "m", 200).await;
+    assert!(made < Duration::from_millis(500), "{made:?}");
     assert_eq!(call(&b, &key, "other").await, 200);
 
     // Block and unblock, five times: each reaches the other replica well before its read-back would
