@@ -118,28 +118,18 @@ async fn duplicate_keys_are_refused_and_client_errors_never_cool_a_deployment() 
     assert_eq!(calls(&mock.calls().await, "up-a"), 0);
 
     // An upstream refusing the client's request (400, 422) is the client's failure, not the deployment's.
+    let body_a = chat("a");
+    let ask_a = || call(&gw, "sk-master", &body_a);
     for status in [400, 422, 400, 422, 400] {
         mock.rule(json!({"model": "up-a", "status": status})).await;
-        let r = gw
-            .post_with(
-                "/v1/chat/completions",
-                &chat("a"),
-                &[("authorization", "Bearer sk-master")],
-            )
-            .await;
+        let r = ask_a().await;
         assert_eq!(r.status, status, "{}", r.body);
     }
     let m = gw.metrics().await;
     assert_eq!(m.sum("llm_deployment_state", &[("model_id", "dep-a")]), 0.0);
     assert_eq!(m.sum("llm_deployment_cooled_down_total", &[]), 0.0);
     mock.rule(json!({"model": "up-a"})).await;
-    let r = gw
-        .post_with(
-            "/v1/chat/completions",
-            &chat("a"),
-            &[("authorization", "Bearer sk-master")],
-        )
-        .await;
+    let r = ask_a().await;
     assert_eq!(r.status, 200, "still in service: {}", r.body);
 }
 

@@ -183,25 +183,13 @@ impl Gateway {
     }
 
     /// Stops the gateway as an operator would (SIGTERM, graceful) and starts it again on the same files.
-    pub async fn restart(mut self, config: &str) -> Gateway {
+    pub async fn restart(self, config: &str) -> Gateway {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(code) = self.child.try_wait().unwrap() {
-                assert!(code.success(), "gateway exited with {code}: {}", self.log());
-                break;
-            }
-            assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.keep_dir = true;
-        let (dir, url) = (self.dir.clone(), self.database_url.clone());
-        drop(self);
-        Gateway::start_in(dir, config, url).await
+        self.restart_after_exit(config).await
     }
 
     /// Waits for the gateway to exit on its own (a signal the test sent it), checks it exited cleanly, and
