@@ -310,14 +310,7 @@ async fn upstream_controlled_values_are_bounded() {
     assert_eq!(r.status, 429, "{}", r.body);
     let retry: u64 = r.headers["retry-after"].parse().unwrap();
     assert!(retry <= 300, "retry-after {retry}");
-    let h = gw.get("/health/deployments", &[]).await.json();
-    let dep = h["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["model_id"] == "dep-r")
-        .unwrap()
-        .clone();
+    let dep = health(&gw, "dep-r").await;
     let left = dep["cooldown_remaining_seconds"].as_f64().unwrap();
     assert!(left > 0.0 && left <= 300.0, "{dep}");
     assert_eq!(gw.get("/health/liveliness", &[]).await.status, 200);
@@ -342,14 +335,7 @@ async fn upstream_controlled_values_are_bounded() {
     assert!(last.contains("max_stream_duration"), "{last}");
     assert!(r.sse_data().len() > 3, "frames came through until then");
     // The gateway's own limit is not the deployment's failure.
-    let h = gw.get("/health/deployments", &[]).await.json();
-    let s = h["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["model_id"] == "dep-s")
-        .unwrap()
-        .clone();
+    let s = health(&gw, "dep-s").await;
     assert_eq!(s["failures"], 0, "{s}");
 
     // A frame that never ends is cut at the frame cap (4 MiB), with an error frame.

@@ -37,18 +37,6 @@ fn calls(c: &std::collections::HashMap<String, u64>, model: &str) -> u64 {
     c.get(model).copied().unwrap_or(0)
 }
 
-async fn health(gw: &Gateway, id: &str) -> Value {
-    let r = gw.get("/health/deployments", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["model_id"] == id)
-        .cloned()
-        .unwrap()
-}
-
 #[actix_rt::test]
 async fn retries_land_on_another_deployment_and_count_once() {
     let mock = Mock::start();

@@ -546,3 +546,16 @@ pub fn redis_url() -> Option<String> {
     }
     Some(url)
 }
+
+/// The deployment `id` as `/health/deployments` shows it (the gateway must not require a key for it).
+pub async fn health(gw: &Gateway, id: &str) -> Value {
+    let r = gw.get("/health/deployments", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["model_id"] == id)
+        .cloned()
+        .unwrap()
+}
