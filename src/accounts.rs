@@ -7,6 +7,7 @@
 //! (minute in the high half, count in the low half), so a check-and-take is a single compare-and-swap.
 
 pub mod admin;
+pub mod quota;
 
 use crate::actors::metrics::KeyLabels;
 use crate::error::{ApiError, ErrorKind};
@@ -131,6 +132,8 @@ pub struct Ledger {
     unpersisted: AtomicI64,
     /// Unix ms of the next budget reset; -1 when the entity has no `budget_duration`.
     reset_at: AtomicI64,
+    /// With Redis: this replica's part of the budget in the current period (`accounts/quota.rs`).
+    pub lease: quota::Lease,
 }
 
 impl Ledger {
@@ -139,7 +142,13 @@ impl Ledger {
             spend: AtomicI64::new(spend_micros),
             unpersisted: AtomicI64::new(0),
             reset_at: AtomicI64::new(reset_at.unwrap_or(-1)),
+            lease: quota::Lease::default(),
         }
+    }
+
+    /// The budget period as the shared counters name it (its reset time; 0 without one).
+    pub fn period(&self) -> quota::Span {
+        quota::Span::Period(self.reset_at().unwrap_or(0) as u64)
     }
 
     pub fn spend_micros(&self) -> i64 {
@@ -319,6 +328,8 @@ pub struct Limits {
     /// With Redis: what the other replicas counted in the current minute (requests, tokens; see
     /// `actors/shared.rs`).
     pub remote: (Window, Window),
+    /// With Redis: this replica's part of the requests and tokens of the minute (`accounts/quota.rs`).
+    pub leases: [quota::Lease; 2],
 }
 
 impl Limits {
@@ -397,6 +408,8 @@ pub struct Accounts {
     pub unwritten_logs: std::sync::atomic::AtomicUsize,
     /// What this replica knows of Redis (written by the SharedStateActor).
     pub redis: RedisView,
+    /// This replica's leases of the limits shared through Redis.
+    pub quota: Arc<quota::Quota>,
 }
 
 /// Redis as the request path sees it: when it last answered, and how many replicas were alive then.
@@ -431,6 +444,9 @@ pub enum Sharing {
     Divided(u64),
     /// Redis is unreachable and limited requests are refused.
     Refuse,
+    /// Redis is there: each replica admits within the slices of every limit Redis granted it, and asks for
+    /// more when they are used up (`accounts/quota.rs`).
+    Leased,
 }
 
 /// How long an unknown key is remembered as unknown.
@@ -575,7 +591,7 @@ fn budget_error(what: &str, spend: i64, max: f64) -> ApiError {
     )
 }
 
-fn limit_error(what: String, now_ms: i64) -> ApiError {
+pub fn limit_error(what: String, now_ms: i64) -> ApiError {
     let mut e = ApiError::new(
         ErrorKind::RateLimitError,
         StatusCode::TOO_MANY_REQUESTS,
@@ -678,12 +694,26 @@ impl std::fmt::Display for ScopeName<'_> {
     }
 }
 
+impl ScopeName<'_> {
+    /// The scope in the shared counters' names (`accounts/quota.rs`); `token` is the key's hash.
+    fn id(&self, token: &str) -> String {
+        match self {
+            ScopeName::Key => format!("k:{token}"),
+            ScopeName::KeyOnModel(m) => format!("km:{token}:{m}"),
+            ScopeName::Team(t) => format!("t:{t}"),
+            ScopeName::User(u) => format!("u:{u}"),
+        }
+    }
+}
+
 /// What admission took; dropping it releases the parallel-request slot.
 pub struct Admission {
     in_flight: Option<Arc<Limits>>,
     pub minute: u64,
     /// The key's windows for this model group, when it has model-specific limits.
     pub model_limits: Option<Arc<Limits>>,
+    /// The parallel-request slot held in Redis, given back when the request ends.
+    pub slot: Option<quota::Slot>,
 }
 
 impl Drop for Admission {
@@ -694,39 +724,57 @@ impl Drop for Admission {
     }
 }
 
+/// Why admission did not admit: refused, or the shared counters must be asked for more first.
+pub enum Denied {
+    Refused(ApiError),
+    Ask(Vec<quota::Ask>),
+}
+
+impl From<ApiError> for Denied {
+    fn from(e: ApiError) -> Denied {
+        Denied::Refused(e)
+    }
+}
+
+/// The budgets of one request: ledger, max budget, how refusals name it, its counter scope.
+type Budget<'a> = (&'a Arc<Ledger>, f64, String, String);
+
 /// Admits a request or says why not: budgets of key, team, user and end user (400 `budget_exceeded`),
 /// then parallel requests, rpm and tpm of key, team and key-on-model (429 with `retry-after`).
+///
+/// `epoch` is the Redis epoch when Redis is configured (`accounts/quota.rs`): admissions are then counted
+/// in the leases whatever `sharing` is, to be reported when Redis is back. With [`Sharing::Leased`], a
+/// lease without room makes admission return [`Denied::Ask`]: the caller asks Redis and admits again.
 pub fn admit(
     caller: &Caller,
     end_user: Option<&EndUserEntry>,
     model_group: &str,
     now_ms: i64,
     sharing: Sharing,
-) -> Result<Admission, ApiError> {
+    epoch: Option<u64>,
+) -> Result<Admission, Denied> {
     let minute = current_minute(now_ms);
+    let leased = sharing == Sharing::Leased;
+    let epoch_now = epoch.unwrap_or(0);
     let over =
         |ledger: &Ledger, max: Option<f64>| max.filter(|m| ledger.spend_micros() >= micros(*m));
+    let token = caller.key.as_ref().map_or("", |k| k.rec.token.as_str());
+    let mut budgets: Vec<Budget> = Vec::new();
     if let Some(k) = &caller.key {
-        if let Some(max) = over(&k.ledger, k.rec.max_budget) {
-            return Err(budget_error("Key", k.ledger.spend_micros(), max));
+        if let Some(max) = k.rec.max_budget {
+            budgets.push((&k.ledger, max, "Key".into(), format!("k:{token}")));
         }
     }
     if let Some(t) = &caller.team {
-        if let Some(max) = over(&t.ledger, t.rec.max_budget) {
-            return Err(budget_error(
-                &format!("Team={}", t.rec.team_id),
-                t.ledger.spend_micros(),
-                max,
-            ));
+        if let Some(max) = t.rec.max_budget {
+            let id = &t.rec.team_id;
+            budgets.push((&t.ledger, max, format!("Team={id}"), format!("t:{id}")));
         }
     }
     if let Some(u) = &caller.user {
-        if let Some(max) = over(&u.ledger, u.rec.max_budget) {
-            return Err(budget_error(
-                &format!("User={}", u.rec.user_id),
-                u.ledger.spend_micros(),
-                max,
-            ));
+        if let Some(max) = u.rec.max_budget {
+            let id = &u.rec.user_id;
+            budgets.push((&u.ledger, max, format!("User={id}"), format!("u:{id}")));
         }
     }
     if let Some(e) = end_user {
@@ -735,39 +783,69 @@ pub fn admit(
                 ErrorKind::PermissionDeniedError,
                 StatusCode::FORBIDDEN,
                 format!("end user {} is blocked", e.rec.user_id),
-            ));
+            )
+            .into());
         }
-        if let Some(max) = over(&e.ledger, e.rec.max_budget) {
-            return Err(budget_error(
-                &format!("End user={}", e.rec.user_id),
-                e.ledger.spend_micros(),
-                max,
-            ));
+        if let Some(max) = e.rec.max_budget {
+            let id = &e.rec.user_id;
+            budgets.push((&e.ledger, max, format!("End user={id}"), format!("e:{id}")));
+        }
+    }
+    let mut asks: Vec<quota::Ask> = Vec::new();
+    // Asks already marked as reported: if the request is refused after all, their debts are owed again.
+    let unask = |asks: &mut Vec<quota::Ask>| {
+        for a in asks.drain(..) {
+            a.lease.lease().unreported(a.span, epoch_now, a.debt);
+        }
+    };
+    for (ledger, max, what, scope) in &budgets {
+        if over(ledger, Some(*max)).is_some() {
+            unask(&mut asks);
+            return Err(budget_error(what, ledger.spend_micros(), *max).into());
+        }
+        if !leased {
+            continue;
+        }
+        let span = ledger.period();
+        match ledger.lease.room(span, epoch_now, micros(*max)) {
+            quota::Room::Yes => {}
+            quota::Room::Refused => {
+                unask(&mut asks);
+                return Err(budget_error(what, ledger.spend_micros(), *max).into());
+            }
+            quota::Room::Ask { debt, .. } => asks.push(quota::Ask {
+                lease: quota::LeaseOf::Spend((*ledger).clone()),
+                scope: scope.clone(),
+                span,
+                limit: micros(*max),
+                debt,
+                init: ledger.spend_micros() - debt,
+            }),
         }
     }
 
-    // Limits: take request slots one scope at a time, giving back what was taken if a later one refuses.
-    let mut taken: [Option<&Limits>; 4] = [None; 4];
-    let give_back = |taken: &[Option<&Limits>]| {
-        for l in taken.iter().flatten() {
-            l.requests.give_back(minute, 1);
-        }
-    };
     let mut admission = Admission {
         in_flight: None,
         minute,
         model_limits: None,
+        slot: None,
     };
     let mut scopes: [Option<Scope>; 4] = [None, None, None, None];
     if let Some(k) = &caller.key {
         if let Some(max) = k.rec.max_parallel_requests {
             let n = k.limits.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
             admission.in_flight = Some(k.limits.clone());
-            if n as u64 > max {
+            let local_max = match sharing {
+                Sharing::Divided(replicas) => share_of(max, replicas),
+                _ => max,
+            };
+            if n as u64 > local_max {
+                unask(&mut asks);
                 return Err(limit_error(
                     format!("max_parallel_requests of this key ({max}) reached"),
                     now_ms,
-                ));
+                )
+                .into());
             }
         }
         scopes[0] = Some((&k.limits, k.rec.rpm_limit, k.rec.tpm_limit, ScopeName::Key));
@@ -798,71 +876,171 @@ pub fn admit(
         ));
     }
     // Take one request slot per scope, giving back what was taken if a later scope refuses.
+    let mut taken: [Option<&Limits>; 4] = [None; 4];
+    let give_back = |taken: &[Option<&Limits>]| {
+        for l in taken.iter().flatten() {
+            l.requests.give_back(minute, 1);
+            if epoch.is_some() {
+                l.leases[0].give_back(quota::Span::Minute(minute), epoch_now, 1);
+            }
+        }
+    };
+    let span = quota::Span::Minute(minute);
     for (i, (limits, rpm, tpm, name)) in scopes
         .iter()
         .enumerate()
         .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     {
+        let refuse = |asks: &mut Vec<quota::Ask>, taken: &[Option<&Limits>], e: ApiError| {
+            give_back(taken);
+            unask(asks);
+            Err(Denied::Refused(e))
+        };
         if sharing == Sharing::Refuse && (rpm.is_some() || tpm.is_some()) {
-            give_back(&taken);
             let mut e = ApiError::new(
                 ErrorKind::ServiceUnavailableError,
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the rate limits of {name} cannot be checked: Redis is unreachable (general_settings.redis_outage_mode: refuse)"),
             );
             e.retry_after = Some(1);
-            return Err(e);
+            return refuse(&mut asks, &taken, e);
         }
-        if let Some(tpm) = tpm {
-            if limits.tokens_reached(minute, *tpm, sharing) {
-                give_back(&taken);
-                return Err(limit_error(
-                    format!("tpm_limit of {name} ({tpm}) reached"),
-                    now_ms,
-                ));
+        let tpm_error = |tpm| limit_error(format!("tpm_limit of {name} ({tpm}) reached"), now_ms);
+        let rpm_error = |rpm| limit_error(format!("rpm_limit of {name} ({rpm}) reached"), now_ms);
+        if let Some(tpm) = *tpm {
+            if leased {
+                match limits.leases[1].room(span, epoch_now, tpm as i64) {
+                    quota::Room::Yes => {}
+                    quota::Room::Refused => return refuse(&mut asks, &taken, tpm_error(tpm)),
+                    quota::Room::Ask { debt, before } => asks.push(quota::Ask {
+                        lease: quota::LeaseOf::Tokens((*limits).clone()),
+                        scope: name.id(token),
+                        span,
+                        limit: tpm as i64,
+                        debt,
+                        init: before,
+                    }),
+                }
+            } else if limits.tokens_reached(minute, tpm, sharing) {
+                return refuse(&mut asks, &taken, tpm_error(tpm));
             }
         }
-        if let Some(rpm) = rpm {
-            if !limits.take_request_as(minute, *rpm, sharing) {
-                give_back(&taken);
-                return Err(limit_error(
-                    format!("rpm_limit of {name} ({rpm}) reached"),
-                    now_ms,
-                ));
+        if let Some(rpm) = *rpm {
+            if leased {
+                if !limits.requests.try_take(minute, 1, rpm) {
+                    return refuse(&mut asks, &taken, rpm_error(rpm));
+                }
+                match limits.leases[0].take(span, epoch_now, 1, rpm as i64) {
+                    quota::Room::Yes => taken[i] = Some(limits),
+                    quota::Room::Refused => {
+                        limits.requests.give_back(minute, 1);
+                        return refuse(&mut asks, &taken, rpm_error(rpm));
+                    }
+                    quota::Room::Ask { debt, before } => {
+                        limits.requests.give_back(minute, 1);
+                        asks.push(quota::Ask {
+                            lease: quota::LeaseOf::Requests((*limits).clone()),
+                            scope: name.id(token),
+                            span,
+                            limit: rpm as i64,
+                            debt,
+                            init: before,
+                        });
+                    }
+                }
+            } else {
+                if !limits.take_request_as(minute, rpm, sharing) {
+                    return refuse(&mut asks, &taken, rpm_error(rpm));
+                }
+                if epoch.is_some() {
+                    limits.leases[0].note(span, epoch_now, 1);
+                }
+                taken[i] = Some(limits);
             }
-            taken[i] = Some(limits);
         }
+    }
+    if !asks.is_empty() {
+        give_back(&taken);
+        return Err(Denied::Ask(asks));
     }
     Ok(admission)
 }
 
-/// Attributes a finished request: cost to every ledger, tokens to every token window.
+/// Attributes a finished request: cost to every ledger, tokens to every token window. With Redis
+/// (`quota`), both are counted in the leases too, and what exceeds a lease is reported at once.
 pub fn settle(
     caller: &Caller,
     end_user: Option<&EndUserEntry>,
     admission: &Admission,
     cost_micros: i64,
     tokens: u64,
+    quota: Option<&Arc<quota::Quota>>,
 ) {
     // Tokens count in the minute the request finished in (a long stream may end in the next one).
     let minute = current_minute(crate::store::now_ms()).max(admission.minute);
+    let span = quota::Span::Minute(minute);
+    let token = caller.key.as_ref().map_or("", |k| k.rec.token.as_str());
+    let count_tokens = |limits: &Arc<Limits>, limited: bool, name: ScopeName| {
+        limits.tokens.add(minute, tokens);
+        if let (Some(q), true) = (quota, limited) {
+            let over = limits.leases[1].note(span, q.epoch(), tokens as i64);
+            if over > 0 {
+                q.report(quota::Ask {
+                    lease: quota::LeaseOf::Tokens(limits.clone()),
+                    scope: name.id(token),
+                    span,
+                    limit: 0,
+                    debt: over,
+                    init: 0,
+                });
+            }
+        }
+    };
+    let charge = |ledger: &Arc<Ledger>, limited: bool, scope: &dyn Fn() -> String| {
+        ledger.add(cost_micros);
+        if let (Some(q), true) = (quota, limited) {
+            let span = ledger.period();
+            let over = ledger.lease.note(span, q.epoch(), cost_micros);
+            if over > 0 {
+                q.report(quota::Ask {
+                    lease: quota::LeaseOf::Spend(ledger.clone()),
+                    scope: scope(),
+                    span,
+                    limit: 0,
+                    debt: over,
+                    init: 0,
+                });
+            }
+        }
+    };
     if let Some(k) = &caller.key {
-        k.ledger.add(cost_micros);
-        k.limits.tokens.add(minute, tokens);
+        charge(&k.ledger, k.rec.max_budget.is_some(), &|| {
+            format!("k:{token}")
+        });
+        count_tokens(&k.limits, k.rec.tpm_limit.is_some(), ScopeName::Key);
         if let Some(ml) = &admission.model_limits {
-            ml.tokens.add(minute, tokens);
+            let model = k
+                .model_limits
+                .iter()
+                .find(|(_, l)| Arc::ptr_eq(l, ml))
+                .map_or("", |(m, _)| m.as_str());
+            let limited = k.rec.model_tpm_limit.contains_key(model);
+            count_tokens(ml, limited, ScopeName::KeyOnModel(model));
         }
     }
     if let Some(t) = &caller.team {
-        t.ledger.add(cost_micros);
-        t.limits.tokens.add(minute, tokens);
+        let id = &t.rec.team_id;
+        charge(&t.ledger, t.rec.max_budget.is_some(), &|| format!("t:{id}"));
+        count_tokens(&t.limits, t.rec.tpm_limit.is_some(), ScopeName::Team(id));
     }
     if let Some(u) = &caller.user {
-        u.ledger.add(cost_micros);
-        u.limits.tokens.add(minute, tokens);
+        let id = &u.rec.user_id;
+        charge(&u.ledger, u.rec.max_budget.is_some(), &|| format!("u:{id}"));
+        count_tokens(&u.limits, u.rec.tpm_limit.is_some(), ScopeName::User(id));
     }
     if let Some(e) = end_user {
-        e.ledger.add(cost_micros);
+        let id = &e.rec.user_id;
+        charge(&e.ledger, e.rec.max_budget.is_some(), &|| format!("e:{id}"));
     }
 }
 

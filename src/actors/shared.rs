@@ -99,7 +99,7 @@ fn key(model_id: &str) -> String {
     format!("llm:cooldown:{model_id}")
 }
 
-fn class(e: &redis::RedisError) -> &'static str {
+pub fn class(e: &redis::RedisError) -> &'static str {
     if e.is_timeout() {
         "TimeoutError"
     } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
@@ -122,9 +122,13 @@ impl SharedStateActor {
         shared_store: bool,
     ) -> Self {
         let keys = deployments.iter().map(|d| key(&d.cfg.id)).collect();
+        let replica = uuid::Uuid::new_v4().simple().to_string();
+        accounts
+            .quota
+            .configure(&replica, namespace, metrics.clone());
         SharedStateActor {
             conn: None,
-            replica: uuid::Uuid::new_v4().simple().to_string(),
+            replica,
             url,
             deployments,
             metrics,
@@ -323,7 +327,10 @@ impl SharedStateActor {
             .into_actor(self)
             .map(move |totals, act, _| {
                 act.limits_busy = false;
-                let Some(totals) = totals else { return };
+                let Some(totals) = totals else {
+                    act.accounts.quota.failed();
+                    return;
+                };
                 act.accounts
                     .redis
                     .last_ok_ms
@@ -411,11 +418,13 @@ impl SharedStateActor {
         };
         ctx.spawn(fut.into_actor(self).map(|(conn, answer), act, _| {
             act.busy = false;
-            if conn.is_some() {
+            if let Some(c) = &conn {
+                act.accounts.quota.connected(c.clone());
                 act.conn = conn;
             }
             let now = now_ms();
             let Some((values, beats)) = answer else {
+                act.accounts.quota.failed();
                 return;
             };
             let alive = beats

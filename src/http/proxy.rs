@@ -6,7 +6,8 @@
 
 use super::{auth, AppState};
 use crate::accounts::{
-    admit, check_model_access, may_use, settle, Admission, Caller, EndUserEntry, Sharing,
+    admit, check_model_access, limit_error, may_use, settle, Admission, Caller, Denied,
+    EndUserEntry, Sharing,
 };
 use crate::actors::deployment::AttemptDone;
 use crate::actors::metrics::{
@@ -128,6 +129,12 @@ impl Pending {
                     adm,
                     micros(cost),
                     usage.total_tokens,
+                    self.state
+                        .config
+                        .general
+                        .redis_url
+                        .is_some()
+                        .then_some(&self.state.actors.accounts.quota),
                 );
             }
             key_entry = caller.key;
@@ -397,14 +404,8 @@ async fn run(
         .end_user
         .as_ref()
         .and_then(|u| state.actors.accounts.end_users.get(u).map(|e| e.clone()));
-    let now = now_ms();
-    pending.admission = Some(admit(
-        caller,
-        end_user_entry.as_deref(),
-        &group.name,
-        now,
-        sharing(state, now),
-    )?);
+    pending.admission =
+        Some(admit_shared(state, caller, end_user_entry.as_deref(), &group.name).await?);
     pending.end_user_entry = end_user_entry;
 
     let tokens = match table.strategy {
@@ -496,6 +497,73 @@ fn spend_log_has_room(state: &AppState) -> Result<(), ApiError> {
     );
     err.retry_after = Some(5);
     Err(err)
+}
+
+/// How many times one request asks Redis for slices before it is refused: each answer grants at least one
+/// unit of every limit asked, so asking again means other requests of this replica took the slices first.
+const MAX_ASKS: usize = 8;
+
+/// Admits the request on this replica's leases, asking Redis for more of a shared limit when one runs out
+/// (`accounts/quota.rs`), and takes its parallel-request slot in Redis when the key has a limit on them.
+async fn admit_shared(
+    state: &AppState,
+    caller: &Caller,
+    end_user: Option<&EndUserEntry>,
+    group: &str,
+) -> Result<Admission, ApiError> {
+    let accounts = &state.actors.accounts;
+    let redis = state.config.general.redis_url.is_some();
+    let quota = &accounts.quota;
+    for _ in 0..MAX_ASKS {
+        let now = now_ms();
+        let mut how = sharing(state, now);
+        if redis && how == Sharing::Shared && quota.usable(now) {
+            how = Sharing::Leased;
+        }
+        match admit(
+            caller,
+            end_user,
+            group,
+            now,
+            how,
+            redis.then(|| quota.epoch()),
+        ) {
+            Ok(mut admission) => {
+                let parallel = caller
+                    .key
+                    .as_ref()
+                    .and_then(|k| k.rec.max_parallel_requests.map(|m| (m, &k.rec.token)));
+                if let (Some((max, token)), Sharing::Leased) = (parallel, how) {
+                    match quota.take_slot(format!("k:{token}"), max).await {
+                        Ok(Some(slot)) => admission.slot = Some(slot),
+                        Ok(None) => {
+                            return Err(limit_error(
+                                format!("max_parallel_requests of this key ({max}) reached"),
+                                now_ms(),
+                            ))
+                        }
+                        // Redis failed: this replica's own count (taken above) holds the request.
+                        Err(_) => {}
+                    }
+                }
+                return Ok(admission);
+            }
+            Err(Denied::Refused(e)) => return Err(e),
+            Err(Denied::Ask(asks)) => {
+                let replicas = accounts
+                    .redis
+                    .replicas
+                    .load(std::sync::atomic::Ordering::Acquire);
+                // A failure voids the leases (their use becomes debt again) and the next round counts the
+                // request as Redis's outage mode says.
+                let _ = quota.claim(&asks, replicas).await;
+            }
+        }
+    }
+    Err(limit_error(
+        "the shared limits of this key could not be reserved: too many requests at once".into(),
+        now_ms(),
+    ))
 }
 
 /// How shared rate limits are counted now: with Redis unreachable, as `general_settings.redis_outage_mode`

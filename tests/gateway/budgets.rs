@@ -697,8 +697,12 @@ async fn replicas_share_rate_limits_through_redis() {
     let Some(redis) = redis_url() else { return };
     let config = format!("{CONFIG}  redis_url: {redis}\n");
     let a = Gateway::start(&config).await;
-    let b = Gateway::start(&config).await;
-    // The same key on both (each has its own store here), as a shared database would give.
+    // Replicas share a database (PostgreSQL); on SQLite each has its own file, and the same key is made on
+    // both, as a shared database would give (SQLite gateways on one Redis share one namespace).
+    let (b, shared_db) = match a.replica(&config).await {
+        Some(b) => (b, true),
+        None => (Gateway::start(&config).await, false),
+    };
     let key = format!(
         "sk-shared-{}-{}",
         std::process::id(),
@@ -707,7 +711,7 @@ async fn replicas_share_rate_limits_through_redis() {
             .unwrap()
             .as_millis()
     );
-    for gw in [&a, &b] {
+    for gw in if shared_db { vec![&a] } else { vec![&a, &b] } {
         let r = gw
             .admin("/key/generate", &json!({"key": key, "rpm_limit": 4}))
             .await;
@@ -717,13 +721,14 @@ async fn replicas_share_rate_limits_through_redis() {
     for gw in [&a, &b, &a, &b] {
         assert_eq!(call(gw, &key, &ask("m")).await.status, 200);
     }
-    // After a sync (every 200 ms) each replica knows the other's two.
-    actix_rt::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Leased from one counter in Redis: the fifth is refused at once, on either replica.
     for gw in [&a, &b] {
         let r = call(gw, &key, &ask("m")).await;
         assert_eq!(r.status, 429, "{}", r.body);
         assert!(r.headers.contains_key("retry-after"));
     }
+    // After a sync (every 200 ms) each replica's own window is in Redis too (metrics, outage mode).
+    actix_rt::time::sleep(std::time::Duration::from_millis(700)).await;
     // In Redis: one field per replica holding its own count (written whole at every sync, so a push
     // repeated after a lost answer counts nothing twice), 4 in all after several syncs.
     let minute = std::time::SystemTime::now()
@@ -740,6 +745,17 @@ async fn replicas_share_rate_limits_through_redis() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(fields, [2, 2], "one field per replica");
+    // The lease counter: every request granted, none more.
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("llm:q:*:k:{}:r:{minute}", sha256(&key)))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let claimed: u64 = redis::cmd("GET")
+        .arg(&counters[0])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(claimed, 4);
 }
 
 /// Internal users: their own rpm limit over all their keys, and `/user/list` with paging.

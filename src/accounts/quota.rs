@@ -1,0 +1,549 @@
+//! Quota leases: how replicas that share one Redis hold rate limits and budgets together.
+//!
+//! For every limited scope (a key, a key on one model, a team, a user, an end user) and measure (requests
+//! and tokens of the current minute, spend of the current budget period), Redis holds one counter: what
+//! the replicas have *claimed* of the limit so far. A replica admits requests against its own [`Lease`]:
+//! the part of the limit Redis granted it. While its lease has room, a request is admitted without any
+//! Redis call. When the lease is used up, the request asks Redis for another slice (one Lua script for all
+//! the scopes the request needs, atomic): the script adds what the replica used beyond its grants (its
+//! *debt*) to the counter, and grants `max(1, (limit - claimed) / (2 x live replicas))`, nothing once the
+//! counter reaches the limit. Slices shrink as the limit nears, so the last requests of a window go to
+//! Redis one by one and the replicas' unused slices stay small.
+//!
+//! The bound: requests are granted one at a time against an atomic counter, so across every replica a
+//! minute admits at most `rpm_limit` requests. Tokens and spend are known only when a request ends: a
+//! request is admitted while its replica's lease has room, and may then use more than the room left; the
+//! excess is reported to Redis as soon as the request ends. So the combined overshoot of `tpm_limit` and
+//! `max_budget` is at most what the requests in flight when the limit is reached use. It does not grow with
+//! the number of replicas or the request rate. `max_parallel_requests` takes a slot in a Redis hash per
+//! request (one field per replica, slots of replicas that stopped announcing themselves are freed), and
+//! gives it back when the request ends.
+//!
+//! What a replica was granted and did not use stays claimed until the window ends (a minute), or, for
+//! budgets, until the counter has been idle for [`SPEND_TTL_MS`] (it is then started again from the
+//! stored spend): near a limit, another replica can be refused while one still holds a slice, by at most
+//! one slice per replica.
+//!
+//! Failure: a Redis call that fails voids every lease of the replica (the epoch moves on), and the request
+//! is counted as `general_settings.redis_outage_mode` says. Everything used meanwhile stays counted as
+//! `used` in the leases and is reported as debt with the next slice asked after Redis is back, so the
+//! counters hold every admission once: nothing is lost and nothing is counted twice.
+
+use crate::metrics::system::ServiceMetrics;
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+/// How long a minute counter lives in Redis.
+const MINUTE_TTL_MS: i64 = 120_000;
+/// How long a budget counter lives in Redis after it was last used.
+pub const SPEND_TTL_MS: i64 = 600_000;
+/// After a failed Redis call, how long requests are counted as in an outage without trying Redis again.
+const BACK_OFF_MS: i64 = 1_000;
+
+/// Claims debts and grants slices, for every counter named in KEYS. ARGV[1]: live replicas; then four per
+/// key: limit, debt, the value a missing counter starts from, its time to live (ms). Returns the grants.
+const CLAIM: &str = r"
+local n = tonumber(ARGV[1])
+if n < 1 then n = 1 end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local b = 1 + (i - 1) * 4
+  local limit = tonumber(ARGV[b + 1])
+  local c = tonumber(redis.call('GET', key) or ARGV[b + 3]) + tonumber(ARGV[b + 2])
+  if c < 0 then c = 0 end
+  local grant = 0
+  if c < limit then
+    grant = math.floor((limit - c) / (2 * n))
+    if grant < 1 then grant = 1 end
+    c = c + grant
+  end
+  redis.call('SET', key, string.format('%d', c), 'PX', ARGV[b + 4])
+  out[i] = grant
+end
+return out
+";
+
+/// Takes (ARGV[5] = 1) or gives back (ARGV[5] < 0) parallel-request slots. KEYS[1]: the scope's slots, one
+/// field per replica; KEYS[2]: the replicas' heartbeats. ARGV: limit, replica, now (ms), alive (ms).
+/// Slots held by replicas whose heartbeat is older than `alive` are freed.
+const SLOT: &str = r"
+local want = tonumber(ARGV[5])
+if want < 0 then
+  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0') + want
+  if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[2]) else redis.call('HSET', KEYS[1], ARGV[2], v) end
+  return 0
+end
+local total = 0
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  local beat = tonumber(redis.call('HGET', KEYS[2], held[i]) or '0')
+  if held[i] == ARGV[2] or tonumber(ARGV[3]) - beat < tonumber(ARGV[4]) then
+    total = total + tonumber(held[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], held[i])
+  end
+end
+if total < tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+  return 1
+end
+return 0
+";
+
+/// One replica's part of one shared limit in one window.
+#[derive(Debug, Default)]
+pub struct Lease(Mutex<LeaseState>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaseState {
+    /// The minute, or the budget period (its reset time).
+    window: u64,
+    epoch: u64,
+    /// What Redis counts for this replica in this window: grants, and debts reported.
+    granted: i64,
+    /// What this replica admitted (requests) or was charged (tokens, micro-dollars) in this window.
+    used: i64,
+    /// The limit at which Redis refused a slice in this window: refused here while the limit stays there.
+    refused_at: Option<i64>,
+}
+
+/// What a lease says to one more request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Yes,
+    /// No room: ask Redis, reporting `debt` (already marked as reported; `granted` before it: `before`).
+    Ask {
+        debt: i64,
+        before: i64,
+    },
+    /// Redis said the limit is reached.
+    Refused,
+}
+
+/// Which counters a window is: minutes only move forward; a budget period is whatever the ledger says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Minute(u64),
+    Period(u64),
+}
+
+impl Span {
+    fn id(self) -> u64 {
+        match self {
+            Span::Minute(m) | Span::Period(m) => m,
+        }
+    }
+}
+
+impl Lease {
+    fn state(&self, span: Span, epoch: u64) -> std::sync::MutexGuard<'_, LeaseState> {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let window = match span {
+            // A caller that read the clock before another moved the window on counts in the newer one.
+            Span::Minute(m) => m.max(st.window),
+            Span::Period(p) => p,
+        };
+        if st.window != window {
+            *st = LeaseState {
+                window,
+                epoch,
+                ..LeaseState::default()
+            };
+        }
+        if st.epoch != epoch {
+            // Redis failed since this was granted: the grant is void, everything used is debt again.
+            st.epoch = epoch;
+            st.granted = 0;
+            st.refused_at = None;
+        }
+        st
+    }
+
+    fn ask(st: &mut LeaseState) -> Room {
+        let before = st.granted;
+        let debt = st.used - st.granted;
+        st.granted = st.used;
+        Room::Ask { debt, before }
+    }
+
+    /// Takes `n` requests if the lease has room for them.
+    pub fn take(&self, span: Span, epoch: u64, n: i64, limit: i64) -> Room {
+        let mut st = self.state(span, epoch);
+        if st.refused_at.is_some_and(|at| limit <= at) {
+            return Room::Refused;
+        }
+        if st.used + n <= st.granted {
+            st.used += n;
+            return Room::Yes;
+        }
+        Self::ask(&mut st)
+    }
+
+    /// Whether one more request may start using the measure (tokens, spend) it is charged later.
+    pub fn room(&self, span: Span, epoch: u64, limit: i64) -> Room {
+        let mut st = self.state(span, epoch);
+        if st.refused_at.is_some_and(|at| limit <= at) {
+            return Room::Refused;
+        }
+        if st.used < st.granted {
+            return Room::Yes;
+        }
+        Self::ask(&mut st)
+    }
+
+    /// Gives back `n` taken in `span` (a later scope refused the request).
+    pub fn give_back(&self, span: Span, epoch: u64, n: i64) {
+        let mut st = self.state(span, epoch);
+        st.used = (st.used - n).max(0);
+    }
+
+    /// Counts `n` used without asking (outside a lease: Redis away; or charged when a request ends).
+    /// Returns what now exceeds the grants, marked as reported: the caller reports it to Redis.
+    pub fn note(&self, span: Span, epoch: u64, n: i64) -> i64 {
+        let mut st = self.state(span, epoch);
+        st.used = st.used.saturating_add(n);
+        let over = st.used - st.granted;
+        if over > 0 && st.granted > 0 {
+            st.granted = st.used;
+            return over;
+        }
+        0
+    }
+
+    /// Redis answered an ask: `grant` more (none: the limit is reached at `limit`).
+    pub fn granted(&self, span: Span, epoch: u64, grant: i64, limit: i64) {
+        let mut st = self.state(span, epoch);
+        st.granted += grant;
+        if grant == 0 {
+            st.refused_at = Some(limit);
+        }
+    }
+
+    /// A report of `debt` did not reach Redis: it is reported again with the next ask.
+    pub fn unreported(&self, span: Span, epoch: u64, debt: i64) {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only in the window and epoch it was marked in: a new epoch has voided the grants already.
+        if st.window == span.id() && st.epoch == epoch {
+            st.granted -= debt;
+        }
+    }
+
+    /// This replica's use in the current window (for tests and readiness).
+    pub fn used(&self) -> i64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).used
+    }
+}
+
+/// Which lease an ask fills.
+#[derive(Clone)]
+pub enum LeaseOf {
+    Requests(Arc<super::Limits>),
+    Tokens(Arc<super::Limits>),
+    Spend(Arc<super::Ledger>),
+}
+
+impl LeaseOf {
+    pub fn lease(&self) -> &Lease {
+        match self {
+            LeaseOf::Requests(l) => &l.leases[0],
+            LeaseOf::Tokens(l) => &l.leases[1],
+            LeaseOf::Spend(l) => &l.lease,
+        }
+    }
+}
+
+/// One counter a request needs a slice of.
+pub struct Ask {
+    pub lease: LeaseOf,
+    /// The scope in the counter's name: `k:<hash>`, `km:<hash>:<model>`, `t:<team>`, `u:<user>`, `e:<end user>`.
+    pub scope: String,
+    pub span: Span,
+    pub limit: i64,
+    pub debt: i64,
+    /// The counter's value if Redis has lost it, before this ask's debt (what this replica had reported;
+    /// for spend, plus the period's spend the store had before this replica's lease began).
+    pub init: i64,
+}
+
+impl Ask {
+    fn key(&self, prefix: &str) -> String {
+        let what = match self.lease {
+            LeaseOf::Requests(_) => "r",
+            LeaseOf::Tokens(_) => "t",
+            LeaseOf::Spend(_) => "s",
+        };
+        format!("{prefix}{}:{what}:{}", self.scope, self.span.id())
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        match self.span {
+            Span::Minute(_) => MINUTE_TTL_MS,
+            Span::Period(_) => SPEND_TTL_MS,
+        }
+    }
+}
+
+/// Names a replica uses in Redis.
+struct Names {
+    replica: String,
+    /// `llm:q:<namespace>:`
+    prefix: String,
+    /// `llm:replicas:<namespace>`
+    replicas: String,
+}
+
+/// This replica's handle on the shared counters. Lives in `Accounts`; the SharedStateActor names it and
+/// hands it the Redis connection.
+#[derive(Default)]
+pub struct Quota {
+    conn: ArcSwapOption<ConnectionManager>,
+    names: OnceLock<Names>,
+    metrics: OnceLock<Option<Arc<ServiceMetrics>>>,
+    /// Moves on at every failed Redis call: leases of an older epoch are void.
+    epoch: AtomicU64,
+    /// When a Redis call of the request path last failed (unix ms).
+    failed_ms: AtomicI64,
+    claim: OnceLock<redis::Script>,
+    slot: OnceLock<redis::Script>,
+}
+
+impl Quota {
+    pub fn configure(&self, replica: &str, namespace: &str, metrics: Option<Arc<ServiceMetrics>>) {
+        let _ = self.names.set(Names {
+            replica: replica.to_owned(),
+            prefix: format!("llm:q:{namespace}:"),
+            replicas: format!("llm:replicas:{namespace}"),
+        });
+        let _ = self.metrics.set(metrics);
+    }
+
+    pub fn connected(&self, conn: ConnectionManager) {
+        if self.conn.load().is_none() {
+            self.conn.store(Some(Arc::new(conn)));
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether requests can ask Redis now (connected, and no call failed within [`BACK_OFF_MS`]).
+    pub fn usable(&self, now_ms: i64) -> bool {
+        self.names.get().is_some()
+            && self.conn.load().is_some()
+            && now_ms - self.failed_ms.load(Ordering::Acquire) >= BACK_OFF_MS
+    }
+
+    /// Redis failed somewhere: every lease is void.
+    pub fn failed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.failed_ms
+            .store(crate::store::now_ms(), Ordering::Release);
+    }
+
+    fn record(&self, started: Instant, r: &Result<(), &redis::RedisError>, function: &str) {
+        if let Some(Some(m)) = self.metrics.get() {
+            match r {
+                Ok(()) => m.ok(started.elapsed()),
+                Err(e) => m.fail(crate::actors::shared::class(e), function),
+            }
+        }
+    }
+
+    /// Asks Redis for a slice of every counter in `asks`, in one script call, and fills the leases.
+    /// An error voids every lease (the caller counts the request as in an outage).
+    pub async fn claim(&self, asks: &[Ask], replicas: u64) -> redis::RedisResult<()> {
+        let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
+            return Err(not_connected());
+        };
+        let epoch = self.epoch();
+        let script = self.claim.get_or_init(|| redis::Script::new(CLAIM));
+        let mut call = script.prepare_invoke();
+        call.arg(replicas.max(1));
+        for a in asks {
+            call.key(a.key(&names.prefix))
+                .arg(a.limit)
+                .arg(a.debt)
+                .arg(a.init)
+                .arg(a.ttl_ms());
+        }
+        let started = Instant::now();
+        let mut conn = (*conn).clone();
+        let r: redis::RedisResult<Vec<i64>> = call.invoke_async(&mut conn).await;
+        self.record(started, &r.as_ref().map(|_| ()), "claim");
+        match r {
+            Ok(grants) => {
+                for (a, g) in asks.iter().zip(grants) {
+                    a.lease.lease().granted(a.span, epoch, g, a.limit);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports what a finished request used beyond its replica's grants, without waiting for the answer.
+    pub fn report(self: &Arc<Self>, ask: Ask) {
+        if tokio::runtime::Handle::try_current().is_err() || !self.usable(crate::store::now_ms()) {
+            ask.lease
+                .lease()
+                .unreported(ask.span, self.epoch(), ask.debt);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let epoch = me.epoch();
+            if me.claim(std::slice::from_ref(&ask), 1).await.is_err() {
+                ask.lease.lease().unreported(ask.span, epoch, ask.debt);
+            }
+        });
+    }
+
+    /// Takes one of `limit` parallel-request slots of `scope` across replicas; `None` when all are taken.
+    pub async fn take_slot(
+        self: &Arc<Self>,
+        scope: String,
+        limit: u64,
+    ) -> redis::RedisResult<Option<Slot>> {
+        let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
+            return Err(not_connected());
+        };
+        let key = format!("{}{scope}:p", names.prefix);
+        let script = self.slot.get_or_init(|| redis::Script::new(SLOT));
+        let started = Instant::now();
+        let mut conn = (*conn).clone();
+        let r: redis::RedisResult<i64> = script
+            .key(&key)
+            .key(&names.replicas)
+            .arg(limit)
+            .arg(&names.replica)
+            .arg(crate::store::now_ms())
+            .arg(super::REPLICA_ALIVE_MS)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await;
+        self.record(started, &r.as_ref().map(|_| ()), "take_slot");
+        match r {
+            Ok(1) => Ok(Some(Slot {
+                quota: self.clone(),
+                key,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn not_connected() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, "redis is not connected"))
+}
+
+/// A parallel-request slot held in Redis; given back when dropped (the request ended).
+pub struct Slot {
+    quota: Arc<Quota>,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (Some(names), Some(conn)) = (self.quota.names.get(), self.quota.conn.load_full())
+        else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (quota, key, replica, replicas) = (
+            self.quota.clone(),
+            std::mem::take(&mut self.key),
+            names.replica.clone(),
+            names.replicas.clone(),
+        );
+        // A give-back that fails leaves the slot to be freed when this replica stops announcing itself,
+        // or taken back by the next one this replica takes (the field counts this replica's slots).
+        tokio::spawn(async move {
+            let script = quota.slot.get_or_init(|| redis::Script::new(SLOT));
+            let started = Instant::now();
+            let mut conn = (*conn).clone();
+            let r: redis::RedisResult<i64> = script
+                .key(&key)
+                .key(&replicas)
+                .arg(0)
+                .arg(&replica)
+                .arg(0)
+                .arg(0)
+                .arg(-1)
+                .invoke_async(&mut conn)
+                .await;
+            quota.record(started, &r.as_ref().map(|_| ()), "give_slot");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_admits_within_its_grants_and_reports_the_rest() {
+        let l = Lease::default();
+        let m = Span::Minute(5);
+        // Nothing granted yet: ask, with no debt.
+        assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 0 });
+        l.granted(m, 0, 2, 10);
+        assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
+        assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
+        assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 2 });
+        l.granted(m, 0, 0, 10);
+        assert_eq!(l.take(m, 0, 1, 10), Room::Refused);
+        // A raised limit asks again.
+        assert!(matches!(l.take(m, 0, 1, 20), Room::Ask { .. }));
+        // A new minute starts empty.
+        assert_eq!(
+            l.take(Span::Minute(6), 0, 1, 10),
+            Room::Ask { debt: 0, before: 0 }
+        );
+        assert_eq!(l.used(), 0);
+    }
+
+    #[test]
+    fn usage_beyond_the_grants_is_reported_once() {
+        let l = Lease::default();
+        let m = Span::Minute(1);
+        l.granted(m, 0, 100, 1000);
+        assert_eq!(l.room(m, 0, 1000), Room::Yes);
+        assert_eq!(l.note(m, 0, 130), 30);
+        // Reported: the next ask has no debt left.
+        assert_eq!(
+            l.room(m, 0, 1000),
+            Room::Ask {
+                debt: 0,
+                before: 130
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_turns_everything_used_into_debt() {
+        let l = Lease::default();
+        let m = Span::Minute(1);
+        l.granted(m, 0, 10, 100);
+        assert_eq!(l.take(m, 0, 1, 100), Room::Yes);
+        // Redis away: counted, not asked.
+        assert_eq!(l.note(m, 1, 3), 0);
+        assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
+        // The ask failed: the debt is owed again.
+        l.unreported(m, 1, 4);
+        assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
+    }
+}
