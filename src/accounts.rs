@@ -714,12 +714,17 @@ pub struct Admission {
     pub model_limits: Option<Arc<Limits>>,
     /// The parallel-request slot held in Redis, given back when the request ends.
     pub slot: Option<quota::Slot>,
+    /// The leases (tokens, spend) that count this request as in flight.
+    in_leases: Vec<quota::LeaseOf>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(l) = &self.in_flight {
             l.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        for l in &self.in_leases {
+            l.lease().ended();
         }
     }
 }
@@ -791,6 +796,14 @@ pub fn admit(
             budgets.push((&e.ledger, max, format!("End user={id}"), format!("e:{id}")));
         }
     }
+    // Built first: an early return drops it, which releases what it holds.
+    let mut admission = Admission {
+        in_flight: None,
+        minute,
+        model_limits: None,
+        slot: None,
+        in_leases: Vec::new(),
+    };
     let mut asks: Vec<quota::Ask> = Vec::new();
     // Asks already marked as reported: if the request is refused after all, their debts are owed again.
     let unask = |asks: &mut Vec<quota::Ask>| {
@@ -808,7 +821,9 @@ pub fn admit(
         }
         let span = ledger.period();
         match ledger.lease.room(span, epoch_now, micros(*max)) {
-            quota::Room::Yes => {}
+            quota::Room::Yes => admission
+                .in_leases
+                .push(quota::LeaseOf::Spend((*ledger).clone())),
             quota::Room::Refused => {
                 unask(&mut asks);
                 return Err(budget_error(what, ledger.spend_micros(), *max).into());
@@ -824,12 +839,6 @@ pub fn admit(
         }
     }
 
-    let mut admission = Admission {
-        in_flight: None,
-        minute,
-        model_limits: None,
-        slot: None,
-    };
     let mut scopes: [Option<Scope>; 4] = [None, None, None, None];
     if let Some(k) = &caller.key {
         if let Some(max) = k.rec.max_parallel_requests {
@@ -910,7 +919,9 @@ pub fn admit(
         if let Some(tpm) = *tpm {
             if leased {
                 match limits.leases[1].room(span, epoch_now, tpm as i64) {
-                    quota::Room::Yes => {}
+                    quota::Room::Yes => admission
+                        .in_leases
+                        .push(quota::LeaseOf::Tokens((*limits).clone())),
                     quota::Room::Refused => return refuse(&mut asks, &taken, tpm_error(tpm)),
                     quota::Room::Ask { debt, before } => asks.push(quota::Ask {
                         lease: quota::LeaseOf::Tokens((*limits).clone()),

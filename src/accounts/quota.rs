@@ -40,6 +40,9 @@ use std::time::Instant;
 const MINUTE_TTL_MS: i64 = 120_000;
 /// How long a budget counter lives in Redis after it was last used.
 pub const SPEND_TTL_MS: i64 = 600_000;
+/// How long a replica refuses on its own after Redis refused a slice (the counter of a budget can come
+/// down: it is started again from the stored spend once idle).
+const REFUSAL_MS: i64 = 1_000;
 /// After a failed Redis call, how long requests are counted as in an outage without trying Redis again.
 const BACK_OFF_MS: i64 = 1_000;
 
@@ -107,8 +110,14 @@ struct LeaseState {
     granted: i64,
     /// What this replica admitted (requests) or was charged (tokens, micro-dollars) in this window.
     used: i64,
-    /// The limit at which Redis refused a slice in this window: refused here while the limit stays there.
-    refused_at: Option<i64>,
+    /// The limit at which Redis refused a slice in this window, and when: refused here without asking
+    /// again while the limit stays there, for [`REFUSAL_MS`].
+    refused_at: Option<(i64, i64)>,
+    /// Requests admitted on [`Lease::room`] that have not ended yet.
+    in_flight: i64,
+    /// What the last request charged here used (kept across windows): admission counts each request in
+    /// flight as using as much, so a replica does not admit more at once than its grants can pay for.
+    last: i64,
 }
 
 /// What a lease says to one more request.
@@ -151,6 +160,7 @@ impl Lease {
             *st = LeaseState {
                 window,
                 epoch,
+                last: st.last,
                 ..LeaseState::default()
             };
         }
@@ -163,6 +173,11 @@ impl Lease {
         st
     }
 
+    fn refused(st: &LeaseState, limit: i64) -> bool {
+        st.refused_at
+            .is_some_and(|(at, when)| limit <= at && crate::store::now_ms() - when < REFUSAL_MS)
+    }
+
     fn ask(st: &mut LeaseState) -> Room {
         let before = st.granted;
         let debt = st.used - st.granted;
@@ -173,26 +188,42 @@ impl Lease {
     /// Takes `n` requests if the lease has room for them.
     pub fn take(&self, span: Span, epoch: u64, n: i64, limit: i64) -> Room {
         let mut st = self.state(span, epoch);
-        if st.refused_at.is_some_and(|at| limit <= at) {
-            return Room::Refused;
-        }
         if st.used + n <= st.granted {
             st.used += n;
             return Room::Yes;
         }
+        if Self::refused(&st, limit) {
+            return Room::Refused;
+        }
         Self::ask(&mut st)
     }
 
-    /// Whether one more request may start using the measure (tokens, spend) it is charged later.
+    /// Whether one more request may start using the measure (tokens, spend) it is charged later: the
+    /// grants must cover what was used plus, for every request in flight, what the last one used. On
+    /// `Yes` the request counts as in flight until [`Lease::ended`].
     pub fn room(&self, span: Span, epoch: u64, limit: i64) -> Room {
         let mut st = self.state(span, epoch);
-        if st.refused_at.is_some_and(|at| limit <= at) {
+        if st.used.saturating_add(st.in_flight.saturating_mul(st.last)) < st.granted {
+            st.in_flight += 1;
+            return Room::Yes;
+        }
+        if Self::refused(&st, limit) {
             return Room::Refused;
         }
         if st.used < st.granted {
-            return Room::Yes;
+            // Room, but spoken for by the requests in flight: ask for more, nothing to report.
+            return Room::Ask {
+                debt: 0,
+                before: st.granted,
+            };
         }
         Self::ask(&mut st)
+    }
+
+    /// A request admitted on [`Lease::room`] ended (charged or not).
+    pub fn ended(&self) {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        st.in_flight = (st.in_flight - 1).max(0);
     }
 
     /// Gives back `n` taken in `span` (a later scope refused the request).
@@ -206,6 +237,7 @@ impl Lease {
     pub fn note(&self, span: Span, epoch: u64, n: i64) -> i64 {
         let mut st = self.state(span, epoch);
         st.used = st.used.saturating_add(n);
+        st.last = n.max(0);
         let over = st.used - st.granted;
         if over > 0 && st.granted > 0 {
             st.granted = st.used;
@@ -219,7 +251,7 @@ impl Lease {
         let mut st = self.state(span, epoch);
         st.granted += grant;
         if grant == 0 {
-            st.refused_at = Some(limit);
+            st.refused_at = Some((limit, crate::store::now_ms()));
         }
     }
 

@@ -103,3 +103,261 @@ async fn changes_on_one_replica_are_in_force_on_the_others_at_once() {
         "the team is gone on the other replica too"
     );
 }
+
+/// One replica set for the bound tests: three gateways on one PostgreSQL database and one Redis, before
+/// the mock upstream (a priced model, `gpt-4o`, `dep-1`). `None` (skipped) without both.
+async fn three_replicas(mock: &Mock) -> Option<[Gateway; 3]> {
+    let redis = redis_url()?;
+    let cfg = upstream_config(
+        mock,
+        &format!("general_settings:\n  master_key: sk-master\n  redis_url: {redis}\n"),
+    );
+    let a = Gateway::start(&cfg).await;
+    let Some(b) = a.replica(&cfg).await else {
+        eprintln!("PostgreSQL only (LLM_TEST_DATABASE_URL): skipped");
+        return None;
+    };
+    let c = a.replica(&cfg).await?;
+    Some([a, b, c])
+}
+
+/// Sends `total` requests from `workers` concurrent clients, request i to replica i mod 3; returns the
+/// statuses and each successful answer's total tokens and cost in micro-dollars (1 and 2 per token).
+async fn hammer(
+    gws: &[Gateway; 3],
+    key: &str,
+    body: &Value,
+    workers: usize,
+    total: usize,
+) -> (Vec<u16>, Vec<(i64, i64)>) {
+    let next = std::cell::Cell::new(0usize);
+    let results = std::cell::RefCell::new((Vec::new(), Vec::new()));
+    let worker = || async {
+        loop {
+            let i = next.get();
+            if i >= total {
+                return;
+            }
+            next.set(i + 1);
+            let r = gws[i % 3]
+                .post_with(
+                    "/v1/chat/completions",
+                    body,
+                    &[("authorization", &format!("Bearer {key}"))],
+                )
+                .await;
+            let mut out = results.borrow_mut();
+            out.0.push(r.status);
+            if r.status == 200 {
+                let u = &r.json()["usage"];
+                let (p, c) = (
+                    u["prompt_tokens"].as_i64().unwrap(),
+                    u["completion_tokens"].as_i64().unwrap(),
+                );
+                out.1.push((p + c, p + 2 * c));
+            }
+        }
+    };
+    futures_util::future::join_all((0..workers).map(|_| worker())).await;
+    results.into_inner()
+}
+
+/// A management call that must succeed; its answer.
+async fn admin_ok(gw: &Gateway, path: &str, body: Value) -> Value {
+    let r = gw.admin(path, &body).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+/// A new key made with `body`.
+async fn key_of(gw: &Gateway, body: Value) -> String {
+    admin_ok(gw, "/key/generate", body).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Requests in flight at once in the bound tests (the figure).
+const IN_FLIGHT: usize = 12;
+
+/// rpm, tpm and max_parallel_requests of one key, hammered through three replicas at once: admitted within
+/// the bound (rpm exactly; tpm by at most what the requests in flight use).
+#[actix_rt::test]
+async fn three_replicas_hold_rate_limits_together() {
+    let mock = Mock::start();
+    mock.rule(json!({"model": "gpt-4o-2024", "latency_ms": 20}))
+        .await;
+    let Some(gws) = three_replicas(&mock).await else {
+        return;
+    };
+    let new_key = |body: Value| key_of(&gws[0], body);
+    // What one request uses (the mock answers the same question the same way).
+    let probe = new_key(json!({})).await;
+    let (_, used) = hammer(&gws, &probe, &chat("gpt-4o"), 1, 1).await;
+    let (tokens, _) = used[0];
+
+    minute_with(30.0).await;
+    let rpm = new_key(json!({"rpm_limit": 30})).await;
+    let (statuses, _) = hammer(&gws, &rpm, &chat("gpt-4o"), IN_FLIGHT, 90).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    eprintln!("rpm_limit 30 over 3 replicas, {IN_FLIGHT} in flight: {admitted} admitted");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // Granted one by one from one counter: never more than the limit; fewer only by slices a replica
+    // still held when the others were refused (at most one each).
+    assert!((27..=30).contains(&admitted), "{admitted}");
+
+    let tpm_limit = tokens * 10 + tokens / 2;
+    let tpm = new_key(json!({ "tpm_limit": tpm_limit })).await;
+    let (_, used) = hammer(&gws, &tpm, &chat("gpt-4o"), IN_FLIGHT, 60).await;
+    let spent: i64 = used.iter().map(|u| u.0).sum();
+    eprintln!(
+        "tpm_limit {tpm_limit} ({tokens} a request) over 3 replicas: {spent} tokens admitted ({} requests)",
+        used.len()
+    );
+    assert!(spent >= tpm_limit, "{spent} < {tpm_limit}");
+    assert!(
+        spent <= tpm_limit + IN_FLIGHT as i64 * tokens,
+        "{spent} tokens"
+    );
+
+    // Parallel requests: twelve at once, each held 1.5 s upstream, against a limit of 4.
+    mock.rule(json!({"model": "gpt-4o-2024", "latency_ms": 1500}))
+        .await;
+    let par = new_key(json!({"max_parallel_requests": 4})).await;
+    let (statuses, _) = hammer(&gws, &par, &chat("gpt-4o"), IN_FLIGHT, IN_FLIGHT).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    eprintln!("max_parallel_requests 4 over 3 replicas, 12 at once: {admitted} admitted");
+    assert!((1..=4).contains(&admitted), "{statuses:?}");
+    // Every slot is given back when its request ends.
+    let mut conn = redis::Client::open(redis_url().unwrap().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let held: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("llm:q:*:k:{}:p", sha256(&par)))
+            .query(&mut conn)
+            .unwrap();
+        if held.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "slots kept");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Budgets of a key, a team, a user and an end user, hammered through three replicas at once: spend ends
+/// between the budget and the budget plus what the requests in flight cost, and every record of it (the
+/// store, `/key/info` on every replica, `llm_spend_metric_total` summed over replicas, the spend logs)
+/// equals successes x price to the micro-dollar.
+#[actix_rt::test]
+async fn three_replicas_hold_budgets_together_and_agree_on_spend() {
+    let mock = Mock::start();
+    mock.rule(json!({"model": "gpt-4o-2024", "latency_ms": 20}))
+        .await;
+    let Some(gws) = three_replicas(&mock).await else {
+        return;
+    };
+    let admin = |path: &'static str, body: Value| admin_ok(&gws[0], path, body);
+    let probe = key_of(&gws[0], json!({})).await;
+    let (_, used) = hammer(&gws, &probe, &chat("gpt-4o"), 1, 1).await;
+    let (_, price) = used[0];
+    // 10.5 requests' worth.
+    let budget = (price * 21 / 2) as f64 / 1e6;
+    let suffix = rand::random::<u32>();
+    let team = format!("bt-{suffix}");
+    let user = format!("bu-{suffix}");
+    let end_user = format!("be-{suffix}");
+    admin("/team/new", json!({"team_id": team, "max_budget": budget})).await;
+    admin(
+        "/user/new",
+        json!({"user_id": user, "max_budget": budget, "auto_create_key": false}),
+    )
+    .await;
+    admin(
+        "/customer/new",
+        json!({"user_id": end_user, "max_budget": budget}),
+    )
+    .await;
+    let key_of = |body: Value| key_of(&gws[0], body);
+    let cases = [
+        ("key", key_of(json!({ "max_budget": budget })).await, None),
+        ("team", key_of(json!({ "team_id": team })).await, None),
+        ("user", key_of(json!({ "user_id": user })).await, None),
+        ("end user", key_of(json!({})).await, Some(end_user.clone())),
+    ];
+    let mut key_spend = 0;
+    for (what, key, end_user) in &cases {
+        let mut body = chat("gpt-4o");
+        if let Some(u) = end_user {
+            body["user"] = json!(u);
+        }
+        let (statuses, used) = hammer(&gws, key, &body, IN_FLIGHT, 60).await;
+        let spent: i64 = used.iter().map(|u| u.1).sum();
+        eprintln!(
+            "{what} max_budget {budget} over 3 replicas: {} admitted, spend {spent} micro-USD",
+            used.len()
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 400),
+            "{what}: {statuses:?}"
+        );
+        let max = price * 21 / 2;
+        assert!(spent >= max, "{what}: {spent} < {max}");
+        assert!(
+            spent <= max + IN_FLIGHT as i64 * price,
+            "{what}: {spent} micro-USD"
+        );
+        if *what == "key" {
+            key_spend = spent;
+        }
+    }
+
+    // Exact spend of the budgeted key, everywhere.
+    let (key, hash) = (&cases[0].1, sha256(&cases[0].1));
+    let pool = sqlx::PgPool::connect(gws[0].database_url().unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT spend_micros FROM llm_keys WHERE id = $1")
+            .bind(&hash)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let logged: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(spend_micros)::bigint FROM llm_spend_logs WHERE api_key = $1",
+        )
+        .bind(&hash)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let mut infos = Vec::new();
+        let mut metric = 0.0;
+        for gw in &gws {
+            let info = gw.admin_get(&format!("/key/info?key={key}")).await.json();
+            infos.push((info["info"]["spend"].as_f64().unwrap() * 1e6).round() as i64);
+            metric += gw
+                .metrics()
+                .await
+                .sum("llm_spend_metric_total", &[("hashed_api_key", &hash)]);
+        }
+        let metric = (metric * 1e6).round() as i64;
+        if stored == key_spend
+            && logged == Some(key_spend)
+            && metric == key_spend
+            && infos.iter().all(|i| *i == key_spend)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "spend {key_spend}: store {stored}, spend logs {logged:?}, metrics {metric}, /key/info {infos:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
