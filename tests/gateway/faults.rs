@@ -518,6 +518,30 @@ async fn a_redis_outage_or_hang_never_stops_requests_and_counts_nothing_twice() 
     }
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(redis_count(&redis.url(), &token).await, sent);
+
+    // The lease counter: the grants made before the outage were voided by it, so the first request after
+    // it reports everything this replica admitted in the minute (each request once), then takes a slice
+    // of what is left: half of it, with one replica.
+    assert_eq!(ask(&gw, &key).await.status, 200);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("llm:q:*:k:{token}:r:{minute}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let claimed: u64 = redis::cmd("GET")
+        .arg(&counters[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(claimed, sent + (1000 - sent) / 2, "{sent} admitted before");
 }
 
 // ---- upstreams -------------------------------------------------------------------------------------------
