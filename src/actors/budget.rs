@@ -252,7 +252,11 @@ impl Handler<Refresh> for BudgetActor {
 
     /// Atomic like a management operation: this actor stays the only writer of the records.
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
-        let (accounts, store) = (self.accounts.clone(), self.store.clone());
+        let (accounts, store, metrics) = (
+            self.accounts.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+        );
         let crate::store::Change { table, id } = msg.0;
         if table == Table::Keys {
             // A key made elsewhere that this replica was asked for before: not unknown any more.
@@ -260,12 +264,14 @@ impl Handler<Refresh> for BudgetActor {
         }
         AtomicResponse::new(Box::pin(
             async move {
+                let mut fx = no_changes();
                 match store.get(table, &id).await {
-                    Ok(Some(row)) => apply_row(&accounts, table, &row),
-                    Ok(None) => forget(&accounts, table, &id),
+                    Ok(Some(row)) => apply_row(&accounts, table, &row, &mut fx),
+                    Ok(None) => forget(&accounts, table, &id, &mut fx),
                     // The read-back of the next flush catches up.
                     Err(e) => tracing::warn!("cannot read a record another replica changed: {e}"),
                 }
+                send_changes(metrics.as_ref(), fx);
             }
             .into_actor(self),
         ))
@@ -357,7 +363,7 @@ async fn flush(
     let unwritten = write_logs(store, logs).await;
     // The stored spend lacks what is still to write: reading it back now would lower this replica's view.
     if store.kind == "postgres" && spend.is_none() {
-        sync_from_store(accounts, store).await;
+        sync_from_store(accounts, store, metrics).await;
     }
     resets(accounts, store, metrics).await;
     // Unknown keys are remembered for a few seconds only, so a flood of random keys cannot grow memory.
@@ -461,18 +467,19 @@ async fn write_part(
 /// replicas also announce each change as they make it ([`Refresh`]), so this read-back is the backstop for a
 /// missed message. Keys never used here are not cached (read-through finds new ones). Runs inside the
 /// BudgetActor, like every management operation of this replica, so none can interleave with it.
-async fn sync_from_store(accounts: &Accounts, store: &Store) {
+async fn sync_from_store(accounts: &Accounts, store: &Store, metrics: Option<&Addr<MetricsActor>>) {
+    let mut fx = no_changes();
     for table in Table::ALL {
         let rows = match store.load(table).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!("cannot read entities back from the store: {e}");
-                return;
+                break;
             }
         };
         let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         for row in &rows {
-            apply_row(accounts, table, row);
+            apply_row(accounts, table, row, &mut fx);
         }
         for id in ids_in_memory(accounts, table) {
             if present.contains(id.as_str()) {
@@ -480,31 +487,55 @@ async fn sync_from_store(accounts: &Accounts, store: &Store) {
             }
             // Made (or read through) here after the load above is not gone: ask again.
             if let Ok(None) = store.get(table, &id).await {
-                forget(accounts, table, &id);
+                forget(accounts, table, &id, &mut fx);
             }
         }
+    }
+    send_changes(metrics, fx);
+}
+
+fn no_changes() -> BudgetsChanged {
+    BudgetsChanged {
+        gauges: Vec::new(),
+        removed: Vec::new(),
+    }
+}
+
+/// Tells the metrics actor about gauges that records read back changed.
+fn send_changes(metrics: Option<&Addr<MetricsActor>>, fx: BudgetsChanged) {
+    if let (Some(m), false) = (metrics, fx.gauges.is_empty() && fx.removed.is_empty()) {
+        m.do_send(fx);
     }
 }
 
 /// Takes one stored row as the truth for its entity: spend and reset time into the ledger (plus what this
 /// replica has not written yet), a changed record replacing the old one with the same counters. Keys are
 /// only updated, never added (a key not used here stays out of memory); the other entities are added.
-fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_) {
+fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &mut BudgetsChanged) {
     match table {
         Table::Keys => {
             let Some(old) = accounts.keys.get(&row.id).map(|e| e.clone()) else {
                 return;
             };
+            let moved = old.ledger.reset_at() != row.budget_reset_at;
             old.ledger.sync(row.spend_micros, row.budget_reset_at);
             if let Some(rec) = decode::<KeyRecord>(row).filter(|r| *r != old.rec) {
                 let entry = accounts.key_entry(rec, Some(&old), 0, row.budget_reset_at);
+                fx.gauges.push(admin::key_gauge(&entry));
                 accounts.keys.insert(row.id.clone(), Arc::new(entry));
+            } else if moved {
+                // A new budget period another replica started: the gauges show it here too.
+                fx.gauges.push(admin::key_gauge(&old));
             }
         }
         Table::Teams => {
             let old = accounts.teams.get(&row.id).map(|e| e.clone());
             if let Some(old) = &old {
+                let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                if moved {
+                    fx.gauges.push(admin::team_gauge(old));
+                }
             }
             let Some(rec) = decode::<TeamRecord>(row) else {
                 return;
@@ -522,6 +553,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_) {
                     limits: Default::default(),
                 },
             };
+            fx.gauges.push(admin::team_gauge(&entry));
             accounts.teams.insert(row.id.clone(), Arc::new(entry));
         }
         Table::Users => {
@@ -580,14 +612,18 @@ fn ids_in_memory(accounts: &Accounts, table: Table) -> Vec<String> {
     }
 }
 
-/// Drops an entity deleted elsewhere.
-fn forget(accounts: &Accounts, table: Table, id: &str) {
+/// Drops an entity deleted elsewhere (and its budget gauges).
+fn forget(accounts: &Accounts, table: Table, id: &str, fx: &mut BudgetsChanged) {
     match table {
         Table::Keys => {
-            accounts.keys.remove(id);
+            if let Some((_, e)) = accounts.keys.remove(id) {
+                fx.removed.push(admin::key_gauge(&e).scope);
+            }
         }
         Table::Teams => {
-            accounts.teams.remove(id);
+            if let Some((_, e)) = accounts.teams.remove(id) {
+                fx.removed.push(admin::team_gauge(&e).scope);
+            }
         }
         Table::Users => {
             accounts.users.remove(id);

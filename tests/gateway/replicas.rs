@@ -361,3 +361,66 @@ async fn three_replicas_hold_budgets_together_and_agree_on_spend() {
         actix_rt::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A budget period ends once across three replicas (one of them resets it, in the store), and every
+/// replica's budget gauges show the new period within a second.
+#[actix_rt::test]
+async fn three_replicas_reset_a_budget_once_and_all_show_it() {
+    let mock = Mock::start();
+    let Some(gws) = three_replicas(&mock).await else {
+        return;
+    };
+    let key = key_of(&gws[0], json!({"max_budget": 1.0, "budget_duration": "3s"})).await;
+    let hash = sha256(&key);
+    let pool = sqlx::PgPool::connect(gws[0].database_url().unwrap())
+        .await
+        .unwrap();
+    let reset_at = || async {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT budget_reset_at FROM llm_keys WHERE id = $1")
+            .bind(&hash)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first = reset_at().await;
+    let remaining = |m: &Metrics| {
+        m.sum(
+            "llm_remaining_api_key_budget_metric",
+            &[("hashed_api_key", &hash)],
+        )
+    };
+    // Spend on every replica: each one's gauge shows less than the budget.
+    for gw in &gws {
+        assert_eq!(call(gw, &key, "gpt-4o").await, 200);
+        metrics_until(gw, "spend in the budget gauge", |m| {
+            let r = remaining(m);
+            r > 0.0 && r < 1.0
+        })
+        .await;
+    }
+    let started = Instant::now();
+    while reset_at().await == first {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reset");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = Instant::now();
+    for gw in &gws {
+        metrics_until(gw, "the new period in the budget gauge", |m| {
+            remaining(m) == 1.0
+        })
+        .await;
+    }
+    let took = seen.elapsed();
+    eprintln!("every replica's gauge showed the new period {took:?} after the store did");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let resets: usize = gws
+        .iter()
+        .map(|gw| {
+            gw.log()
+                .lines()
+                .filter(|l| l.contains("budget period reset") && l.contains(&hash[..8]))
+                .count()
+        })
+        .sum();
+    assert_eq!(resets, 1, "one replica resets the period");
+}
