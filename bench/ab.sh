@@ -12,6 +12,7 @@
 #                     set high enough never to refuse, as bench/run.sh makes it)   [master, virtual]
 #   A_DB, B_DB        general_settings.database_url of each side, e.g. sqlite:///dev/shm/b.db or
 #                     postgresql://postgres@127.0.0.1:5432/test     [SQLite llm.db beside the config]
+#   A_REDIS, B_REDIS  general_settings.redis_url of each side, e.g. redis://127.0.0.1:6379   [none]
 #   PAIRS             A/B pairs                                         [10]
 #   CONCURRENCY       wrk connections                                   [64]
 #   DURATION, WARMUP  measured run and unmeasured warm-up before each   [5s, 1s]
@@ -88,10 +89,10 @@ wait_up "127.0.0.1:$UP/"
 
 declare -A URL KEY PID
 for side in A B; do
-    dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB" envs="${side}_ENV"
+    dir="${side}_DIR" auth="${side}_AUTH" db="${side}_DB" envs="${side}_ENV" redis="${side}_REDIS"
     port="$(free_port)"
     mkdir -p "$TMP/$side"
-    bench_config "$TMP/$side/config.yaml" "http://127.0.0.1:$UP/v1" "${!db:-}"
+    bench_config "$TMP/$side/config.yaml" "http://127.0.0.1:$UP/v1" "${!db:-}" "${!redis:-}"
     # shellcheck disable=SC2086 # A_ENV / B_ENV are lists of NAME=value words
     env ${!envs:-} ${PIN_GW[@]+"${PIN_GW[@]}"} "${!dir}/llm" --config "$TMP/$side/config.yaml" \
         --host 127.0.0.1 --port "$port" \

@@ -3,8 +3,8 @@
 BENCH_MASTER_KEY="sk-bench-master"
 BENCH_BODY='{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}'
 
-# bench_config FILE API_BASE [DATABASE_URL]: a gateway config with one model, `bench-model`, at API_BASE
-# (an OpenAI-compatible base URL ending in /v1), Prometheus metrics on and the bench master key.
+# bench_config FILE API_BASE [DATABASE_URL [REDIS_URL]]: a gateway config with one model, `bench-model`,
+# at API_BASE (an OpenAI-compatible base URL ending in /v1), Prometheus metrics on and the bench master key.
 bench_config() {
     cat >"$1" <<YAML
 model_list:
@@ -16,6 +16,7 @@ general_settings:
   master_key: $BENCH_MASTER_KEY
 YAML
     if [[ -n "${3:-}" ]]; then echo "  database_url: \"$3\"" >>"$1"; fi
+    if [[ -n "${4:-}" ]]; then echo "  redis_url: \"$4\"" >>"$1"; fi
 }
 
 # bench_virtual_key GATEWAY_URL: prints a new virtual key in a new team, both with a budget and rpm/tpm

@@ -1,13 +1,13 @@
-//! SharedStateActor: with `general_settings.redis_url`, shares rate-limit windows and deployment cooldowns
-//! across replicas through Redis, off the request path.
+//! SharedStateActor: with `general_settings.redis_url`, owns the Redis connection this replica shares with
+//! the others, and keeps what replicas share in step off the request path.
 //!
-//! Rate limits: every [`LIMITS_INTERVAL`] each replica writes what its key, key-on-model, team and user
-//! windows counted this minute under its own field of `llm:rlh:<scope>:<minute>:r|t` (`HSET`, one pipeline
-//! for all scopes), reads every replica's field back (`HVALS`) and keeps the sum minus its own count as the
-//! other replicas' count, which admission adds to its own (`Limits::take_request`). A limit of N per minute
-//! over R replicas is exceeded by at most what the replicas admit within one interval; without sharing each
-//! replica would admit N. Each replica writes its absolute count, not an increment, so a push that Redis
-//! applied but whose answer timed out is simply written again: nothing is counted twice.
+//! Limits: admission holds shared limits with quota leases (`accounts/quota.rs`), on the connection this
+//! actor makes (it hands it to `Accounts::quota`). Besides, every [`LIMITS_INTERVAL`] each replica writes
+//! what its key, key-on-model, team and user windows counted this minute under its own field of
+//! `llm:rlh:<scope>:<minute>:r|t` (`HSET`, one pipeline for all scopes) and reads every replica's field back
+//! (`HVALS`): the other replicas' count, which the remaining-requests metrics and `redis_outage_mode: divide`
+//! use. Each replica writes its absolute count, not an increment, so a push that Redis applied but whose
+//! answer timed out is simply written again: nothing is counted twice. A failed sync voids the leases.
 //!
 //! Cooldowns: A replica that cools a deployment down writes `llm:cooldown:<model_id>` (the
 //! end time in ms, expiring with it); every [`SYNC_INTERVAL`] each replica reads all of them in one `MGET`
