@@ -81,6 +81,16 @@ done
 KEY="$(bench_virtual_key "${URLS[0]}")"
 [[ "$KEY" == sk-* ]] || die "could not create the virtual key"
 bench_wrk_script "$TMP/post.lua" "$KEY"
+# The first answers that are not 200, on wrk's output (shown when a run fails).
+cat >>"$TMP/post.lua" <<'LUA'
+local shown = 0
+response = function(status, headers, body)
+  if status ~= 200 and shown < 3 then
+    shown = shown + 1
+    print(status, body)
+  end
+end
+LUA
 for u in "${URLS[@]}"; do
     code="$(curl -s -o "$TMP/smoke" -w '%{http_code}' -H "Authorization: Bearer $KEY" \
         -H 'Content-Type: application/json' -d "$BENCH_BODY" "$u/v1/chat/completions")"
@@ -99,7 +109,9 @@ run() {
     done
     wait_wrk
     for ((i = 0; i < n; i++)); do
-        grep -q "Non-2xx" "$TMP/wrk.$i" && die "replica $i: non-2xx answers: $(cat "$TMP/wrk.$i")"
+        grep -q "Non-2xx" "$TMP/wrk.$i" && die "replica $i: non-2xx answers: $(cat "$TMP/wrk.$i")
+one answer now: $(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+            -d "$BENCH_BODY" "${URLS[$i]}/v1/chat/completions")"
     done
     for ((i = 0; i < n; i++)); do awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk.$i"; done |
         awk '{ s += $1 } END { printf "%.0f", s }'

@@ -733,6 +733,8 @@ impl Drop for Admission {
 pub enum Denied {
     Refused(ApiError),
     Ask(Vec<quota::Ask>),
+    /// Another request of this replica is asking Redis for a lease this one needs: try again shortly.
+    Wait,
 }
 
 impl From<ApiError> for Denied {
@@ -805,6 +807,7 @@ pub fn admit(
         in_leases: Vec::new(),
     };
     let mut asks: Vec<quota::Ask> = Vec::new();
+    let mut wait = false;
     // Asks already marked as reported: if the request is refused after all, their debts are owed again.
     let unask = |asks: &mut Vec<quota::Ask>| {
         for a in asks.drain(..) {
@@ -828,6 +831,7 @@ pub fn admit(
                 unask(&mut asks);
                 return Err(budget_error(what, ledger.spend_micros(), *max).into());
             }
+            quota::Room::Wait => wait = true,
             quota::Room::Ask { debt, .. } => asks.push(quota::Ask {
                 lease: quota::LeaseOf::Spend((*ledger).clone()),
                 scope: scope.clone(),
@@ -835,6 +839,7 @@ pub fn admit(
                 limit: micros(*max),
                 debt,
                 init: ledger.spend_micros() - debt,
+                asking: true,
             }),
         }
     }
@@ -923,6 +928,7 @@ pub fn admit(
                         .in_leases
                         .push(quota::LeaseOf::Tokens((*limits).clone())),
                     quota::Room::Refused => return refuse(&mut asks, &taken, tpm_error(tpm)),
+                    quota::Room::Wait => wait = true,
                     quota::Room::Ask { debt, before } => asks.push(quota::Ask {
                         lease: quota::LeaseOf::Tokens((*limits).clone()),
                         scope: name.id(token),
@@ -930,6 +936,7 @@ pub fn admit(
                         limit: tpm as i64,
                         debt,
                         init: before,
+                        asking: true,
                     }),
                 }
             } else if limits.tokens_reached(minute, tpm, sharing) {
@@ -947,6 +954,10 @@ pub fn admit(
                         limits.requests.give_back(minute, 1);
                         return refuse(&mut asks, &taken, rpm_error(rpm));
                     }
+                    quota::Room::Wait => {
+                        limits.requests.give_back(minute, 1);
+                        wait = true;
+                    }
                     quota::Room::Ask { debt, before } => {
                         limits.requests.give_back(minute, 1);
                         asks.push(quota::Ask {
@@ -956,6 +967,7 @@ pub fn admit(
                             limit: rpm as i64,
                             debt,
                             init: before,
+                            asking: true,
                         });
                     }
                 }
@@ -970,9 +982,13 @@ pub fn admit(
             }
         }
     }
-    if !asks.is_empty() {
+    if !asks.is_empty() || wait {
         give_back(&taken);
-        return Err(Denied::Ask(asks));
+        return Err(if asks.is_empty() {
+            Denied::Wait
+        } else {
+            Denied::Ask(asks)
+        });
     }
     Ok(admission)
 }
@@ -1003,6 +1019,7 @@ pub fn settle(
                     limit: 0,
                     debt: over,
                     init: 0,
+                    asking: false,
                 });
             }
         }
@@ -1020,6 +1037,7 @@ pub fn settle(
                     limit: 0,
                     debt: over,
                     init: 0,
+                    asking: false,
                 });
             }
         }

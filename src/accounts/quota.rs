@@ -118,6 +118,9 @@ struct LeaseState {
     /// What the last request charged here used (kept across windows): admission counts each request in
     /// flight as using as much, so a replica does not admit more at once than its grants can pay for.
     last: i64,
+    /// A request of this replica is asking Redis for a slice: the others wait for its answer instead of
+    /// asking too (each answer grants a part of what is left, so a herd of asks would take it all).
+    asking: bool,
 }
 
 /// What a lease says to one more request.
@@ -131,6 +134,8 @@ pub enum Room {
     },
     /// Redis said the limit is reached.
     Refused,
+    /// Another request is asking Redis for this lease: wait for its answer, then try again.
+    Wait,
 }
 
 /// Which counters a window is: minutes only move forward; a budget period is whatever the ledger says.
@@ -178,11 +183,22 @@ impl Lease {
             .is_some_and(|(at, when)| limit <= at && crate::store::now_ms() - when < REFUSAL_MS)
     }
 
+    /// Marks the lease as asked for, and what was used beyond the grants as reported with the ask (room
+    /// spoken for by requests in flight has nothing to report).
     fn ask(st: &mut LeaseState) -> Room {
+        if st.asking {
+            return Room::Wait;
+        }
+        st.asking = true;
         let before = st.granted;
-        let debt = st.used - st.granted;
-        st.granted = st.used;
+        let debt = (st.used - st.granted).max(0);
+        st.granted += debt;
         Room::Ask { debt, before }
+    }
+
+    /// The ask made for this lease was answered (or given up): others may ask again.
+    pub fn asked(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).asking = false;
     }
 
     /// Takes `n` requests if the lease has room for them.
@@ -209,13 +225,6 @@ impl Lease {
         }
         if Self::refused(&st, limit) {
             return Room::Refused;
-        }
-        if st.used < st.granted {
-            // Room, but spoken for by the requests in flight: ask for more, nothing to report.
-            return Room::Ask {
-                debt: 0,
-                before: st.granted,
-            };
         }
         Self::ask(&mut st)
     }
@@ -288,7 +297,8 @@ impl LeaseOf {
     }
 }
 
-/// One counter a request needs a slice of.
+/// One counter a request needs a slice of. Dropping an ask that admission made (`asking`) lets other
+/// requests ask for the lease again.
 pub struct Ask {
     pub lease: LeaseOf,
     /// The scope in the counter's name: `k:<hash>`, `km:<hash>:<model>`, `t:<team>`, `u:<user>`, `e:<end user>`.
@@ -299,6 +309,16 @@ pub struct Ask {
     /// The counter's value if Redis has lost it, before this ask's debt (what this replica had reported;
     /// for spend, plus the period's spend the store had before this replica's lease began).
     pub init: i64,
+    /// This ask holds its lease's `asking` mark (reports after a request ends do not).
+    pub asking: bool,
+}
+
+impl Drop for Ask {
+    fn drop(&mut self) {
+        if self.asking {
+            self.lease.lease().asked();
+        }
+    }
 }
 
 impl Ask {
@@ -438,6 +458,41 @@ impl Quota {
         });
     }
 
+    /// Takes the probe of a deployment back from a cooldown for this replica, for `ttl`: `false` when
+    /// another replica probes it (that replica announces the outcome).
+    pub async fn take_probe(
+        &self,
+        model_id: &str,
+        ttl: std::time::Duration,
+    ) -> redis::RedisResult<bool> {
+        let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
+            return Err(not_connected());
+        };
+        let started = Instant::now();
+        let mut conn = (*conn).clone();
+        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(probe_key(&names.prefix, model_id))
+            .arg(&names.replica)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await;
+        self.record(started, &r.as_ref().map(|_| ()), "take_probe");
+        match r {
+            Ok(set) => Ok(set.is_some()),
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// The Redis key of a deployment's probe (see [`Quota::take_probe`]).
+    pub fn probe_key(&self, model_id: &str) -> Option<String> {
+        self.names.get().map(|n| probe_key(&n.prefix, model_id))
+    }
+
     /// Takes one of `limit` parallel-request slots of `scope` across replicas; `None` when all are taken.
     pub async fn take_slot(
         self: &Arc<Self>,
@@ -474,6 +529,10 @@ impl Quota {
             }
         }
     }
+}
+
+fn probe_key(prefix: &str, model_id: &str) -> String {
+    format!("{prefix}probe:{model_id}")
 }
 
 fn not_connected() -> redis::RedisError {
@@ -532,14 +591,19 @@ mod tests {
         let m = Span::Minute(5);
         // Nothing granted yet: ask, with no debt.
         assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 0 });
+        // Others wait for that ask's answer.
+        assert_eq!(l.take(m, 0, 1, 10), Room::Wait);
         l.granted(m, 0, 2, 10);
+        l.asked();
         assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
         assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
         assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 2 });
         l.granted(m, 0, 0, 10);
+        l.asked();
         assert_eq!(l.take(m, 0, 1, 10), Room::Refused);
         // A raised limit asks again.
         assert!(matches!(l.take(m, 0, 1, 20), Room::Ask { .. }));
+        l.asked();
         // A new minute starts empty.
         assert_eq!(
             l.take(Span::Minute(6), 0, 1, 10),
@@ -576,6 +640,7 @@ mod tests {
         assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
         // The ask failed: the debt is owed again.
         l.unreported(m, 1, 4);
+        l.asked();
         assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
     }
 }

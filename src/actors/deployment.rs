@@ -43,6 +43,11 @@ pub struct AdoptCooldown {
     pub until_ms: i64,
 }
 
+/// Another replica's probe found the deployment back: probation ends here too, without a probe of its own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecoveredElsewhere;
+
 /// Where to report the cooldowns this replica starts (Redis sharing is on).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -192,6 +197,21 @@ impl Handler<AdoptCooldown> for DeploymentActor {
         if self.health.state != HealthState::CompleteOutage {
             self.health.state = HealthState::CompleteOutage;
             self.publish(HealthState::CompleteOutage, None);
+        }
+    }
+}
+
+impl Handler<RecoveredElsewhere> for DeploymentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RecoveredElsewhere, _: &mut Context<Self>) {
+        if !self.live.recovered_elsewhere(now_ms()) {
+            return;
+        }
+        tracing::info!(deployment = %self.labels.model_id, "recovery seen by another replica's probe adopted");
+        self.epoch += 1;
+        if let Some(s) = self.health.idle_recovery() {
+            self.publish(s, None);
         }
     }
 }

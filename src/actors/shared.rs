@@ -18,7 +18,7 @@
 //! retries on its next tick (the connection manager reconnects).
 
 use super::budget::Refresh;
-use super::deployment::AdoptCooldown;
+use super::deployment::{AdoptCooldown, RecoveredElsewhere};
 use super::Deployment;
 use crate::accounts::{current_minute, Accounts, Limits};
 use crate::metrics::system::ServiceMetrics;
@@ -243,10 +243,14 @@ impl SharedStateActor {
                                 }));
                             }
                         } else if channel == cooldowns {
-                            let until: i64 = rest.parse().unwrap_or(0);
+                            let Ok(until) = rest.parse::<i64>() else {
+                                continue;
+                            };
                             let now = now_ms();
                             if let Some(d) = deployments.iter().find(|d| d.cfg.id == what) {
-                                if until > now && until > d.live.cooldown_until() {
+                                if until == 0 {
+                                    d.addr.do_send(RecoveredElsewhere);
+                                } else if until > now && until > d.live.cooldown_until() {
                                     d.addr.do_send(AdoptCooldown { until_ms: until });
                                 }
                             }
@@ -471,12 +475,23 @@ impl Handler<CooldownShared> for SharedStateActor {
             self.channels.1.clone(),
         );
         let ttl = msg.until_ms - now_ms();
+        // A cooldown that starts or ends means no probe is out any more: the next one may be taken at once.
+        let probe = self.accounts.quota.probe_key(&msg.model_id);
         ctx.spawn(
             async move {
                 let started = Instant::now();
                 let (r, function): (Result<(), _>, _) = if ttl <= 0 {
-                    let r = redis::cmd("DEL")
+                    // Recovered here (its probe succeeded): forgotten, and announced so that every replica
+                    // ends its probation instead of probing again.
+                    let r = redis::pipe()
+                        .cmd("DEL")
                         .arg(key(&msg.model_id))
+                        .arg(probe.as_deref().unwrap_or_default())
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(format!("{replica}|{}|0", msg.model_id))
+                        .ignore()
                         .query_async(&mut conn)
                         .await;
                     (r, "del")
@@ -493,6 +508,9 @@ impl Handler<CooldownShared> for SharedStateActor {
                         .cmd("PUBLISH")
                         .arg(&channel)
                         .arg(format!("{replica}|{}|{}", msg.model_id, msg.until_ms))
+                        .ignore()
+                        .cmd("DEL")
+                        .arg(probe.as_deref().unwrap_or_default())
                         .ignore()
                         .query_async(&mut conn)
                         .await;

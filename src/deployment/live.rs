@@ -277,6 +277,23 @@ impl Live {
         }
     }
 
+    /// Another replica's probe succeeded: probation ends (unless this replica is in a cooldown of its own
+    /// that has not ended). Returns whether it did.
+    pub fn recovered_elsewhere(&self, now_ms: i64) -> bool {
+        if self.cooling(now_ms) {
+            return false;
+        }
+        let ended = self
+            .probation
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if ended {
+            self.probe_at.store(0, Ordering::Release);
+            self.failures.reset();
+        }
+        ended
+    }
+
     /// Failures counted in the current minute.
     pub fn recent_failures(&self, now_ms: i64) -> u64 {
         self.failures.current(minute(now_ms))

@@ -502,6 +502,8 @@ fn spend_log_has_room(state: &AppState) -> Result<(), ApiError> {
 /// How many times one request asks Redis for slices before it is refused: each answer grants at least one
 /// unit of every limit asked, so asking again means other requests of this replica took the slices first.
 const MAX_ASKS: usize = 8;
+/// How long a request waits for other requests' asks before it is refused (Redis times out in 500 ms).
+const MAX_ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
 /// Admits the request on this replica's leases, asking Redis for more of a shared limit when one runs out
 /// (`accounts/quota.rs`), and takes its parallel-request slot in Redis when the key has a limit on them.
@@ -514,7 +516,8 @@ async fn admit_shared(
     let accounts = &state.actors.accounts;
     let redis = state.config.general.redis_url.is_some();
     let quota = &accounts.quota;
-    for _ in 0..MAX_ASKS {
+    let (mut asked, started) = (0, Instant::now());
+    while asked < MAX_ASKS && started.elapsed() < MAX_ADMISSION_WAIT {
         let now = now_ms();
         let mut how = sharing(state, now);
         if redis && how == Sharing::Shared && quota.usable(now) {
@@ -549,7 +552,10 @@ async fn admit_shared(
                 return Ok(admission);
             }
             Err(Denied::Refused(e)) => return Err(e),
+            // Another request's ask answers for this one too; Redis answers within its timeout.
+            Err(Denied::Wait) => sleep(Duration::from_millis(1)).await,
             Err(Denied::Ask(asks)) => {
+                asked += 1;
                 let replicas = accounts
                     .redis
                     .replicas
@@ -564,6 +570,19 @@ async fn admit_shared(
         "the shared limits of this key could not be reserved: too many requests at once".into(),
         now_ms(),
     ))
+}
+
+/// With Redis, one replica probes a deployment back from a cooldown, not each of them: whether this one
+/// does. Without Redis (or when it fails) every replica probes on its own.
+async fn probe_is_ours(state: &AppState, dep: &Deployment) -> bool {
+    let quota = &state.actors.accounts.quota;
+    if state.config.general.redis_url.is_none() || !quota.usable(now_ms()) {
+        return true;
+    }
+    quota
+        .take_probe(&dep.cfg.id, dep.policy.probe_timeout)
+        .await
+        .unwrap_or(true)
 }
 
 /// How shared rate limits are counted now: with Redis unreachable, as `general_settings.redis_outage_mode`
@@ -722,6 +741,12 @@ async fn try_group(
                 break;
             }
         };
+        if probe && !probe_is_ours(&pending.state, &dep).await {
+            // Another replica probes it and announces the outcome; meanwhile this replica's own probe
+            // stays taken (until the probe timeout), so its requests go elsewhere.
+            tried.push(dep);
+            continue;
+        }
         // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
         let slot = dep.live.start(now_ms(), probe);
         if let Some(prev) = &last {

@@ -424,3 +424,113 @@ async fn three_replicas_reset_a_budget_once_and_all_show_it() {
         .sum();
     assert_eq!(resets, 1, "one replica resets the period");
 }
+
+/// Seconds left of `pr-bad-1`'s cooldown on `gw`.
+async fn cooldown_left(gw: &Gateway) -> f64 {
+    health(gw, "pr-bad-1").await["cooldown_remaining_seconds"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// A deployment cooled down on one of three replicas: skipped by all of them while it lasts (state 2
+/// everywhere, counted once), then probed by one replica only, whose outcome every replica follows.
+#[actix_rt::test]
+async fn three_replicas_share_a_cooldown_and_probe_it_once() {
+    let Some(redis) = redis_url() else { return };
+    let mock = Mock::start();
+    let dep = |model: &str, id: &str| {
+        format!(
+            "  - model_name: g\n    llm_params: {{model: openai/{model}, api_base: \"{}\", api_key: sk-up}}\n    model_info: {{id: {id}}}\n",
+            mock.base()
+        )
+    };
+    let cfg = format!(
+        "model_list:\n{}{}llm_settings:\n  callbacks: [prometheus]\nrouter_settings:\n  num_retries: 2\n  allowed_fails: 0\n  cooldown_time: 3\ngeneral_settings:\n  redis_url: {redis}\n",
+        dep("pr-bad", "pr-bad-1"),
+        dep("pr-ok", "pr-ok-1"),
+    );
+    mock.rule(json!({"model": "pr-bad", "status": 500})).await;
+    let a = Gateway::start(&cfg).await;
+    let Some(b) = a.replica(&cfg).await else {
+        eprintln!("PostgreSQL only (LLM_TEST_DATABASE_URL): skipped");
+        return;
+    };
+    let c = a.replica(&cfg).await.unwrap();
+    let gws = [&a, &b, &c];
+    let bad_calls = || async { mock.calls().await.get("pr-bad").copied().unwrap_or(0) };
+    // Every replica skips it at once, state 2 everywhere.
+    let cooled_everywhere = || async {
+        let started = Instant::now();
+        loop {
+            let mut all = true;
+            for gw in gws {
+                let h = health(gw, "pr-bad-1").await;
+                all &= h["cooling_down"] == true && h["state"] == 2;
+            }
+            if all {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not cooled everywhere"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    // A burst over the three replicas: every request answered (by pr-ok-1 when pr-bad-1 fails or is out).
+    let body = chat("g");
+    let burst = || async {
+        let sends = (0..30).map(|i| gws[i % 3].post("/v1/chat/completions", &body));
+        for r in futures_util::future::join_all(sends).await {
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    while health(&a, "pr-bad-1").await["cooling_down"] != true {
+        assert_eq!(a.post("/v1/chat/completions", &chat("g")).await.status, 200);
+    }
+    let took = cooled_everywhere().await;
+    eprintln!("cooldown in force on every replica {took:?} after the first saw it");
+    let cooled: f64 = futures_util::future::join_all(gws.map(|gw| gw.metrics()))
+        .await
+        .iter()
+        .map(|m| {
+            m.sum(
+                "llm_deployment_cooled_down_total",
+                &[("model_id", "pr-bad-1")],
+            )
+        })
+        .sum();
+    assert_eq!(cooled, 1.0, "counted once, where it was decided");
+
+    // The cooldown ends while the deployment still fails: one replica probes it (one upstream call), the
+    // probe fails, and the new cooldown is in force everywhere again.
+    actix_rt::time::sleep(Duration::from_secs_f64(cooldown_left(&a).await + 0.2)).await;
+    let before = bad_calls().await;
+    burst().await;
+    assert_eq!(
+        bad_calls().await - before,
+        1,
+        "one probe across the replicas"
+    );
+    cooled_everywhere().await;
+
+    // Back: the next probe succeeds on one replica, and every replica ends its probation with it.
+    mock.rule(json!({"model": "pr-bad"})).await;
+    actix_rt::time::sleep(Duration::from_secs_f64(cooldown_left(&a).await + 0.2)).await;
+    burst().await;
+    let started = Instant::now();
+    for gw in gws {
+        loop {
+            let h = health(gw, "pr-bad-1").await;
+            if h["cooling_down"] == false && h["state"] == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "still out: {h}");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!(
+        "recovery in force on every replica {:?} after the burst",
+        started.elapsed()
+    );
+}
