@@ -106,13 +106,18 @@ async fn changes_on_one_replica_are_in_force_on_the_others_at_once() {
     assert_eq!(r.status, 200, "{}", r.body);
     took.push(until(&others, &key, "m", 401).await);
     eprintln!("propagation times: {took:?}");
-    // In force on both other replicas: typically 20-60 ms (a request round trip included); the bound is
-    // loose enough for a loaded machine running other tests at once.
+    // In force on both other replicas: 20-60 ms when this test runs alone (a request round trip to each
+    // included), about 100 ms while the whole suite loads both cores. The read-back alone (every second)
+    // would make the median about 500 ms: this bound tells the announcements work, without failing on a
+    // loaded machine.
     let mut sorted = took.clone();
     sorted.sort();
-    assert!(sorted[sorted.len() / 2] < Duration::from_millis(100), "{took:?}");
+    assert!(
+        sorted[sorted.len() / 2] < Duration::from_millis(250),
+        "{took:?}"
+    );
     for t in &took {
-        assert!(*t < Duration::from_millis(500), "{took:?}");
+        assert!(*t < Duration::from_millis(1000), "{took:?}");
     }
     assert!(
         b.admin_get("/team/info?team_id=tr").await.status == 404,
