@@ -749,8 +749,8 @@ type Budget<'a> = (&'a Arc<Ledger>, f64, String, String);
 /// Admits a request or says why not: budgets of key, team, user and end user (400 `budget_exceeded`),
 /// then parallel requests, rpm and tpm of key, team and key-on-model (429 with `retry-after`).
 ///
-/// `epoch` is the Redis epoch when Redis is configured (`accounts/quota.rs`): admissions are then counted
-/// in the leases whatever `sharing` is, to be reported when Redis is back. With [`Sharing::Leased`], a
+/// `redis`: Redis is configured (`accounts/quota.rs`): admissions are then counted in the leases whatever
+/// `sharing` is, to be reported when Redis is back. With [`Sharing::Leased`], a
 /// lease without room makes admission return [`Denied::Ask`]: the caller asks Redis and admits again.
 pub fn admit(
     caller: &Caller,
@@ -758,11 +758,10 @@ pub fn admit(
     model_group: &str,
     now_ms: i64,
     sharing: Sharing,
-    epoch: Option<u64>,
+    redis: bool,
 ) -> Result<Admission, Denied> {
     let minute = current_minute(now_ms);
     let leased = sharing == Sharing::Leased;
-    let epoch_now = epoch.unwrap_or(0);
     let over =
         |ledger: &Ledger, max: Option<f64>| max.filter(|m| ledger.spend_micros() >= micros(*m));
     let token = caller.key.as_ref().map_or("", |k| k.rec.token.as_str());
@@ -811,7 +810,7 @@ pub fn admit(
     // Asks already marked as reported: if the request is refused after all, their debts are owed again.
     let unask = |asks: &mut Vec<quota::Ask>| {
         for a in asks.drain(..) {
-            a.lease.lease().unreported(a.span, epoch_now, a.debt);
+            a.lease.lease().unreported(a.span, a.debt);
         }
     };
     for (ledger, max, what, scope) in &budgets {
@@ -823,7 +822,7 @@ pub fn admit(
             continue;
         }
         let span = ledger.period();
-        match ledger.lease.room(span, epoch_now, micros(*max)) {
+        match ledger.lease.room(span, micros(*max)) {
             quota::Room::Yes => admission
                 .in_leases
                 .push(quota::LeaseOf::Spend((*ledger).clone())),
@@ -832,10 +831,10 @@ pub fn admit(
                 return Err(budget_error(what, ledger.spend_micros(), *max).into());
             }
             quota::Room::Wait => wait = true,
-            quota::Room::Ask { debt, .. } => asks.push(quota::Ask {
+            quota::Room::Ask { debt, window, .. } => asks.push(quota::Ask {
                 lease: quota::LeaseOf::Spend((*ledger).clone()),
                 scope: scope.clone(),
-                span,
+                span: span.with(window),
                 limit: micros(*max),
                 debt,
                 init: ledger.spend_micros() - debt,
@@ -894,8 +893,8 @@ pub fn admit(
     let give_back = |taken: &[Option<&Limits>]| {
         for l in taken.iter().flatten() {
             l.requests.give_back(minute, 1);
-            if epoch.is_some() {
-                l.leases[0].give_back(quota::Span::Minute(minute), epoch_now, 1);
+            if redis {
+                l.leases[0].give_back(quota::Span::Minute(minute), 1);
             }
         }
     };
@@ -923,16 +922,20 @@ pub fn admit(
         let rpm_error = |rpm| limit_error(format!("rpm_limit of {name} ({rpm}) reached"), now_ms);
         if let Some(tpm) = *tpm {
             if leased {
-                match limits.leases[1].room(span, epoch_now, tpm as i64) {
+                match limits.leases[1].room(span, tpm as i64) {
                     quota::Room::Yes => admission
                         .in_leases
                         .push(quota::LeaseOf::Tokens((*limits).clone())),
                     quota::Room::Refused => return refuse(&mut asks, &taken, tpm_error(tpm)),
                     quota::Room::Wait => wait = true,
-                    quota::Room::Ask { debt, before } => asks.push(quota::Ask {
+                    quota::Room::Ask {
+                        debt,
+                        before,
+                        window,
+                    } => asks.push(quota::Ask {
                         lease: quota::LeaseOf::Tokens((*limits).clone()),
                         scope: name.id(token),
-                        span,
+                        span: span.with(window),
                         limit: tpm as i64,
                         debt,
                         init: before,
@@ -948,7 +951,7 @@ pub fn admit(
                 if !limits.requests.try_take(minute, 1, rpm) {
                     return refuse(&mut asks, &taken, rpm_error(rpm));
                 }
-                match limits.leases[0].take(span, epoch_now, 1, rpm as i64) {
+                match limits.leases[0].take(span, 1, rpm as i64) {
                     quota::Room::Yes => taken[i] = Some(limits),
                     quota::Room::Refused => {
                         limits.requests.give_back(minute, 1);
@@ -958,12 +961,16 @@ pub fn admit(
                         limits.requests.give_back(minute, 1);
                         wait = true;
                     }
-                    quota::Room::Ask { debt, before } => {
+                    quota::Room::Ask {
+                        debt,
+                        before,
+                        window,
+                    } => {
                         limits.requests.give_back(minute, 1);
                         asks.push(quota::Ask {
                             lease: quota::LeaseOf::Requests((*limits).clone()),
                             scope: name.id(token),
-                            span,
+                            span: span.with(window),
                             limit: rpm as i64,
                             debt,
                             init: before,
@@ -975,8 +982,8 @@ pub fn admit(
                 if !limits.take_request_as(minute, rpm, sharing) {
                     return refuse(&mut asks, &taken, rpm_error(rpm));
                 }
-                if epoch.is_some() {
-                    limits.leases[0].note(span, epoch_now, 1);
+                if redis {
+                    limits.leases[0].count(span, 1);
                 }
                 taken[i] = Some(limits);
             }
@@ -1010,15 +1017,14 @@ pub fn settle(
     let count_tokens = |limits: &Arc<Limits>, limited: bool, name: ScopeName| {
         limits.tokens.add(minute, tokens);
         if let (Some(q), true) = (quota, limited) {
-            let over = limits.leases[1].note(span, q.epoch(), tokens as i64);
-            if over > 0 {
+            if let Some((over, before, window)) = limits.leases[1].charge(span, tokens as i64) {
                 q.report(quota::Ask {
                     lease: quota::LeaseOf::Tokens(limits.clone()),
                     scope: name.id(token),
-                    span,
+                    span: span.with(window),
                     limit: 0,
                     debt: over,
-                    init: 0,
+                    init: before,
                     asking: false,
                 });
             }
@@ -1028,15 +1034,14 @@ pub fn settle(
         ledger.add(cost_micros);
         if let (Some(q), true) = (quota, limited) {
             let span = ledger.period();
-            let over = ledger.lease.note(span, q.epoch(), cost_micros);
-            if over > 0 {
+            if let Some((over, _, window)) = ledger.lease.charge(span, cost_micros) {
                 q.report(quota::Ask {
                     lease: quota::LeaseOf::Spend(ledger.clone()),
                     scope: scope(),
-                    span,
+                    span: span.with(window),
                     limit: 0,
                     debt: over,
-                    init: 0,
+                    init: ledger.spend_micros() - over,
                     asking: false,
                 });
             }

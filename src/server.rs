@@ -83,12 +83,31 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
     // last of them a moment so their spend-log rows are in the budget actor's mailbox before the flush.
     actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
     tracing::info!("stopping: writing pending spend");
-    if let Err(e) = kept.budget.send(budget::Flush).await {
-        tracing::error!("could not write pending spend at shutdown: {e}");
+    // A write that fails (the database slow or away) is tried again, for up to SHUTDOWN_WRITES.
+    let deadline = std::time::Instant::now() + SHUTDOWN_WRITES;
+    loop {
+        if let Err(e) = kept.budget.send(budget::Flush).await {
+            tracing::error!("could not write pending spend at shutdown: {e}");
+            break;
+        }
+        match kept.budget.send(budget::Unwritten).await {
+            Ok(false) => break,
+            Ok(true) if std::time::Instant::now() < deadline => {
+                tracing::warn!("spend not written yet at shutdown, trying again");
+                actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            _ => {
+                tracing::error!("stopping with spend the database did not take");
+                break;
+            }
+        }
     }
     store.close().await;
     Ok(())
 }
+
+/// How long a stopping gateway keeps trying to write the spend it holds.
+const SHUTDOWN_WRITES: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// SIGINT or SIGTERM.
 async fn wait_for_stop_signal() {

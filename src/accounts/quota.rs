@@ -24,15 +24,17 @@
 //! stored spend): near a limit, another replica can be refused while one still holds a slice, by at most
 //! one slice per replica.
 //!
-//! Failure: a Redis call that fails voids every lease of the replica (the epoch moves on), and the request
-//! is counted as `general_settings.redis_outage_mode` says. Everything used meanwhile stays counted as
-//! `used` in the leases and is reported as debt with the next slice asked after Redis is back, so the
-//! counters hold every admission once: nothing is lost and nothing is counted twice.
+//! Failure: while Redis is unreachable (and for a second after any call failed) requests are counted as
+//! `general_settings.redis_outage_mode` says, and each admission is still counted in the lease's `used`;
+//! the next slice asked after Redis is back reports it as debt, so every admission reaches the counter
+//! once. Grants held before the outage stay valid. If Redis lost its data, a counter is started again from
+//! what the asking replica had claimed (for budgets, from the spend it knows, the stored spend included);
+//! slices other replicas still hold are then not in it until they ask.
 
 use crate::metrics::system::ServiceMetrics;
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -67,6 +69,19 @@ for i, key in ipairs(KEYS) do
   out[i] = grant
 end
 return out
+";
+
+/// Takes a deployment's probe token for replica ARGV[1] for ARGV[2] ms (1), also when it holds it already;
+/// 0 when another replica holds it. ARGV[2] = 0: gives it back if this replica holds it.
+const PROBE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if ARGV[2] == '0' then
+  if v == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 0
+end
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 /// Takes (ARGV[5] = 1) or gives back (ARGV[5] < 0) parallel-request slots. KEYS[1]: the scope's slots, one
@@ -105,21 +120,22 @@ pub struct Lease(Mutex<LeaseState>);
 struct LeaseState {
     /// The minute, or the budget period (its reset time).
     window: u64,
-    epoch: u64,
-    /// What Redis counts for this replica in this window: grants, and debts reported.
+    /// What Redis counts for this replica in this window: grants, and usage beyond them reported.
     granted: i64,
     /// What this replica admitted (requests) or was charged (tokens, micro-dollars) in this window.
     used: i64,
     /// The limit at which Redis refused a slice in this window, and when: refused here without asking
     /// again while the limit stays there, for [`REFUSAL_MS`].
     refused_at: Option<(i64, i64)>,
-    /// Requests admitted on [`Lease::room`] that have not ended yet.
+    /// Requests admitted on [`Lease::room`] that have not ended yet (kept across windows: they end in the
+    /// next one).
     in_flight: i64,
     /// What the last request charged here used (kept across windows): admission counts each request in
     /// flight as using as much, so a replica does not admit more at once than its grants can pay for.
     last: i64,
     /// A request of this replica is asking Redis for a slice: the others wait for its answer instead of
-    /// asking too (each answer grants a part of what is left, so a herd of asks would take it all).
+    /// asking too (each answer grants a part of what is left, so a herd of asks would take it all). Kept
+    /// across windows: the ask of the old window ends first.
     asking: bool,
 }
 
@@ -127,10 +143,12 @@ struct LeaseState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Room {
     Yes,
-    /// No room: ask Redis, reporting `debt` (already marked as reported; `granted` before it: `before`).
+    /// No room: ask Redis for the lease's `window`, reporting `debt` (marked as reported already; what was
+    /// claimed before it: `before`).
     Ask {
         debt: i64,
         before: i64,
+        window: u64,
     },
     /// Redis said the limit is reached.
     Refused,
@@ -151,11 +169,24 @@ impl Span {
             Span::Minute(m) | Span::Period(m) => m,
         }
     }
+
+    /// The same kind of span, for window `id`.
+    pub fn with(self, id: u64) -> Span {
+        match self {
+            Span::Minute(_) => Span::Minute(id),
+            Span::Period(_) => Span::Period(id),
+        }
+    }
 }
 
 impl Lease {
-    fn state(&self, span: Span, epoch: u64) -> std::sync::MutexGuard<'_, LeaseState> {
-        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state in `span`'s window, moving the lease to it (a minute only forward).
+    fn state(&self, span: Span) -> std::sync::MutexGuard<'_, LeaseState> {
+        let mut st = self.lock();
         let window = match span {
             // A caller that read the clock before another moved the window on counts in the newer one.
             Span::Minute(m) => m.max(st.window),
@@ -164,18 +195,19 @@ impl Lease {
         if st.window != window {
             *st = LeaseState {
                 window,
-                epoch,
+                in_flight: st.in_flight,
                 last: st.last,
+                asking: st.asking,
                 ..LeaseState::default()
             };
         }
-        if st.epoch != epoch {
-            // Redis failed since this was granted: the grant is void, everything used is debt again.
-            st.epoch = epoch;
-            st.granted = 0;
-            st.refused_at = None;
-        }
         st
+    }
+
+    /// The state if the lease is still in `span`'s window (answers for an older window change nothing).
+    fn state_in(&self, span: Span) -> Option<std::sync::MutexGuard<'_, LeaseState>> {
+        let st = self.lock();
+        (st.window == span.id()).then_some(st)
     }
 
     fn refused(st: &LeaseState, limit: i64) -> bool {
@@ -183,8 +215,7 @@ impl Lease {
             .is_some_and(|(at, when)| limit <= at && crate::store::now_ms() - when < REFUSAL_MS)
     }
 
-    /// Marks the lease as asked for, and what was used beyond the grants as reported with the ask (room
-    /// spoken for by requests in flight has nothing to report).
+    /// Marks the lease as asked for, and what was used beyond the grants as reported with the ask.
     fn ask(st: &mut LeaseState) -> Room {
         if st.asking {
             return Room::Wait;
@@ -193,17 +224,16 @@ impl Lease {
         let before = st.granted;
         let debt = (st.used - st.granted).max(0);
         st.granted += debt;
-        Room::Ask { debt, before }
-    }
-
-    /// The ask made for this lease was answered (or given up): others may ask again.
-    pub fn asked(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).asking = false;
+        Room::Ask {
+            debt,
+            before,
+            window: st.window,
+        }
     }
 
     /// Takes `n` requests if the lease has room for them.
-    pub fn take(&self, span: Span, epoch: u64, n: i64, limit: i64) -> Room {
-        let mut st = self.state(span, epoch);
+    pub fn take(&self, span: Span, n: i64, limit: i64) -> Room {
+        let mut st = self.state(span);
         if st.used + n <= st.granted {
             st.used += n;
             return Room::Yes;
@@ -217,8 +247,8 @@ impl Lease {
     /// Whether one more request may start using the measure (tokens, spend) it is charged later: the
     /// grants must cover what was used plus, for every request in flight, what the last one used. On
     /// `Yes` the request counts as in flight until [`Lease::ended`].
-    pub fn room(&self, span: Span, epoch: u64, limit: i64) -> Room {
-        let mut st = self.state(span, epoch);
+    pub fn room(&self, span: Span, limit: i64) -> Room {
+        let mut st = self.state(span);
         if st.used.saturating_add(st.in_flight.saturating_mul(st.last)) < st.granted {
             st.in_flight += 1;
             return Room::Yes;
@@ -231,51 +261,64 @@ impl Lease {
 
     /// A request admitted on [`Lease::room`] ended (charged or not).
     pub fn ended(&self) {
-        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         st.in_flight = (st.in_flight - 1).max(0);
     }
 
-    /// Gives back `n` taken in `span` (a later scope refused the request).
-    pub fn give_back(&self, span: Span, epoch: u64, n: i64) {
-        let mut st = self.state(span, epoch);
-        st.used = (st.used - n).max(0);
+    /// The ask made for this lease was answered (or given up): others may ask again.
+    pub fn asked(&self) {
+        self.lock().asking = false;
     }
 
-    /// Counts `n` used without asking (outside a lease: Redis away; or charged when a request ends).
-    /// Returns what now exceeds the grants, marked as reported: the caller reports it to Redis.
-    pub fn note(&self, span: Span, epoch: u64, n: i64) -> i64 {
-        let mut st = self.state(span, epoch);
+    /// Gives back `n` taken in `span` (a later scope refused the request).
+    pub fn give_back(&self, span: Span, n: i64) {
+        if let Some(mut st) = self.state_in(span) {
+            st.used = (st.used - n).max(0);
+        }
+    }
+
+    /// Counts `n` used outside the leases (Redis away): reported as debt with the next ask.
+    pub fn count(&self, span: Span, n: i64) {
+        let mut st = self.state(span);
+        st.used = st.used.saturating_add(n);
+    }
+
+    /// Charges `n` when a request ends. What now exceeds the grants is marked as reported and returned
+    /// with what was claimed before it, for the caller to report to Redis at once; nothing when this
+    /// replica holds no grant in the window (it reports with its next ask).
+    pub fn charge(&self, span: Span, n: i64) -> Option<(i64, i64, u64)> {
+        let mut st = self.state(span);
         st.used = st.used.saturating_add(n);
         st.last = n.max(0);
         let over = st.used - st.granted;
         if over > 0 && st.granted > 0 {
+            let before = st.granted;
             st.granted = st.used;
-            return over;
+            return Some((over, before, st.window));
         }
-        0
+        None
     }
 
     /// Redis answered an ask: `grant` more (none: the limit is reached at `limit`).
-    pub fn granted(&self, span: Span, epoch: u64, grant: i64, limit: i64) {
-        let mut st = self.state(span, epoch);
-        st.granted += grant;
-        if grant == 0 {
-            st.refused_at = Some((limit, crate::store::now_ms()));
+    pub fn granted(&self, span: Span, grant: i64, limit: i64) {
+        if let Some(mut st) = self.state_in(span) {
+            st.granted += grant;
+            if grant == 0 && limit > 0 {
+                st.refused_at = Some((limit, crate::store::now_ms()));
+            }
         }
     }
 
-    /// A report of `debt` did not reach Redis: it is reported again with the next ask.
-    pub fn unreported(&self, span: Span, epoch: u64, debt: i64) {
-        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Only in the window and epoch it was marked in: a new epoch has voided the grants already.
-        if st.window == span.id() && st.epoch == epoch {
+    /// An ask marked as reported was never sent: its debt is reported with the next one.
+    pub fn unreported(&self, span: Span, debt: i64) {
+        if let Some(mut st) = self.state_in(span) {
             st.granted -= debt;
         }
     }
 
     /// This replica's use in the current window (for tests and readiness).
     pub fn used(&self) -> i64 {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).used
+        self.lock().used
     }
 }
 
@@ -355,12 +398,11 @@ pub struct Quota {
     conn: ArcSwapOption<ConnectionManager>,
     names: OnceLock<Names>,
     metrics: OnceLock<Option<Arc<ServiceMetrics>>>,
-    /// Moves on at every failed Redis call: leases of an older epoch are void.
-    epoch: AtomicU64,
     /// When a Redis call of the request path last failed (unix ms).
     failed_ms: AtomicI64,
     claim: OnceLock<redis::Script>,
     slot: OnceLock<redis::Script>,
+    probe: OnceLock<redis::Script>,
 }
 
 impl Quota {
@@ -379,10 +421,6 @@ impl Quota {
         }
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
     /// Whether requests can ask Redis now (connected, and no call failed within [`BACK_OFF_MS`]).
     pub fn usable(&self, now_ms: i64) -> bool {
         self.names.get().is_some()
@@ -390,9 +428,14 @@ impl Quota {
             && now_ms - self.failed_ms.load(Ordering::Acquire) >= BACK_OFF_MS
     }
 
-    /// Redis failed somewhere: every lease is void.
+    /// Whether a Redis call failed within [`BACK_OFF_MS`] of `now_ms` (after Redis was connected once).
+    pub fn backing_off(&self, now_ms: i64) -> bool {
+        self.conn.load().is_some() && now_ms - self.failed_ms.load(Ordering::Acquire) < BACK_OFF_MS
+    }
+
+    /// Redis failed somewhere: for [`BACK_OFF_MS`] requests do not ask it (they are counted as in an
+    /// outage, and reported with the next ask).
     pub fn failed(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.failed_ms
             .store(crate::store::now_ms(), Ordering::Release);
     }
@@ -407,12 +450,14 @@ impl Quota {
     }
 
     /// Asks Redis for a slice of every counter in `asks`, in one script call, and fills the leases.
-    /// An error voids every lease (the caller counts the request as in an outage).
+    /// On an error the caller counts the request as in an outage. The debts it carried are not reported
+    /// again: Redis may have applied the call, and counting them twice would refuse what is allowed;
+    /// at worst one request's overrun goes uncounted. A grant applied whose answer was lost stays claimed
+    /// until the window ends.
     pub async fn claim(&self, asks: &[Ask], replicas: u64) -> redis::RedisResult<()> {
         let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
             return Err(not_connected());
         };
-        let epoch = self.epoch();
         let script = self.claim.get_or_init(|| redis::Script::new(CLAIM));
         let mut call = script.prepare_invoke();
         call.arg(replicas.max(1));
@@ -430,7 +475,7 @@ impl Quota {
         match r {
             Ok(grants) => {
                 for (a, g) in asks.iter().zip(grants) {
-                    a.lease.lease().granted(a.span, epoch, g, a.limit);
+                    a.lease.lease().granted(a.span, g, a.limit);
                 }
                 Ok(())
             }
@@ -441,46 +486,47 @@ impl Quota {
         }
     }
 
-    /// Reports what a finished request used beyond its replica's grants, without waiting for the answer.
+    /// Reports what a finished request used beyond its replica's grants, without waiting for the answer
+    /// (not sent without Redis: the next ask reports it).
     pub fn report(self: &Arc<Self>, ask: Ask) {
         if tokio::runtime::Handle::try_current().is_err() || !self.usable(crate::store::now_ms()) {
-            ask.lease
-                .lease()
-                .unreported(ask.span, self.epoch(), ask.debt);
+            ask.lease.lease().unreported(ask.span, ask.debt);
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let epoch = me.epoch();
-            if me.claim(std::slice::from_ref(&ask), 1).await.is_err() {
-                ask.lease.lease().unreported(ask.span, epoch, ask.debt);
-            }
+            let _ = me.claim(std::slice::from_ref(&ask), 1).await;
         });
     }
 
-    /// Takes the probe of a deployment back from a cooldown for this replica, for `ttl`: `false` when
-    /// another replica probes it (that replica announces the outcome).
+    /// Takes the probe of a deployment back from a cooldown for this replica, for `ttl` (the token is
+    /// this replica's already: taken again). `None` when another replica probes it (it announces the
+    /// outcome). The token is given back when the returned guard is dropped (the probe ended).
     pub async fn take_probe(
-        &self,
+        self: &Arc<Self>,
         model_id: &str,
         ttl: std::time::Duration,
-    ) -> redis::RedisResult<bool> {
+    ) -> redis::RedisResult<Option<ProbeToken>> {
         let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
             return Err(not_connected());
         };
+        let key = probe_key(&names.prefix, model_id);
+        let script = self.probe.get_or_init(|| redis::Script::new(PROBE));
         let started = Instant::now();
         let mut conn = (*conn).clone();
-        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(probe_key(&names.prefix, model_id))
+        let r: redis::RedisResult<i64> = script
+            .key(&key)
             .arg(&names.replica)
-            .arg("NX")
-            .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await;
         self.record(started, &r.as_ref().map(|_| ()), "take_probe");
         match r {
-            Ok(set) => Ok(set.is_some()),
+            Ok(1) => Ok(Some(ProbeToken {
+                quota: self.clone(),
+                key,
+            })),
+            Ok(_) => Ok(None),
             Err(e) => {
                 self.failed();
                 Err(e)
@@ -525,6 +571,12 @@ impl Quota {
             Ok(_) => Ok(None),
             Err(e) => {
                 self.failed();
+                // Redis may have taken the slot without the answer arriving: give it back (at worst this
+                // gives back one of this replica's other slots early, never leaks one for good).
+                drop(Slot {
+                    quota: self.clone(),
+                    key,
+                });
                 Err(e)
             }
         }
@@ -537,6 +589,43 @@ fn probe_key(prefix: &str, model_id: &str) -> String {
 
 fn not_connected() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, "redis is not connected"))
+}
+
+/// A deployment's probe token held in Redis; given back when dropped (the probe ended, whatever its
+/// outcome: a success or a new cooldown is announced besides).
+pub struct ProbeToken {
+    quota: Arc<Quota>,
+    key: String,
+}
+
+impl Drop for ProbeToken {
+    fn drop(&mut self) {
+        let (Some(names), Some(conn)) = (self.quota.names.get(), self.quota.conn.load_full())
+        else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (quota, key, replica) = (
+            self.quota.clone(),
+            std::mem::take(&mut self.key),
+            names.replica.clone(),
+        );
+        // Not given back (Redis away): it expires after the probe timeout.
+        tokio::spawn(async move {
+            let script = quota.probe.get_or_init(|| redis::Script::new(PROBE));
+            let started = Instant::now();
+            let mut conn = (*conn).clone();
+            let r: redis::RedisResult<i64> = script
+                .key(&key)
+                .arg(&replica)
+                .arg(0)
+                .invoke_async(&mut conn)
+                .await;
+            quota.record(started, &r.as_ref().map(|_| ()), "give_probe");
+        });
+    }
 }
 
 /// A parallel-request slot held in Redis; given back when dropped (the request ended).
@@ -586,29 +675,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_admits_within_its_grants_and_reports_the_rest() {
+    fn a_lease_admits_within_its_grants_one_ask_at_a_time() {
         let l = Lease::default();
         let m = Span::Minute(5);
         // Nothing granted yet: ask, with no debt.
-        assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 0 });
-        // Others wait for that ask's answer.
-        assert_eq!(l.take(m, 0, 1, 10), Room::Wait);
-        l.granted(m, 0, 2, 10);
-        l.asked();
-        assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
-        assert_eq!(l.take(m, 0, 1, 10), Room::Yes);
-        assert_eq!(l.take(m, 0, 1, 10), Room::Ask { debt: 0, before: 2 });
-        l.granted(m, 0, 0, 10);
-        l.asked();
-        assert_eq!(l.take(m, 0, 1, 10), Room::Refused);
-        // A raised limit asks again.
-        assert!(matches!(l.take(m, 0, 1, 20), Room::Ask { .. }));
-        l.asked();
-        // A new minute starts empty.
         assert_eq!(
-            l.take(Span::Minute(6), 0, 1, 10),
-            Room::Ask { debt: 0, before: 0 }
+            l.take(m, 1, 10),
+            Room::Ask {
+                debt: 0,
+                before: 0,
+                window: 5
+            }
         );
+        // Others wait for that ask's answer.
+        assert_eq!(l.take(m, 1, 10), Room::Wait);
+        l.granted(m, 2, 10);
+        l.asked();
+        assert_eq!(l.take(m, 1, 10), Room::Yes);
+        assert_eq!(l.take(m, 1, 10), Room::Yes);
+        assert!(matches!(l.take(m, 1, 10), Room::Ask { before: 2, .. }));
+        l.granted(m, 0, 10);
+        l.asked();
+        assert_eq!(l.take(m, 1, 10), Room::Refused);
+        // A raised limit asks again.
+        assert!(matches!(l.take(m, 1, 20), Room::Ask { .. }));
+        l.asked();
+        // A new minute starts empty; an answer for the old one changes nothing.
+        assert!(matches!(
+            l.take(Span::Minute(6), 1, 10),
+            Room::Ask { window: 6, .. }
+        ));
+        l.asked();
+        l.granted(m, 5, 10);
+        assert!(matches!(l.take(Span::Minute(6), 1, 10), Room::Ask { .. }));
         assert_eq!(l.used(), 0);
     }
 
@@ -616,31 +715,64 @@ mod tests {
     fn usage_beyond_the_grants_is_reported_once() {
         let l = Lease::default();
         let m = Span::Minute(1);
-        l.granted(m, 0, 100, 1000);
-        assert_eq!(l.room(m, 0, 1000), Room::Yes);
-        assert_eq!(l.note(m, 0, 130), 30);
+        l.count(m, 0);
+        l.granted(m, 100, 1000);
+        assert_eq!(l.room(m, 1000), Room::Yes);
+        assert_eq!(l.charge(m, 130), Some((30, 100, 1)));
+        l.ended();
         // Reported: the next ask has no debt left.
-        assert_eq!(
-            l.room(m, 0, 1000),
+        assert!(matches!(
+            l.room(m, 1000),
             Room::Ask {
                 debt: 0,
-                before: 130
+                before: 130,
+                ..
             }
-        );
+        ));
     }
 
     #[test]
-    fn a_new_epoch_turns_everything_used_into_debt() {
+    fn admissions_while_redis_is_away_are_reported_with_the_next_ask() {
         let l = Lease::default();
         let m = Span::Minute(1);
-        l.granted(m, 0, 10, 100);
-        assert_eq!(l.take(m, 0, 1, 100), Room::Yes);
-        // Redis away: counted, not asked.
-        assert_eq!(l.note(m, 1, 3), 0);
-        assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
-        // The ask failed: the debt is owed again.
-        l.unreported(m, 1, 4);
+        l.count(m, 0);
+        l.granted(m, 10, 100);
+        assert_eq!(l.take(m, 1, 100), Room::Yes);
+        // Redis away: counted, not asked; the grant stays.
+        l.count(m, 12);
+        assert!(matches!(
+            l.take(m, 1, 100),
+            Room::Ask {
+                debt: 3,
+                before: 10,
+                ..
+            }
+        ));
+        // The ask was never sent: the debt is owed again.
+        l.unreported(m, 3);
         l.asked();
-        assert_eq!(l.take(m, 1, 1, 100), Room::Ask { debt: 4, before: 0 });
+        assert!(matches!(
+            l.take(m, 1, 100),
+            Room::Ask {
+                debt: 3,
+                before: 10,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn requests_in_flight_count_across_a_new_window() {
+        let l = Lease::default();
+        let p = Span::Period(7);
+        l.count(p, 0);
+        l.granted(p, 100, 1000);
+        assert_eq!(l.room(p, 1000), Room::Yes);
+        assert_eq!(l.charge(p, 40), None);
+        // One in flight at 40 each: 40 + 40 < 100 admits one more, not two.
+        assert_eq!(l.room(p, 1000), Room::Yes);
+        assert!(matches!(l.room(p, 1000), Room::Ask { .. }));
+        // A budget reset moves the lease on; the requests in flight still count there.
+        assert!(matches!(l.room(Span::Period(9), 1000), Room::Wait));
     }
 }

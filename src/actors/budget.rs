@@ -51,6 +51,11 @@ pub struct Refresh(pub crate::store::Change);
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// Whether spend or spend-log rows are still waiting to be written (a flush left them, the store failed).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unwritten;
+
 // ---- boot -----------------------------------------------------------------------------------------------
 
 /// Loads every entity from the store into memory.
@@ -275,6 +280,14 @@ impl Handler<Refresh> for BudgetActor {
             }
             .into_actor(self),
         ))
+    }
+}
+
+impl Handler<Unwritten> for BudgetActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: Unwritten, _: &mut Context<Self>) -> bool {
+        self.unwritten_spend.is_some() || !self.logs.is_empty()
     }
 }
 

@@ -147,6 +147,7 @@ impl Handler<AttemptsDone> for DeploymentActor {
                         shared.do_send(CooldownShared {
                             model_id: self.labels.model_id.clone(),
                             until_ms: 0,
+                            recovered: true,
                         });
                     }
                     let cooling = !a.recovered && self.live.cooling(now_ms());
@@ -165,6 +166,7 @@ impl Handler<AttemptsDone> for DeploymentActor {
                         shared.do_send(CooldownShared {
                             model_id: self.labels.model_id.clone(),
                             until_ms: c.until_ms,
+                            recovered: false,
                         });
                     }
                     if cooled {

@@ -49,13 +49,14 @@ pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A Redis command's (or pipeline's) limit: a hung Redis fails calls, never holds them.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A cooldown this replica started; `until_ms` in the past: one it saw end early (a probe succeeded), to be
-/// forgotten by every replica.
+/// A cooldown this replica started (until `until_ms`), or, with `recovered`, the end of one: this
+/// replica's probe succeeded, every replica ends its probation.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CooldownShared {
     pub model_id: String,
     pub until_ms: i64,
+    pub recovered: bool,
 }
 
 pub struct SharedStateActor {
@@ -475,12 +476,16 @@ impl Handler<CooldownShared> for SharedStateActor {
             self.channels.1.clone(),
         );
         let ttl = msg.until_ms - now_ms();
+        if !msg.recovered && ttl <= 0 {
+            // A cooldown already over (cooldown_time 0, or handled late): nothing to share.
+            return;
+        }
         // A cooldown that starts or ends means no probe is out any more: the next one may be taken at once.
         let probe = self.accounts.quota.probe_key(&msg.model_id);
         ctx.spawn(
             async move {
                 let started = Instant::now();
-                let (r, function): (Result<(), _>, _) = if ttl <= 0 {
+                let (r, function): (Result<(), _>, _) = if msg.recovered {
                     // Recovered here (its probe succeeded): forgotten, and announced so that every replica
                     // ends its probation instead of probing again.
                     let r = redis::pipe()

@@ -277,6 +277,14 @@ impl Live {
         }
     }
 
+    /// Another replica holds the probe: this replica does not send requests here for about a second, then
+    /// looks again (the other replica's outcome usually arrives first).
+    pub fn probe_elsewhere(&self, now_ms: i64, policy: &CooldownPolicy) {
+        let timeout = policy.probe_timeout.as_millis() as i64;
+        self.probe_at
+            .store((now_ms - timeout + 1_000).max(1), Ordering::Release);
+    }
+
     /// Another replica's probe succeeded: probation ends (unless this replica is in a cooldown of its own
     /// that has not ended). Returns whether it did.
     pub fn recovered_elsewhere(&self, now_ms: i64) -> bool {

@@ -5,6 +5,7 @@
 //! [`RequestFinished`] event with everything the metrics need.
 
 use super::{auth, AppState};
+use crate::accounts::quota::ProbeToken;
 use crate::accounts::{
     admit, check_model_access, limit_error, may_use, settle, Admission, Caller, Denied,
     EndUserEntry, Sharing,
@@ -516,39 +517,40 @@ async fn admit_shared(
     let accounts = &state.actors.accounts;
     let redis = state.config.general.redis_url.is_some();
     let quota = &accounts.quota;
+    // The parallel-request slot first: refused here, nothing else was taken.
+    let mut slot = None;
+    let parallel = caller
+        .key
+        .as_ref()
+        .and_then(|k| k.rec.max_parallel_requests.map(|m| (m, &k.rec.token)));
+    if let (Some((max, token)), true) = (parallel, redis && quota.usable(now_ms())) {
+        match quota.take_slot(format!("k:{token}"), max).await {
+            Ok(Some(s)) => slot = Some(s),
+            Ok(None) => {
+                return Err(limit_error(
+                    format!("max_parallel_requests of this key ({max}) reached"),
+                    now_ms(),
+                ))
+            }
+            // Redis failed: this replica's own count holds the request (as the outage mode says).
+            Err(_) => {}
+        }
+    }
     let (mut asked, started) = (0, Instant::now());
     while asked < MAX_ASKS && started.elapsed() < MAX_ADMISSION_WAIT {
         let now = now_ms();
         let mut how = sharing(state, now);
-        if redis && how == Sharing::Shared && quota.usable(now) {
-            how = Sharing::Leased;
+        if redis && how == Sharing::Shared {
+            if quota.usable(now) {
+                how = Sharing::Leased;
+            } else if quota.backing_off(now) {
+                // A Redis call failed a moment ago: counted as in an outage until Redis is tried again.
+                how = outage(state);
+            }
         }
-        match admit(
-            caller,
-            end_user,
-            group,
-            now,
-            how,
-            redis.then(|| quota.epoch()),
-        ) {
+        match admit(caller, end_user, group, now, how, redis) {
             Ok(mut admission) => {
-                let parallel = caller
-                    .key
-                    .as_ref()
-                    .and_then(|k| k.rec.max_parallel_requests.map(|m| (m, &k.rec.token)));
-                if let (Some((max, token)), Sharing::Leased) = (parallel, how) {
-                    match quota.take_slot(format!("k:{token}"), max).await {
-                        Ok(Some(slot)) => admission.slot = Some(slot),
-                        Ok(None) => {
-                            return Err(limit_error(
-                                format!("max_parallel_requests of this key ({max}) reached"),
-                                now_ms(),
-                            ))
-                        }
-                        // Redis failed: this replica's own count (taken above) holds the request.
-                        Err(_) => {}
-                    }
-                }
+                admission.slot = slot;
                 return Ok(admission);
             }
             Err(Denied::Refused(e)) => return Err(e),
@@ -560,8 +562,8 @@ async fn admit_shared(
                     .redis
                     .replicas
                     .load(std::sync::atomic::Ordering::Acquire);
-                // A failure voids the leases (their use becomes debt again) and the next round counts the
-                // request as Redis's outage mode says.
+                // A failure starts the back-off: the next round counts the request as Redis's outage
+                // mode says.
                 let _ = quota.claim(&asks, replicas).await;
             }
         }
@@ -572,17 +574,38 @@ async fn admit_shared(
     ))
 }
 
-/// With Redis, one replica probes a deployment back from a cooldown, not each of them: whether this one
-/// does. Without Redis (or when it fails) every replica probes on its own.
-async fn probe_is_ours(state: &AppState, dep: &Deployment) -> bool {
+/// With Redis, one replica probes a deployment back from a cooldown, not each of them. `Ok(token)`: this
+/// replica probes (holding the shared token while it does, when there is one); `Err(())`: another
+/// replica does. Without Redis (or when it fails) every replica probes on its own.
+async fn probe_turn(state: &AppState, dep: &Deployment) -> Result<Option<ProbeToken>, ()> {
     let quota = &state.actors.accounts.quota;
     if state.config.general.redis_url.is_none() || !quota.usable(now_ms()) {
-        return true;
+        return Ok(None);
     }
-    quota
+    match quota
         .take_probe(&dep.cfg.id, dep.policy.probe_timeout)
         .await
-        .unwrap_or(true)
+    {
+        Ok(Some(token)) => Ok(Some(token)),
+        Ok(None) => Err(()),
+        Err(_) => Ok(None),
+    }
+}
+
+/// What Redis's outage mode makes of shared limits.
+fn outage(state: &AppState) -> Sharing {
+    match state.config.general.redis_outage_mode {
+        RedisOutageMode::Divide => Sharing::Divided(
+            state
+                .actors
+                .accounts
+                .redis
+                .replicas
+                .load(std::sync::atomic::Ordering::Acquire)
+                .max(1),
+        ),
+        RedisOutageMode::Refuse => Sharing::Refuse,
+    }
 }
 
 /// How shared rate limits are counted now: with Redis unreachable, as `general_settings.redis_outage_mode`
@@ -592,14 +615,7 @@ fn sharing(state: &AppState, now_ms: i64) -> Sharing {
     if state.config.general.redis_url.is_none() || view.reachable(now_ms) {
         return Sharing::Shared;
     }
-    match state.config.general.redis_outage_mode {
-        RedisOutageMode::Divide => Sharing::Divided(
-            view.replicas
-                .load(std::sync::atomic::Ordering::Acquire)
-                .max(1),
-        ),
-        RedisOutageMode::Refuse => Sharing::Refuse,
-    }
+    outage(state)
 }
 
 /// What every attempt of one request shares.
@@ -741,11 +757,19 @@ async fn try_group(
                 break;
             }
         };
-        if probe && !probe_is_ours(&pending.state, &dep).await {
-            // Another replica probes it and announces the outcome; meanwhile this replica's own probe
-            // stays taken (until the probe timeout), so its requests go elsewhere.
-            tried.push(dep);
-            continue;
+        // Held until this attempt is over: then another replica may probe if this one proved nothing.
+        let mut _probe_token = None;
+        if probe {
+            match probe_turn(&pending.state, &dep).await {
+                Ok(token) => _probe_token = token,
+                Err(()) => {
+                    // Another replica probes it and announces the outcome; this one looks again in a
+                    // second, and meanwhile sends its requests elsewhere.
+                    dep.live.probe_elsewhere(now_ms(), &dep.policy);
+                    tried.push(dep);
+                    continue;
+                }
+            }
         }
         // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
         let slot = dep.live.start(now_ms(), probe);
