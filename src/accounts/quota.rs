@@ -71,17 +71,10 @@ end
 return out
 ";
 
-/// Takes a deployment's probe token for replica ARGV[1] for ARGV[2] ms (1), also when it holds it already;
-/// 0 when another replica holds it. ARGV[2] = 0: gives it back if this replica holds it.
-const PROBE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if ARGV[2] == '0' then
-  if v == ARGV[1] then redis.call('DEL', KEYS[1]) end
-  return 0
-end
-if v and v ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+/// Gives back a deployment's probe token if it still holds ARGV[1] (the value its taker set).
+const PROBE_BACK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// Takes (ARGV[5] = 1) or gives back (ARGV[5] < 0) parallel-request slots. KEYS[1]: the scope's slots, one
@@ -450,11 +443,25 @@ impl Quota {
     }
 
     /// Asks Redis for a slice of every counter in `asks`, in one script call, and fills the leases.
-    /// On an error the caller counts the request as in an outage. The debts it carried are not reported
-    /// again: Redis may have applied the call, and counting them twice would refuse what is allowed;
-    /// at worst one request's overrun goes uncounted. A grant applied whose answer was lost stays claimed
-    /// until the window ends.
+    /// On an error the caller counts the request as in an outage. The debts of a call that never left
+    /// are owed again; those of a call that timed out or lost its connection are not: Redis may have
+    /// applied it, and counting them twice would refuse what is allowed. A grant applied whose answer
+    /// was lost stays claimed until the window ends.
     pub async fn claim(&self, asks: &[Ask], replicas: u64) -> redis::RedisResult<()> {
+        let r = self.claim_once(asks, replicas).await;
+        if let Err(e) = &r {
+            // Never sent (no connection, refused): the debts are owed again, with the next ask.
+            if e.is_connection_refusal() || e.kind() == redis::ErrorKind::IoError && !e.is_timeout()
+            {
+                for a in asks {
+                    a.lease.lease().unreported(a.span, a.debt);
+                }
+            }
+        }
+        r
+    }
+
+    async fn claim_once(&self, asks: &[Ask], replicas: u64) -> redis::RedisResult<()> {
         let (Some(names), Some(conn)) = (self.names.get(), self.conn.load_full()) else {
             return Err(not_connected());
         };
@@ -499,9 +506,9 @@ impl Quota {
         });
     }
 
-    /// Takes the probe of a deployment back from a cooldown for this replica, for `ttl` (the token is
-    /// this replica's already: taken again). `None` when another replica probes it (it announces the
-    /// outcome). The token is given back when the returned guard is dropped (the probe ended).
+    /// Takes the probe of a deployment back from a cooldown for this request, for `ttl`. `None` when
+    /// another probe holds it (it announces the outcome). The token is given back when the returned guard
+    /// is dropped (the probe ended).
     pub async fn take_probe(
         self: &Arc<Self>,
         model_id: &str,
@@ -511,22 +518,25 @@ impl Quota {
             return Err(not_connected());
         };
         let key = probe_key(&names.prefix, model_id);
-        let script = self.probe.get_or_init(|| redis::Script::new(PROBE));
+        let value = format!("{}:{}", names.replica, uuid::Uuid::new_v4().simple());
         let started = Instant::now();
         let mut conn = (*conn).clone();
-        let r: redis::RedisResult<i64> = script
-            .key(&key)
-            .arg(&names.replica)
+        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .arg("NX")
+            .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
+            .query_async(&mut conn)
             .await;
         self.record(started, &r.as_ref().map(|_| ()), "take_probe");
         match r {
-            Ok(1) => Ok(Some(ProbeToken {
+            Ok(Some(_)) => Ok(Some(ProbeToken {
                 quota: self.clone(),
                 key,
+                value,
             })),
-            Ok(_) => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => {
                 self.failed();
                 Err(e)
@@ -596,33 +606,38 @@ fn not_connected() -> redis::RedisError {
 pub struct ProbeToken {
     quota: Arc<Quota>,
     key: String,
+    /// What this take set: a later take's token is never given back by this one.
+    value: String,
+}
+
+impl ProbeToken {
+    /// The probe had an outcome (a recovery or a new cooldown), whose announcement deletes the token in
+    /// the same Redis call: not given back before it, so no replica probes again before it hears.
+    pub fn settled(mut self) {
+        self.key.clear();
+    }
 }
 
 impl Drop for ProbeToken {
     fn drop(&mut self) {
-        let (Some(names), Some(conn)) = (self.quota.names.get(), self.quota.conn.load_full())
-        else {
+        let Some(conn) = self.quota.conn.load_full() else {
             return;
         };
-        if tokio::runtime::Handle::try_current().is_err() {
+        if self.key.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let (quota, key, replica) = (
+        let (quota, key, value) = (
             self.quota.clone(),
             std::mem::take(&mut self.key),
-            names.replica.clone(),
+            std::mem::take(&mut self.value),
         );
         // Not given back (Redis away): it expires after the probe timeout.
         tokio::spawn(async move {
-            let script = quota.probe.get_or_init(|| redis::Script::new(PROBE));
+            let script = quota.probe.get_or_init(|| redis::Script::new(PROBE_BACK));
             let started = Instant::now();
             let mut conn = (*conn).clone();
-            let r: redis::RedisResult<i64> = script
-                .key(&key)
-                .arg(&replica)
-                .arg(0)
-                .invoke_async(&mut conn)
-                .await;
+            let r: redis::RedisResult<i64> =
+                script.key(&key).arg(&value).invoke_async(&mut conn).await;
             quota.record(started, &r.as_ref().map(|_| ()), "give_probe");
         });
     }

@@ -574,6 +574,10 @@ async fn admit_shared(
     ))
 }
 
+/// How long a probe holds the shared token at most (then another replica may probe too): a replica that
+/// died mid-probe, or an outcome whose announcement was lost, holds the others back no longer.
+const MAX_PROBE_HOLD: Duration = Duration::from_secs(60);
+
 /// With Redis, one replica probes a deployment back from a cooldown, not each of them. `Ok(token)`: this
 /// replica probes (holding the shared token while it does, when there is one); `Err(())`: another
 /// replica does. Without Redis (or when it fails) every replica probes on its own.
@@ -582,10 +586,8 @@ async fn probe_turn(state: &AppState, dep: &Deployment) -> Result<Option<ProbeTo
     if state.config.general.redis_url.is_none() || !quota.usable(now_ms()) {
         return Ok(None);
     }
-    match quota
-        .take_probe(&dep.cfg.id, dep.policy.probe_timeout)
-        .await
-    {
+    let ttl = dep.policy.probe_timeout.min(MAX_PROBE_HOLD);
+    match quota.take_probe(&dep.cfg.id, ttl).await {
         Ok(Some(token)) => Ok(Some(token)),
         Ok(None) => Err(()),
         Err(_) => Ok(None),
@@ -757,20 +759,6 @@ async fn try_group(
                 break;
             }
         };
-        // Held until this attempt is over: then another replica may probe if this one proved nothing.
-        let mut _probe_token = None;
-        if probe {
-            match probe_turn(&pending.state, &dep).await {
-                Ok(token) => _probe_token = token,
-                Err(()) => {
-                    // Another replica probes it and announces the outcome; this one looks again in a
-                    // second, and meanwhile sends its requests elsewhere.
-                    dep.live.probe_elsewhere(now_ms(), &dep.policy);
-                    tried.push(dep);
-                    continue;
-                }
-            }
-        }
         // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
         let slot = dep.live.start(now_ms(), probe);
         if let Some(prev) = &last {
@@ -788,11 +776,36 @@ async fn try_group(
         if call.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // Held until this attempt is over: then another replica may probe if this one proved nothing.
+        let mut probe_token = None;
+        if probe {
+            match probe_turn(&pending.state, &dep).await {
+                Ok(token) => probe_token = token,
+                Err(()) => {
+                    // Another replica probes it and announces the outcome; this one looks again in a
+                    // second, and meanwhile sends its requests elsewhere.
+                    drop(slot);
+                    dep.live.probe_elsewhere(now_ms(), &dep.policy);
+                    tried.push(dep);
+                    continue;
+                }
+            }
+        }
         left -= 1;
         match attempt(&dep, slot, call, pending).await {
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                // Recovered: the announcement of it takes the token away with it.
+                if let Some(t) = probe_token {
+                    t.settled();
+                }
+                return Ok(answer);
+            }
             Err(err) => {
                 if dep.live.cooling(now_ms()) {
+                    // A new cooldown: the same.
+                    if let Some(t) = probe_token.take() {
+                        t.settled();
+                    }
                     recovery.note(dep.live.cooldown_until());
                 }
                 let retry = err.is_retryable();

@@ -6,14 +6,19 @@ use std::time::{Duration, Instant};
 
 const CONFIG: &str = "model_list:\n  - model_name: m\n    llm_params: {model: mock/m}\n  - model_name: other\n    llm_params: {model: mock/o}\nllm_settings:\n  callbacks: [prometheus]\ngeneral_settings:\n  master_key: sk-master\n";
 
+/// The status of one chat request with `key`. Sent with the gateway's own upstream client (pooled,
+/// `TCP_NODELAY`): the propagation times measured with it are not padded by the test client's Nagle waits.
 async fn call(gw: &Gateway, key: &str, model: &str) -> u16 {
-    gw.post_with(
-        "/v1/chat/completions",
-        &chat(model),
-        &[("authorization", &format!("Bearer {key}"))],
-    )
-    .await
-    .status
+    let mut sent = llm::providers::openai::client()
+        .post(gw.url("/v1/chat/completions"))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .timeout(Duration::from_secs(30))
+        .send_json(&chat(model))
+        .await
+        .expect("the gateway answers");
+    // Read to the end, so that the connection goes back to the pool.
+    let _ = sent.body().await;
+    sent.status().as_u16()
 }
 
 /// How long until every one of `gws` answers `want` for `key` on `model`; fails past 5 s.
@@ -106,14 +111,13 @@ async fn changes_on_one_replica_are_in_force_on_the_others_at_once() {
     assert_eq!(r.status, 200, "{}", r.body);
     took.push(until(&others, &key, "m", 401).await);
     eprintln!("propagation times: {took:?}");
-    // In force on both other replicas: 20-60 ms when this test runs alone (a request round trip to each
-    // included), about 100 ms while the whole suite loads both cores. The read-back alone (every second)
-    // would make the median about 500 ms: this bound tells the announcements work, without failing on a
-    // loaded machine.
+    // In force on both other replicas: 2-10 ms when this test runs alone (a request to each included).
+    // The read-back alone (every second) would make the median about 500 ms; single changes may take
+    // longer while the whole suite loads both cores, so the median is what must stay within 100 ms.
     let mut sorted = took.clone();
     sorted.sort();
     assert!(
-        sorted[sorted.len() / 2] < Duration::from_millis(250),
+        sorted[sorted.len() / 2] < Duration::from_millis(100),
         "{took:?}"
     );
     for t in &took {
@@ -466,7 +470,7 @@ async fn three_replicas_share_a_cooldown_and_probe_it_once() {
         )
     };
     let cfg = format!(
-        "model_list:\n{}{}llm_settings:\n  callbacks: [prometheus]\nrouter_settings:\n  num_retries: 2\n  allowed_fails: 0\n  cooldown_time: 3\ngeneral_settings:\n  redis_url: {redis}\n",
+        "model_list:\n{}{}llm_settings:\n  callbacks: [prometheus]\n  service_callback: [prometheus_system]\nrouter_settings:\n  num_retries: 2\n  allowed_fails: 0\n  cooldown_time: 3\ngeneral_settings:\n  redis_url: {redis}\n",
         dep("pr-bad", "pr-bad-1"),
         dep("pr-ok", "pr-ok-1"),
     );
@@ -527,12 +531,23 @@ async fn three_replicas_share_a_cooldown_and_probe_it_once() {
     // probe fails, and the new cooldown is in force everywhere again.
     actix_rt::time::sleep(Duration::from_secs_f64(cooldown_left(&a).await + 0.2)).await;
     let before = bad_calls().await;
+    let redis_fails = || async {
+        let mut n = 0.0;
+        for gw in gws {
+            n += gw.metrics().await.sum("llm_redis_fails_total", &[]);
+        }
+        n
+    };
+    let fails = redis_fails().await;
     burst().await;
-    assert_eq!(
-        bad_calls().await - before,
-        1,
-        "one probe across the replicas"
-    );
+    let probes = bad_calls().await - before;
+    if redis_fails().await == fails {
+        assert_eq!(probes, 1, "one probe across the replicas");
+    } else {
+        // A replica that could not reach Redis just then probes on its own (the documented fallback).
+        eprintln!("Redis calls failed during the burst: {probes} probes");
+        assert!((1..=3).contains(&probes), "{probes}");
+    }
     cooled_everywhere().await;
 
     // Back: the next probe succeeds on one replica, and every replica ends its probation with it.
