@@ -41,10 +41,6 @@ THREAD_CPU="${THREAD_CPU:-}"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
 for side in A B; do
     dir="${side}_DIR" auth="${side}_AUTH"
     [[ -x "${!dir}/llm" ]] || die "${!dir}/llm not found (cargo build --release --bins)"
@@ -56,10 +52,9 @@ if [[ -n "${PIN:-}" ]]; then
     command -v taskset >/dev/null || die "PIN needs taskset (util-linux)"
     PIN_LOAD=(taskset -c 0) PIN_GW=(taskset -c 1)
 fi
-install() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || apt-get install -y "$1" >/dev/null; }
-install wrk
-install nginx
-install curl
+need wrk
+need nginx
+need curl
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 TMP="$(mktemp -d /tmp/llm-ab.XXXXXX)"
@@ -72,14 +67,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-    for _ in $(seq 1 150); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer"
-}
 
 UP="$(free_port)"
 sed -e "s|@PREFIX@|$TMP|g" -e "s|@PORT@|$UP|g" "$ROOT/bench/nginx.conf" >"$TMP/nginx.conf"

@@ -49,3 +49,24 @@ bench_thread_ticks() {
             "$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "$t/stat")"
     done 2>/dev/null | awk '{ u[$1] += $2; s[$1] += $3 } END { for (k in u) print k, u[k], s[k] }' | sort
 }
+
+# die MESSAGE: prints it and exits 1 (run.sh has its own, with its log).
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+# need COMMAND: installs the Debian package of that name when the command is missing.
+need() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || apt-get install -y "$1" >/dev/null; }
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_up URL: waits up to 15 s for URL to answer.
+wait_up() {
+    for _ in $(seq 1 150); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    die "$1 did not answer"
+}

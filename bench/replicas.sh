@@ -29,15 +29,10 @@ BIN="${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/llm}"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
 [[ -x "$BIN" ]] || die "$BIN not found (cargo build --release --bins)"
-install() { command -v "$1" >/dev/null || [[ -x "/usr/sbin/$1" ]] || apt-get install -y "$1" >/dev/null; }
-install wrk
-install nginx
-install curl
+need wrk
+need nginx
+need curl
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 TMP="$(mktemp -d /tmp/llm-replicas.XXXXXX)"
@@ -52,14 +47,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-    for _ in $(seq 1 150); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer"
-}
 
 psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 DB_URL="${PG_ADMIN_URL%/*}/$DB"

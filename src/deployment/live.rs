@@ -183,6 +183,11 @@ impl Live {
                 return false;
             }
         }
+        self.end_probation()
+    }
+
+    /// Ends probation (its probe and the failures counted before it go); whether it was on.
+    fn end_probation(&self) -> bool {
         let ended = self
             .probation
             .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
@@ -291,15 +296,7 @@ impl Live {
         if self.cooling(now_ms) {
             return false;
         }
-        let ended = self
-            .probation
-            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if ended {
-            self.probe_at.store(0, Ordering::Release);
-            self.failures.reset();
-        }
-        ended
+        self.end_probation()
     }
 
     /// Failures counted in the current minute.

@@ -425,15 +425,20 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// The current minute, as the gateway numbers its windows.
+fn this_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+}
+
 /// What every replica counted for `token` this minute, read from Redis.
 async fn redis_count(url: &str, token: &str) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
+    let minute = this_minute();
     let vals: Vec<u64> = redis::cmd("HVALS")
         .arg(format!("llm:rlh:k:{token}:{minute}:r"))
         .query_async(&mut conn)
@@ -537,11 +542,7 @@ async fn a_redis_outage_or_hang_never_stops_requests_and_counts_nothing_twice() 
     assert_eq!(ask(&gw, &mid).await.status, 200);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
+    let minute = this_minute();
     let counters: Vec<String> = redis::cmd("KEYS")
         .arg(format!("llm:q:*:k:{}:r:{minute}", sha256(&mid)))
         .query_async(&mut conn)
