@@ -314,3 +314,43 @@ async fn state_series_exist_from_boot() {
     assert_eq!(m.types["llm_proxy_total_requests_metric_total"], "counter");
     assert_eq!(m.types["llm_deployment_cooled_down_total"], "counter");
 }
+
+/// A scraper that accepts gzip (Prometheus does) gets the exposition gzipped; one that refuses it (or does
+/// not ask) gets plain text.
+#[actix_rt::test]
+async fn the_exposition_is_gzipped_for_scrapers_that_accept_it() {
+    let gw = Gateway::start("model_list:\n  - {model_name: a, llm_params: {model: mock/x}, model_info: {id: a1}}\nllm_settings:\n  callbacks: [prometheus]\n").await;
+    for _ in 0..5 {
+        assert_eq!(
+            gw.post("/v1/chat/completions", &chat("a")).await.status,
+            200
+        );
+    }
+    let plain = gw.metrics_after(5.0).await;
+    let mut r = client()
+        .get(gw.url("/metrics"))
+        .insert_header(("accept-encoding", "gzip"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("content-encoding").unwrap(), "gzip");
+    let raw = r.body().limit(64 << 20).await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text).unwrap();
+    let m = Metrics::parse(&text);
+    assert_eq!(
+        m.sum("llm_proxy_total_requests_metric_total", &[]),
+        plain.sum("llm_proxy_total_requests_metric_total", &[])
+    );
+    assert_eq!(m.count("llm_deployment_state", &[("model_id", "a1")]), 1);
+    eprintln!("exposition: {} bytes, gzipped {}", text.len(), raw.len());
+    assert!(
+        raw.len() * 4 < text.len(),
+        "{} of {}",
+        raw.len(),
+        text.len()
+    );
+    let r = gw.get("/metrics", &[("accept-encoding", "gzip;q=0")]).await;
+    assert!(!r.headers.contains_key("content-encoding"));
+    assert!(r.body.contains("llm_deployment_state"));
+}
