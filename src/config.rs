@@ -115,6 +115,8 @@ pub struct MetricsSettings {
     pub initialize_budget_metrics: bool,
     pub require_auth: bool,
     pub end_user_max_series: usize,
+    /// `llm_settings.prometheus_exclude_labels`: label names left out of every family that has them.
+    pub exclude_labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -477,6 +479,19 @@ fn validate(
             b.clone()
         }
     };
+    let mut exclude_labels = Vec::new();
+    for (i, name) in s.prometheus_exclude_labels.iter().enumerate() {
+        let known = BUILTIN_LABELS.contains(&name.as_str())
+            || custom_metadata_labels.iter().any(|c| c.label == *name);
+        if !known {
+            problems.push(format!(
+                "`llm_settings.prometheus_exclude_labels[{i}]`: `{name}` is not a label of any metric (known: {}, and the custom metadata labels)",
+                BUILTIN_LABELS.join(", ")
+            ));
+        } else if !exclude_labels.contains(name) {
+            exclude_labels.push(name.clone());
+        }
+    }
     let has_prometheus = |l: &Vec<String>| l.iter().any(|c| c == "prometheus");
     for (i, c) in s.service_callback.iter().enumerate() {
         if c != "prometheus_system" {
@@ -510,6 +525,7 @@ fn validate(
         end_user_max_series: s
             .prometheus_end_user_metrics_max_series_per_metric
             .unwrap_or(DEFAULT_END_USER_MAX_SERIES),
+        exclude_labels,
     };
     for key in s.other.keys() {
         not_implemented.push(format!("llm_settings.{key}"));

@@ -75,6 +75,8 @@ pub struct RawLlmSettings {
     pub prometheus_initialize_budget_metrics: bool,
     pub prometheus_latency_buckets: Option<Vec<f64>>,
     pub prometheus_end_user_metrics_max_series_per_metric: Option<usize>,
+    #[serde(default)]
+    pub prometheus_exclude_labels: Vec<String>,
     pub num_retries: Option<u32>,
     /// Seconds.
     pub request_timeout: Option<f64>,

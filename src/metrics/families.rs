@@ -214,15 +214,19 @@ struct Builder<'a> {
     registry: &'a Registry,
     custom: Vec<String>,
     descs: Vec<FamilyDesc>,
+    /// `prometheus_exclude_labels`: left out of every family.
+    exclude: &'a [String],
 }
 
 impl Builder<'_> {
-    /// Label names for a family, with the custom metadata labels appended when the family is request-scoped.
+    /// Label names for a family, with the custom metadata labels appended when the family is request-scoped,
+    /// without the excluded ones. (Values are looked up by name, so a family simply has fewer labels.)
     fn labels(&self, base: &[&str], with_custom: bool) -> Vec<String> {
         let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
         if with_custom {
             v.extend(self.custom.iter().cloned());
         }
+        v.retain(|l| !self.exclude.contains(l));
         v
     }
 
@@ -314,6 +318,7 @@ impl Families {
             registry,
             custom,
             descs: Vec::new(),
+            exclude: &settings.exclude_labels,
         };
         let lat = &settings.latency_buckets;
         Families {

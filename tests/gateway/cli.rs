@@ -71,6 +71,17 @@ fn broken_configs_fail_with_every_problem_listed() {
             && out.contains("general_settings.maximum_spend_logs_retention_interval"),
         "{out}"
     );
+    std::fs::write(
+        &bad,
+        "model_list:\n  - model_name: a\n    llm_params: {model: mock/a}\nllm_settings:\n  prometheus_exclude_labels: [end_user, enduser]\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(
+        out.contains("llm_settings.prometheus_exclude_labels[1]") && out.contains("enduser"),
+        "{out}"
+    );
     // An upstream key that cannot be sent (a line break from a bad paste or environment variable) used to
     // turn the deployment into the built-in mock, billed at list price; now it is an error with its path.
     std::fs::write(

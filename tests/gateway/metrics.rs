@@ -354,3 +354,34 @@ async fn the_exposition_is_gzipped_for_scrapers_that_accept_it() {
     assert!(!r.headers.contains_key("content-encoding"));
     assert!(r.body.contains("llm_deployment_state"));
 }
+
+/// `prometheus_exclude_labels`: the listed labels leave every family that had them, and the series they
+/// told apart become one.
+#[actix_rt::test]
+async fn excluded_labels_leave_every_family() {
+    let gw = Gateway::start("model_list:\n  - {model_name: a, llm_params: {model: mock/x}, model_info: {id: a1}}\nllm_settings:\n  callbacks: [prometheus]\n  prometheus_exclude_labels: [end_user, api_base]\n").await;
+    for u in ["u1", "u2", "u3"] {
+        let mut body = chat("a");
+        body["user"] = json!(u);
+        assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    }
+    let m = gw.metrics_after(3.0).await;
+    for family in [
+        "llm_proxy_total_requests_metric_total",
+        "llm_spend_metric_total",
+        "llm_total_tokens_total",
+        "llm_request_total_latency_metric_bucket",
+    ] {
+        let names = m.label_names(family);
+        assert!(!names.is_empty(), "{family} has series");
+        assert!(!names.contains("end_user"), "{family}: {names:?}");
+    }
+    // Three end users, one series.
+    assert_eq!(m.count("llm_proxy_total_requests_metric_total", &[]), 1);
+    assert_eq!(m.sum("llm_proxy_total_requests_metric_total", &[]), 3.0);
+    let names = m.label_names("llm_deployment_state");
+    assert!(
+        !names.contains("api_base") && names.contains("model_id"),
+        "{names:?}"
+    );
+}
