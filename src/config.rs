@@ -117,6 +117,9 @@ pub struct MetricsSettings {
     pub end_user_max_series: usize,
     /// `llm_settings.prometheus_exclude_labels`: label names left out of every family that has them.
     pub exclude_labels: Vec<String>,
+    /// `llm_settings.prometheus_max_series_per_metric`: series per request-driven family before new label
+    /// sets fold into one `other` series.
+    pub max_series_per_family: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +270,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Label names the gateway itself uses; a custom metadata label may not take one of them.
+/// Series per request-driven metric family before new label sets fold into `other`.
+pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 100_000;
+
 const BUILTIN_LABELS: &[&str] = &[
     "end_user",
     "hashed_api_key",
@@ -526,6 +532,16 @@ fn validate(
             .prometheus_end_user_metrics_max_series_per_metric
             .unwrap_or(DEFAULT_END_USER_MAX_SERIES),
         exclude_labels,
+        max_series_per_family: match s.prometheus_max_series_per_metric {
+            Some(0) => {
+                problems.push(
+                    "`llm_settings.prometheus_max_series_per_metric` must be at least 1".into(),
+                );
+                1
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_SERIES_PER_FAMILY,
+        },
     };
     for key in s.other.keys() {
         not_implemented.push(format!("llm_settings.{key}"));

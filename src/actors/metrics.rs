@@ -278,10 +278,52 @@ impl<V> SeriesCache<V> {
     }
 }
 
+/// The label value a series past `prometheus_max_series_per_metric` gets for every label.
+const OVER_CAP: &str = "other";
+
+/// Every request-driven series (counters, histograms) made so far, with when (the `_created` samples),
+/// and how many per family: past `llm_settings.prometheus_max_series_per_metric`, a new label set folds
+/// into the family's one `other` series and is counted in `llm_metrics_series_dropped_total`, so no
+/// client can grow memory without bound whatever it sends.
+pub struct SeriesBook {
+    created: HashMap<String, f64>,
+    per_family: HashMap<&'static str, usize>,
+    cap: usize,
+    /// `llm_metrics_series_dropped_total{metric}`.
+    dropped: CounterVec,
+}
+
+impl SeriesBook {
+    /// The label values to use: `vals` when the series exists or its family has room, else `other`.
+    fn admit<'v>(
+        &mut self,
+        family: &'static str,
+        names: &[String],
+        vals: Vec<&'v str>,
+    ) -> Vec<&'v str> {
+        let key = created_key(family, names, &vals);
+        if self.created.contains_key(&key) {
+            return vals;
+        }
+        let n = self.per_family.entry(family).or_insert(0);
+        if *n < self.cap {
+            *n += 1;
+            self.created.insert(key, now_unix());
+            return vals;
+        }
+        self.dropped.with_label_values(&[family]).inc();
+        let other = vec![OVER_CAP; vals.len()];
+        self.created
+            .entry(created_key(family, names, &other))
+            .or_insert_with(now_unix);
+        other
+    }
+}
+
 pub struct MetricsActor {
     registry: Registry,
     fam: Families,
-    created: HashMap<String, f64>,
+    created: SeriesBook,
     success: SeriesCache<SuccessHandles>,
     deployment_success: SeriesCache<(Counter, Counter)>,
     end_users: Bounded,
@@ -371,6 +413,7 @@ impl MetricsActor {
         if let Some(sys) = &system {
             fam.add_system(&registry, sys);
         }
+        let dropped = fam.series_dropped.vec.clone();
         MetricsActor {
             self_latency: system.as_ref().map(|s| s.self_.clone()),
             registry,
@@ -386,7 +429,12 @@ impl MetricsActor {
                 .map(|c| c.label.clone())
                 .collect(),
             fam,
-            created: HashMap::new(),
+            created: SeriesBook {
+                created: HashMap::new(),
+                per_family: HashMap::new(),
+                cap: settings.max_series_per_family,
+                dropped,
+            },
             success: SeriesCache::default(),
             deployment_success: SeriesCache::default(),
             end_users: Bounded {
@@ -398,23 +446,13 @@ impl MetricsActor {
         }
     }
 
-    fn counter(created: &mut HashMap<String, f64>, f: &Fam<CounterVec>, ctx: &LabelCtx) -> Counter {
-        let vals = ctx.values(&f.labels);
-        created
-            .entry(created_key(f.name, &f.labels, &vals))
-            .or_insert_with(now_unix);
+    fn counter(created: &mut SeriesBook, f: &Fam<CounterVec>, ctx: &LabelCtx) -> Counter {
+        let vals = created.admit(f.name, &f.labels, ctx.values(&f.labels));
         f.vec.with_label_values(&vals)
     }
 
-    fn histogram(
-        created: &mut HashMap<String, f64>,
-        f: &Fam<HistogramVec>,
-        ctx: &LabelCtx,
-    ) -> Histogram {
-        let vals = ctx.values(&f.labels);
-        created
-            .entry(created_key(f.name, &f.labels, &vals))
-            .or_insert_with(now_unix);
+    fn histogram(created: &mut SeriesBook, f: &Fam<HistogramVec>, ctx: &LabelCtx) -> Histogram {
+        let vals = created.admit(f.name, &f.labels, ctx.values(&f.labels));
         f.vec.with_label_values(&vals)
     }
 
@@ -844,7 +882,11 @@ impl Handler<Render> for MetricsActor {
     type Result = String;
 
     fn handle(&mut self, _: Render, _: &mut Context<Self>) -> String {
-        render(&self.fam.descs, &self.registry.gather(), &self.created)
+        render(
+            &self.fam.descs,
+            &self.registry.gather(),
+            &self.created.created,
+        )
     }
 }
 

@@ -77,6 +77,7 @@ pub struct RawLlmSettings {
     pub prometheus_end_user_metrics_max_series_per_metric: Option<usize>,
     #[serde(default)]
     pub prometheus_exclude_labels: Vec<String>,
+    pub prometheus_max_series_per_metric: Option<usize>,
     pub num_retries: Option<u32>,
     /// Seconds.
     pub request_timeout: Option<f64>,

@@ -24,6 +24,7 @@ pub mod label {
     pub const API_BASE: &str = "api_base";
     pub const API_PROVIDER: &str = "api_provider";
     pub const FALLBACK_MODEL: &str = "fallback_model";
+    pub const METRIC: &str = "metric";
 }
 use label::*;
 
@@ -187,6 +188,8 @@ pub struct Families {
     pub deployment_failure: Fam<CounterVec>,
     pub deployment_total: Fam<CounterVec>,
     pub deployment_cooled_down: Fam<CounterVec>,
+    /// Label sets folded into `other` past the per-family series cap, per family.
+    pub series_dropped: Fam<CounterVec>,
     pub successful_fallbacks: Fam<CounterVec>,
     pub failed_fallbacks: Fam<CounterVec>,
     pub deployment_state: Fam<GaugeVec>,
@@ -382,6 +385,12 @@ impl Families {
                 "LLM Deployment Analytics - Total number of LLM API calls via llm - success + failure",
                 DEPLOYMENT_LABELS,
                 true,
+            ),
+            series_dropped: b.counter(
+                "llm_metrics_series_dropped",
+                "Label sets folded into their family's `other` series: the family had reached llm_settings.prometheus_max_series_per_metric",
+                &[METRIC],
+                false,
             ),
             deployment_cooled_down: b.counter(
                 "llm_deployment_cooled_down",

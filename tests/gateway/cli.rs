@@ -73,13 +73,15 @@ fn broken_configs_fail_with_every_problem_listed() {
     );
     std::fs::write(
         &bad,
-        "model_list:\n  - model_name: a\n    llm_params: {model: mock/a}\nllm_settings:\n  prometheus_exclude_labels: [end_user, enduser]\n",
+        "model_list:\n  - model_name: a\n    llm_params: {model: mock/a}\nllm_settings:\n  prometheus_exclude_labels: [end_user, enduser]\n  prometheus_max_series_per_metric: 0\n",
     )
     .unwrap();
     let (ok, out) = check(&bad);
     assert!(!ok);
     assert!(
-        out.contains("llm_settings.prometheus_exclude_labels[1]") && out.contains("enduser"),
+        out.contains("llm_settings.prometheus_exclude_labels[1]")
+            && out.contains("enduser")
+            && out.contains("llm_settings.prometheus_max_series_per_metric"),
         "{out}"
     );
     // An upstream key that cannot be sent (a line break from a bad paste or environment variable) used to

@@ -385,3 +385,40 @@ async fn excluded_labels_leave_every_family() {
         "{names:?}"
     );
 }
+
+/// `prometheus_max_series_per_metric`: past the cap, new label sets fold into one `other` series per
+/// family, counted in `llm_metrics_series_dropped_total`; nothing is lost from the totals.
+#[actix_rt::test]
+async fn series_past_the_cap_fold_into_other() {
+    let gw = Gateway::start("model_list:\n  - {model_name: a, llm_params: {model: mock/x}, model_info: {id: a1}}\nllm_settings:\n  callbacks: [prometheus]\n  prometheus_max_series_per_metric: 3\n").await;
+    for u in ["u1", "u2", "u3", "u4", "u5", "u6", "u4"] {
+        let mut body = chat("a");
+        body["user"] = json!(u);
+        assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    }
+    let m = gw.metrics_after(7.0).await;
+    let family = "llm_proxy_total_requests_metric_total";
+    assert_eq!(m.count(family, &[]), 4, "three end users and `other`");
+    assert_eq!(m.sum(family, &[]), 7.0);
+    assert_eq!(
+        m.sum(
+            family,
+            &[("end_user", "other"), ("hashed_api_key", "other")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        m.sum(
+            "llm_metrics_series_dropped_total",
+            &[("metric", "llm_proxy_total_requests_metric")]
+        ),
+        3.0,
+        "u4, u5, u6 folded (u4's second request reuses the handle its first resolved)"
+    );
+    // Histograms too.
+    let buckets: std::collections::BTreeSet<String> = m
+        .matching("llm_request_total_latency_metric_count", &[])
+        .map(|(_, l, _)| l.get("end_user").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(buckets.len(), 4, "{buckets:?}");
+}
