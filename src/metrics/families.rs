@@ -402,13 +402,13 @@ impl Families {
                 "llm_deployment_successful_fallbacks",
                 "LLM Deployment Analytics - Number of successful fallback requests from primary model -> fallback model",
                 FALLBACK_LABELS,
-                false,
+                true,
             ),
             failed_fallbacks: b.counter(
                 "llm_deployment_failed_fallbacks",
                 "LLM Deployment Analytics - Number of failed fallback requests from primary model -> fallback model",
                 FALLBACK_LABELS,
-                false,
+                true,
             ),
             deployment_state: b.gauge(
                 "llm_deployment_state",

@@ -422,3 +422,33 @@ async fn series_past_the_cap_fold_into_other() {
         .collect();
     assert_eq!(buckets.len(), 4, "{buckets:?}");
 }
+
+/// Custom metadata labels are on the fallback counters too: the request that fell back has the values.
+#[actix_rt::test]
+async fn fallback_counters_carry_the_custom_labels() {
+    let mock = Mock::start();
+    let dep = |group: &str, model: &str| {
+        format!(
+            "  - model_name: {group}\n    llm_params: {{model: openai/{model}, api_base: \"{}\", api_key: sk-up}}\n",
+            mock.base()
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "model_list:\n{}{}llm_settings:\n  callbacks: [prometheus]\n  custom_prometheus_metadata_labels: [metadata.foo]\nrouter_settings:\n  num_retries: 0\n  fallbacks: [{{main: [spare]}}]\n",
+        dep("main", "cl-main"),
+        dep("spare", "cl-spare")
+    ))
+    .await;
+    mock.rule(json!({"model": "cl-main", "status": 500})).await;
+    let mut body = chat("main");
+    body["metadata"] = json!({"foo": "bar"});
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status, 200);
+    let m = gw.metrics_after(1.0).await;
+    assert_eq!(
+        m.sum(
+            "llm_deployment_successful_fallbacks_total",
+            &[("fallback_model", "spare"), ("metadata_foo", "bar")]
+        ),
+        1.0
+    );
+}
