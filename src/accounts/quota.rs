@@ -309,8 +309,9 @@ impl Lease {
         }
     }
 
-    /// This replica's use in the current window (for tests and readiness).
-    pub fn used(&self) -> i64 {
+    /// This replica's use in the current window.
+    #[cfg(test)]
+    fn used(&self) -> i64 {
         self.lock().used
     }
 }
