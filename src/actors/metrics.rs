@@ -446,6 +446,16 @@ impl MetricsActor {
         }
     }
 
+    /// One finished request, as the `RequestsFinished` handler applies it (for benchmarks and tests).
+    pub fn record(&mut self, event: RequestFinished) {
+        self.finish(event);
+    }
+
+    /// The whole exposition, as `/metrics` serves it (for benchmarks and tests).
+    pub fn render_text(&mut self) -> String {
+        render(&self.fam.descs, &self.registry.gather(), &self.created.created)
+    }
+
     fn counter(created: &mut SeriesBook, f: &Fam<CounterVec>, ctx: &LabelCtx) -> Counter {
         let vals = created.admit(f.name, &f.labels, ctx.values(&f.labels));
         f.vec.with_label_values(&vals)
