@@ -120,6 +120,18 @@ pub struct MetricsSettings {
     /// `llm_settings.prometheus_max_series_per_metric`: series per request-driven family before new label
     /// sets fold into one `other` series.
     pub max_series_per_family: usize,
+    /// `llm_settings.prometheus_metrics_config`: when set, only these families exist, by registered name,
+    /// each with the labels it keeps (`None`: all of them).
+    pub metrics_config: Option<HashMap<&'static str, Option<Vec<String>>>>,
+    /// `llm_settings.prometheus_metrics_ttl_seconds`: request-driven series not updated for this long are
+    /// removed. Off by default.
+    pub series_ttl: Option<Duration>,
+    /// `llm_settings.prometheus_end_user_metrics_ttl_seconds` (default 3600): the same for series with an
+    /// `end_user`, whose values are freed for new end users.
+    pub end_user_series_ttl: Option<Duration>,
+    /// `llm_settings.prometheus_metrics_cleanup_interval_seconds` (default 60): how often idle series are
+    /// looked for.
+    pub series_cleanup_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -269,10 +281,64 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Label names the gateway itself uses; a custom metadata label may not take one of them.
-/// Series per request-driven metric family before new label sets fold into `other`.
+/// Series per metric family before new label sets fold into `other`.
 pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 100_000;
+/// Seconds an end user's series stay without an update (LiteLLM's default).
+pub const DEFAULT_END_USER_SERIES_TTL_S: u64 = 3600;
 
+/// `llm_settings.prometheus_metrics_config`: every metric must be a family of the catalog and every
+/// `include_labels` entry one of its labels (custom ones included); when a metric is in several groups with
+/// `include_labels`, the last wins (as in LiteLLM).
+fn metrics_config(
+    groups: &[raw::RawMetricsGroup],
+    settings: &MetricsSettings,
+    problems: &mut Vec<String>,
+) -> HashMap<&'static str, Option<Vec<String>>> {
+    use crate::metrics::catalog;
+    let mut out: HashMap<&'static str, Option<Vec<String>>> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (i, name) in group.metrics.iter().enumerate() {
+            let at = format!("llm_settings.prometheus_metrics_config[{g}].metrics[{i}]");
+            let Some(e) = catalog::entry(name) else {
+                let known: Vec<&str> = catalog::CATALOG.iter().map(|e| e.name).collect();
+                problems.push(format!(
+                    "`{at}`: `{name}` is not a metric of the gateway (known: {})",
+                    known.join(", ")
+                ));
+                continue;
+            };
+            let mut all: Vec<String> = e.labels.iter().map(|l| l.to_string()).collect();
+            if e.custom {
+                all.extend(
+                    settings
+                        .custom_metadata_labels
+                        .iter()
+                        .map(|c| c.label.clone()),
+                );
+            }
+            match &group.include_labels {
+                None => {
+                    out.entry(e.name).or_insert(None);
+                }
+                Some(include) => {
+                    for (j, l) in include.iter().enumerate() {
+                        if !all.contains(l) {
+                            problems.push(format!(
+                                "`llm_settings.prometheus_metrics_config[{g}].include_labels[{j}]`: `{l}` is not a label of `{}` (its labels: {})",
+                                e.name,
+                                all.join(", ")
+                            ));
+                        }
+                    }
+                    out.insert(e.name, Some(include.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Label names the gateway itself uses; a custom metadata label may not take one of them.
 const BUILTIN_LABELS: &[&str] = &[
     "end_user",
     "hashed_api_key",
@@ -542,7 +608,23 @@ fn validate(
             Some(n) => n,
             None => DEFAULT_MAX_SERIES_PER_FAMILY,
         },
+        metrics_config: None,
+        series_ttl: s.prometheus_metrics_ttl_seconds.map(Duration::from_secs),
+        end_user_series_ttl: match s.prometheus_end_user_metrics_ttl_seconds {
+            None => Some(Duration::from_secs(DEFAULT_END_USER_SERIES_TTL_S)),
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+        },
+        series_cleanup_interval: Duration::from_secs(
+            s.prometheus_metrics_cleanup_interval_seconds
+                .unwrap_or(60)
+                .clamp(1, 86_400),
+        ),
     };
+    let mut metrics = metrics;
+    if let Some(groups) = &s.prometheus_metrics_config {
+        metrics.metrics_config = Some(metrics_config(groups, &metrics, &mut problems));
+    }
     for key in s.other.keys() {
         not_implemented.push(format!("llm_settings.{key}"));
     }

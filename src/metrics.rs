@@ -1,7 +1,10 @@
-//! Prometheus metrics: the families of `spec/prometheus.md` ([`families`]) and their text exposition with
-//! `_total` and `_created` samples ([`render`]). The registry itself belongs to the metrics actor
-//! (`actors/metrics.rs`); nothing else writes to it.
+//! Prometheus metrics: the catalog of families of `spec/prometheus.md` ([`catalog`]), the families made
+//! from it under the configuration ([`families`]), the series store that holds and renders them
+//! ([`store`]), the system-health families ([`system`]) and the text format helpers ([`render`]). The store
+//! belongs to the metrics actor (`actors/metrics.rs`); nothing else writes to it.
 
+pub mod catalog;
 pub mod families;
 pub mod render;
+pub mod store;
 pub mod system;

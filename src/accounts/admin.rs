@@ -216,6 +216,38 @@ pub fn team_gauge(e: &TeamEntry) -> BudgetGauge {
     }
 }
 
+pub fn user_gauge(e: &UserEntry) -> BudgetGauge {
+    BudgetGauge {
+        scope: BudgetScope::User {
+            user_id: e.rec.user_id.clone(),
+        },
+        max_budget: e.rec.max_budget,
+        spend: usd(e.ledger.spend_micros()),
+        reset_at_ms: e.ledger.reset_at(),
+    }
+}
+
+/// An end user's (customer's) budget gauges: set while it has a max budget, removed otherwise.
+pub fn end_user_gauge(
+    e: &EndUserEntry,
+    gauges: &mut Vec<BudgetGauge>,
+    removed: &mut Vec<BudgetScope>,
+) {
+    let scope = BudgetScope::EndUser {
+        end_user_id: e.rec.user_id.clone(),
+    };
+    if e.rec.max_budget.is_some() {
+        gauges.push(BudgetGauge {
+            scope,
+            max_budget: e.rec.max_budget,
+            spend: usd(e.ledger.spend_micros()),
+            reset_at_ms: e.ledger.reset_at(),
+        });
+    } else {
+        removed.push(scope);
+    }
+}
+
 /// A record as the info endpoints show it: its fields, plus spend, reset and creation times.
 fn info_json(rec: &impl Serialize, ledger: &Ledger, created_at: i64) -> Json {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
@@ -688,6 +720,7 @@ pub async fn run(
                 limits: Default::default(),
             });
             let mut info = user_info(&entry);
+            fx.gauges.push(user_gauge(&entry));
             accounts.users.insert(user_id.clone(), entry);
             if auto_key {
                 let mut kb = Map::new();
@@ -737,6 +770,7 @@ pub async fn run(
                 limits: old.limits.clone(),
             });
             let info = user_info(&entry);
+            fx.gauges.push(user_gauge(&entry));
             accounts.users.insert(user_id, entry);
             info
         }
@@ -754,6 +788,9 @@ pub async fn run(
             store.delete(Table::Users, &ids).await.map_err(internal)?;
             for id in &ids {
                 accounts.users.remove(id);
+                fx.removed.push(BudgetScope::User {
+                    user_id: id.clone(),
+                });
             }
             serde_json::json!({ "deleted_users": ids, "deleted_keys": keys })
         }
@@ -781,6 +818,7 @@ pub async fn run(
                 ledger: Arc::new(Ledger::new(0, reset)),
             });
             let info = end_user_info(&entry);
+            end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
             accounts.end_users.insert(user_id, entry);
             info
         }
@@ -809,6 +847,7 @@ pub async fn run(
                 ledger: old.ledger.clone(),
             });
             let info = end_user_info(&entry);
+            end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
             accounts.end_users.insert(user_id, entry);
             info
         }
@@ -827,6 +866,9 @@ pub async fn run(
                 .map_err(internal)?;
             for id in &ids {
                 accounts.end_users.remove(id);
+                fx.removed.push(BudgetScope::EndUser {
+                    end_user_id: id.clone(),
+                });
             }
             serde_json::json!({ "deleted_customers": ids })
         }

@@ -7,7 +7,7 @@
 //! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
 //! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
 
-use super::metrics::{BudgetsChanged, MetricsActor};
+use super::metrics::{BudgetScope, BudgetsChanged, MetricsActor};
 use crate::accounts::admin::{self, AdminOp};
 use crate::accounts::*;
 use crate::config::Retention;
@@ -103,14 +103,16 @@ pub async fn load(accounts: &Accounts, store: &Store) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Budget gauges of every key and team (for `prometheus_initialize_budget_metrics`).
+/// Budget gauges of every key, team, user and end user with a budget (`prometheus_initialize_budget_metrics`).
 pub fn all_gauges(accounts: &Accounts) -> BudgetsChanged {
     let mut gauges: Vec<_> = accounts.keys.iter().map(|e| admin::key_gauge(&e)).collect();
     gauges.extend(accounts.teams.iter().map(|e| admin::team_gauge(&e)));
-    BudgetsChanged {
-        gauges,
-        removed: Vec::new(),
+    gauges.extend(accounts.users.iter().map(|e| admin::user_gauge(&e)));
+    let mut removed = Vec::new();
+    for e in accounts.end_users.iter() {
+        admin::end_user_gauge(&e, &mut gauges, &mut removed);
     }
+    BudgetsChanged { gauges, removed }
 }
 
 // ---- the actor ------------------------------------------------------------------------------------------
@@ -572,7 +574,11 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
         Table::Users => {
             let old = accounts.users.get(&row.id).map(|e| e.clone());
             if let Some(old) = &old {
+                let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                if moved {
+                    fx.gauges.push(admin::user_gauge(old));
+                }
             }
             let Some(rec) = decode::<UserRecord>(row) else {
                 return;
@@ -590,12 +596,17 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                     limits: Default::default(),
                 },
             };
+            fx.gauges.push(admin::user_gauge(&entry));
             accounts.users.insert(row.id.clone(), Arc::new(entry));
         }
         Table::EndUsers => {
             let old = accounts.end_users.get(&row.id).map(|e| e.clone());
             if let Some(old) = &old {
+                let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
+                if moved {
+                    admin::end_user_gauge(old, &mut fx.gauges, &mut fx.removed);
+                }
             }
             let Some(rec) = decode::<EndUserRecord>(row) else {
                 return;
@@ -611,6 +622,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                     ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
                 },
             };
+            admin::end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
             accounts.end_users.insert(row.id.clone(), Arc::new(entry));
         }
     }
@@ -639,10 +651,18 @@ fn forget(accounts: &Accounts, table: Table, id: &str, fx: &mut BudgetsChanged) 
             }
         }
         Table::Users => {
-            accounts.users.remove(id);
+            if accounts.users.remove(id).is_some() {
+                fx.removed.push(BudgetScope::User {
+                    user_id: id.to_owned(),
+                });
+            }
         }
         Table::EndUsers => {
-            accounts.end_users.remove(id);
+            if accounts.end_users.remove(id).is_some() {
+                fx.removed.push(BudgetScope::EndUser {
+                    end_user_id: id.to_owned(),
+                });
+            }
         }
     }
 }
@@ -656,7 +676,7 @@ async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<Metric
             .and_then(parse_duration)
             .map(|d| now + d.as_millis() as i64)
     };
-    let mut gauges = Vec::new();
+    let (mut gauges, mut removed) = (Vec::new(), Vec::new());
     let mut todo: Vec<(Table, String, Arc<Ledger>, Option<i64>)> = Vec::new();
     for e in accounts.keys.iter().filter(|e| due(&e.ledger)) {
         todo.push((
@@ -713,13 +733,19 @@ async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<Metric
                     gauges.push(admin::team_gauge(&e));
                 }
             }
-            _ => {}
+            Table::Users => {
+                if let Some(e) = accounts.users.get(&id) {
+                    gauges.push(admin::user_gauge(&e));
+                }
+            }
+            Table::EndUsers => {
+                if let Some(e) = accounts.end_users.get(&id) {
+                    admin::end_user_gauge(&e, &mut gauges, &mut removed);
+                }
+            }
         }
     }
-    if let (Some(m), false) = (metrics, gauges.is_empty()) {
-        m.do_send(BudgetsChanged {
-            gauges,
-            removed: Vec::new(),
-        });
+    if let (Some(m), false) = (metrics, gauges.is_empty() && removed.is_empty()) {
+        m.do_send(BudgetsChanged { gauges, removed });
     }
 }

@@ -32,6 +32,8 @@ pub struct AttemptDone {
     pub remaining_tokens: Option<f64>,
     /// The cooldown this failure started.
     pub cooldown: Option<CooldownStarted>,
+    /// With a cooldown: the values of the custom metadata labels of the request that caused it.
+    pub custom: Vec<String>,
     /// This success proved the deployment back after a cooldown.
     pub recovered: bool,
 }
@@ -96,7 +98,9 @@ impl DeploymentActor {
         }
     }
 
-    fn publish(&self, to: HealthState, cooled_down: Option<u16>) {
+    /// `cooled_down`: the status of the failure that started a new cooldown, with the custom label values
+    /// of its request.
+    fn publish(&self, to: HealthState, cooled_down: Option<(u16, Vec<String>)>) {
         tracing::info!(deployment = %self.labels.model_id, model_group = %self.labels.model_group, state = ?to, "deployment state changed");
         if let Some(m) = &self.metrics {
             m.do_send(DeploymentStateChanged {
@@ -141,6 +145,7 @@ impl Handler<AttemptsDone> for DeploymentActor {
         for a in msg.0 {
             self.live
                 .set_remaining(a.remaining_requests, a.remaining_tokens);
+            let custom = a.custom;
             let changed = match a.result {
                 Ok(()) => {
                     if let (true, Some(shared)) = (a.recovered, &self.shared) {
@@ -173,7 +178,10 @@ impl Handler<AttemptsDone> for DeploymentActor {
                         self.epoch += 1;
                         self.watch(self.epoch, ctx);
                         // Every cooldown is counted, also one that keeps the state at 2.
-                        Some((s.unwrap_or(HealthState::CompleteOutage), Some(status)))
+                        Some((
+                            s.unwrap_or(HealthState::CompleteOutage),
+                            Some((status, custom)),
+                        ))
                     } else {
                         s.map(|s| (s, None))
                     }

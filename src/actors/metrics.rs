@@ -6,14 +6,16 @@
 //! hash lookup here, not one per family. Client-controlled label values (`end_user`, custom metadata) are
 //! bounded: past a cap, new values fold into `other`, so totals stay exact and series stay finite.
 
-use crate::accounts::{KeyEntry, Limits, TeamEntry};
+use crate::accounts::{EndUserEntry, KeyEntry, Limits, TeamEntry, UserEntry};
 use crate::config::MetricsSettings;
 use crate::metrics::families::{Fam, Families};
-use crate::metrics::render::{created_key, render};
-use crate::metrics::system::{ServiceMetrics, SystemMetrics};
+use crate::metrics::render::render;
+pub use crate::metrics::store::Cursor;
+use crate::metrics::store::{FamId, Sid, Store};
+use crate::metrics::system::SystemMetrics;
 use crate::providers::wire::Usage;
 use actix::prelude::*;
-use prometheus::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, Registry};
+use prometheus::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -37,6 +39,9 @@ pub struct RequestFinished {
     /// The caller's key and team: their budget gauges are refreshed from the ledgers.
     pub key_entry: Option<Arc<KeyEntry>>,
     pub team_entry: Option<Arc<TeamEntry>>,
+    /// The key's internal user and the request's end user (customer): their budget gauges too.
+    pub user_entry: Option<Arc<UserEntry>>,
+    pub end_user_entry: Option<Arc<EndUserEntry>>,
     /// The key's windows on the requested model, when it has model-specific limits.
     pub model_limits: Option<Arc<Limits>>,
     /// Fallback groups tried after the requested group failed, in order.
@@ -57,8 +62,9 @@ pub struct FallbackTried {
 pub struct DeploymentStateChanged {
     pub deployment: Arc<DeploymentLabels>,
     pub state: HealthState,
-    /// Set when the change is a new cooldown, with the status of the failure that started it.
-    pub cooled_down: Option<u16>,
+    /// Set when the change is a new cooldown: the status of the failure that started it and the custom
+    /// metadata label values of its request (configuration order; empty when unknown).
+    pub cooled_down: Option<(u16, Vec<String>)>,
 }
 
 /// Budget gauges changed outside a request (create, update, reset), or entities went away.
@@ -68,11 +74,6 @@ pub struct BudgetsChanged {
     pub gauges: Vec<BudgetGauge>,
     pub removed: Vec<BudgetScope>,
 }
-
-/// Renders the text exposition.
-#[derive(Message)]
-#[rtype(result = "String")]
-pub struct Render;
 
 // ---- message payloads -----------------------------------------------------------------------------------
 
@@ -86,6 +87,12 @@ pub enum BudgetScope {
     Team {
         team_id: String,
         team_alias: String,
+    },
+    User {
+        user_id: String,
+    },
+    EndUser {
+        end_user_id: String,
     },
 }
 
@@ -164,19 +171,19 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 200;
 pub const CUSTOM_LABEL_MAX_VALUES: usize = 1000;
 pub const OVERFLOW: &str = "other";
 
-/// Handles of the success path for one label set.
+/// Handles of the success path for one label set (`None`: the family is not made, or a gauge past the cap).
 struct SuccessHandles {
-    proxy_total: Counter,
-    requests: Counter,
-    spend: Counter,
-    total_tokens: Counter,
-    input_tokens: Counter,
-    output_tokens: Counter,
-    total_latency: Histogram,
-    overhead_latency: Histogram,
-    api_latency: Histogram,
-    ttft: Option<Histogram>,
-    per_token: Option<Histogram>,
+    proxy_total: Option<Sid>,
+    requests: Option<Sid>,
+    spend: Option<Sid>,
+    total_tokens: Option<Sid>,
+    input_tokens: Option<Sid>,
+    output_tokens: Option<Sid>,
+    total_latency: Option<Sid>,
+    overhead_latency: Option<Sid>,
+    api_latency: Option<Sid>,
+    ttft: Option<Option<Sid>>,
+    per_token: Option<Option<Sid>>,
 }
 
 /// Admits label values up to a cap; later ones read as `other`.
@@ -203,10 +210,11 @@ impl Bounded {
 /// deployment's `DeploymentLabels` (both shared `Arc`s, compared by address and held, so an address is never
 /// reused while cached), the requested model, the admitted end user and custom values. Every label of the
 /// cached families is a function of these, so a request's lookup hashes two addresses and a few short
-/// strings and allocates nothing; label values are only resolved when a handle is made.
+/// strings and allocates nothing; label values are only resolved when a handle is made. Entries are kept
+/// inline in one table (about 200 bytes per label set).
 struct SeriesCache<V> {
-    map: HashMap<u64, Vec<(Source, V)>>,
-    len: usize,
+    table: hashbrown::HashTable<(u64, Source, V)>,
+    max: usize,
 }
 
 struct Source {
@@ -218,18 +226,27 @@ struct Source {
 }
 
 /// Entries kept before the cache starts over (a key edited many times leaves one entry per version).
-const SERIES_CACHE_MAX: usize = 100_000;
+const SERIES_CACHE_MAX: usize = 200_000;
 
 impl<V> Default for SeriesCache<V> {
     fn default() -> Self {
         SeriesCache {
-            map: HashMap::new(),
-            len: 0,
+            table: hashbrown::HashTable::new(),
+            max: SERIES_CACHE_MAX,
         }
     }
 }
 
 impl<V> SeriesCache<V> {
+    fn clear(&mut self) {
+        self.table = hashbrown::HashTable::new();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
     fn get_or_insert_with(
         &mut self,
         key: &Arc<KeyLabels>,
@@ -247,114 +264,87 @@ impl<V> SeriesCache<V> {
         end_user.hash(&mut h);
         custom.hash(&mut h);
         let hash = h.finish();
-        if self.len >= SERIES_CACHE_MAX && !self.map.contains_key(&hash) {
-            self.map.clear();
-            self.len = 0;
-        }
-        let bucket = self.map.entry(hash).or_default();
-        let found = bucket.iter().position(|(s, _)| {
-            Arc::ptr_eq(&s.key, key)
+        let eq = |(hh, s, _): &(u64, Source, V)| {
+            *hh == hash
+                && Arc::ptr_eq(&s.key, key)
                 && Arc::ptr_eq(&s.dep, dep)
                 && *s.model == **model
                 && *s.end_user == *end_user
                 && *s.custom == *custom
-        });
-        let i = match found {
-            Some(i) => i,
-            None => {
-                let source = Source {
-                    key: key.clone(),
-                    dep: dep.clone(),
-                    model: model.clone(),
-                    end_user: end_user.into(),
-                    custom: custom.into(),
-                };
-                bucket.push((source, make()));
-                self.len += 1;
-                bucket.len() - 1
-            }
         };
-        &mut bucket[i].1
+        if self.table.len() >= self.max && self.table.find(hash, eq).is_none() {
+            self.clear();
+        }
+        let entry = self.table.entry(hash, eq, |e| e.0).or_insert_with(|| {
+            let source = Source {
+                key: key.clone(),
+                dep: dep.clone(),
+                model: model.clone(),
+                end_user: end_user.into(),
+                custom: custom.into(),
+            };
+            (hash, source, make())
+        });
+        &mut entry.into_mut().2
     }
 }
 
-/// The label value a series past `prometheus_max_series_per_metric` gets for every label.
-const OVER_CAP: &str = "other";
+/// Render chunks are about this large: the actor returns to its updates between them.
+pub const RENDER_CHUNK_BYTES: usize = 256 * 1024;
 
-/// Every request-driven series (counters, histograms) made so far, with when (the `_created` samples),
-/// and how many per family: past `llm_settings.prometheus_max_series_per_metric`, a new label set folds
-/// into the family's one `other` series and is counted in `llm_metrics_series_dropped_total`, so no
-/// client can grow memory without bound whatever it sends.
-pub struct SeriesBook {
-    created: HashMap<String, f64>,
-    per_family: HashMap<&'static str, usize>,
-    cap: usize,
-    /// `llm_metrics_series_dropped_total{metric}`.
-    dropped: CounterVec,
+/// The next chunk of the exposition: `cursor: None` begins a scrape. Answers the text and where to go on
+/// from (`None` when the exposition is complete).
+#[derive(Message)]
+#[rtype(result = "(String, Option<Cursor>)")]
+pub struct RenderChunk {
+    pub cursor: Option<Cursor>,
 }
 
-impl SeriesBook {
-    /// The label values to use: `vals` when the series exists or its family has room, else `other`.
-    fn admit<'v>(
-        &mut self,
-        family: &'static str,
-        names: &[String],
-        vals: Vec<&'v str>,
-    ) -> Vec<&'v str> {
-        let key = created_key(family, names, &vals);
-        if self.created.contains_key(&key) {
-            return vals;
-        }
-        let n = self.per_family.entry(family).or_insert(0);
-        if *n < self.cap {
-            *n += 1;
-            self.created.insert(key, now_unix());
-            return vals;
-        }
-        self.dropped.with_label_values(&[family]).inc();
-        let other = vec![OVER_CAP; vals.len()];
-        self.created
-            .entry(created_key(family, names, &other))
-            .or_insert_with(now_unix);
-        other
-    }
+/// Deployments removed from the configuration: their series go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeploymentsRemoved {
+    pub model_ids: Vec<String>,
 }
 
 pub struct MetricsActor {
-    registry: Registry,
+    store: Store,
     fam: Families,
-    created: SeriesBook,
+    /// The store generation the cached handles were resolved in; a removal invalidates them.
+    cached_generation: u64,
     success: SeriesCache<SuccessHandles>,
-    deployment_success: SeriesCache<(Counter, Counter)>,
+    deployment_success: SeriesCache<(Option<Sid>, Option<Sid>)>,
     end_users: Bounded,
     custom: Vec<Bounded>,
     custom_names: Vec<String>,
-    /// Budget gauge handles per key hash or team id, with the shape they were made for.
-    budget_handles: HashMap<String, ((bool, bool), BudgetHandles)>,
+    /// Budget gauge handles per scope id, with the shape they were made for.
+    budget_handles: HashMap<(u8, String), ((bool, bool), BudgetHandles)>,
     /// Remaining model-limit gauges per key hash: (model, requests, tokens).
     model_limit_handles: HashMap<String, Vec<ModelLimitHandles>>,
-    /// `llm_self_latency`, with `prometheus_system`.
-    self_latency: Option<Arc<ServiceMetrics>>,
+    /// The system families (`prometheus_system`) and `llm_self_latency`.
+    system: Option<(Registry, Arc<SystemMetrics>)>,
+    series_ttl: Option<u32>,
+    end_user_ttl: Option<u32>,
+    cleanup_every: std::time::Duration,
 }
 
-type ModelLimitHandles = (Arc<str>, Option<Gauge>, Option<Gauge>);
+type ModelLimitHandles = (Arc<str>, Option<Sid>, Option<Sid>);
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct BudgetHandles {
-    max: Option<Gauge>,
-    remaining: Gauge,
-    hours: Option<Gauge>,
+    max: Option<Sid>,
+    remaining: Option<Sid>,
+    hours: Option<Sid>,
 }
 
 impl Actor for MetricsActor {
     type Context = Context<Self>;
-}
 
-fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.series_ttl.is_some() || self.end_user_ttl.is_some() {
+            ctx.run_interval(self.cleanup_every, |act, _| act.sweep());
+        }
+    }
 }
 
 /// Everything a label value can come from, for one event. `get` answers by label name.
@@ -405,18 +395,39 @@ impl<'a> LabelCtx<'a> {
     }
 }
 
+fn inc(store: &mut Store, s: Option<Sid>, v: f64) {
+    if let Some(s) = s {
+        store.inc(s, v);
+    }
+}
+
+fn set(store: &mut Store, s: Option<Sid>, v: f64) {
+    if let Some(s) = s {
+        store.set(s, v);
+    }
+}
+
+fn observe(store: &mut Store, s: Option<Sid>, v: f64) {
+    if let Some(s) = s {
+        store.observe(s, v);
+    }
+}
+
+fn secs(d: std::time::Duration) -> u32 {
+    d.as_secs().min(u32::MAX as u64 - 1) as u32
+}
+
 impl MetricsActor {
-    /// `system`: the `prometheus_system` families, registered here too when given.
+    /// `system`: the `prometheus_system` families, rendered after the others when given.
     pub fn new(settings: &MetricsSettings, system: Option<Arc<SystemMetrics>>) -> MetricsActor {
-        let registry = Registry::new();
-        let mut fam = Families::register(&registry, settings);
-        if let Some(sys) = &system {
-            fam.add_system(&registry, sys);
-        }
-        let dropped = fam.series_dropped.vec.clone();
+        let mut store = Store::new(settings.max_series_per_family);
+        let mut fam = Families::register(&mut store, settings);
+        let system = system.map(|sys| {
+            let registry = Registry::new();
+            fam.add_system(&registry, &sys);
+            (registry, sys)
+        });
         MetricsActor {
-            self_latency: system.as_ref().map(|s| s.self_.clone()),
-            registry,
             custom: (0..fam.custom_labels)
                 .map(|_| Bounded {
                     seen: HashSet::new(),
@@ -428,13 +439,9 @@ impl MetricsActor {
                 .iter()
                 .map(|c| c.label.clone())
                 .collect(),
+            cached_generation: store.generation(),
+            store,
             fam,
-            created: SeriesBook {
-                created: HashMap::new(),
-                per_family: HashMap::new(),
-                cap: settings.max_series_per_family,
-                dropped,
-            },
             success: SeriesCache::default(),
             deployment_success: SeriesCache::default(),
             end_users: Bounded {
@@ -443,42 +450,138 @@ impl MetricsActor {
             },
             budget_handles: HashMap::new(),
             model_limit_handles: HashMap::new(),
+            system,
+            series_ttl: settings.series_ttl.map(secs),
+            end_user_ttl: settings.end_user_series_ttl.map(secs),
+            cleanup_every: settings.series_cleanup_interval,
         }
     }
 
     /// One finished request, as the `RequestsFinished` handler applies it (for benchmarks and tests).
     pub fn record(&mut self, event: RequestFinished) {
+        self.before_updates();
         self.finish(event);
+    }
+
+    /// About how many heap bytes the series store takes (benchmarks).
+    pub fn store_bytes(&self) -> usize {
+        self.store.heap_bytes()
     }
 
     /// The whole exposition, as `/metrics` serves it (for benchmarks and tests).
     pub fn render_text(&mut self) -> String {
-        render(&self.fam.descs, &self.registry.gather(), &self.created.created)
+        let mut out = String::new();
+        self.render_each(|chunk| out.push_str(chunk));
+        out
     }
 
-    fn counter(created: &mut SeriesBook, f: &Fam<CounterVec>, ctx: &LabelCtx) -> Counter {
-        let vals = created.admit(f.name, &f.labels, ctx.values(&f.labels));
-        f.vec.with_label_values(&vals)
+    /// The exposition a chunk at a time, as `/metrics` streams it (for benchmarks).
+    pub fn render_each(&mut self, mut each: impl FnMut(&str)) {
+        let mut cursor = None;
+        loop {
+            let (text, next) = self.render_chunk(cursor);
+            each(&text);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return,
+            }
+        }
     }
 
-    fn histogram(created: &mut SeriesBook, f: &Fam<HistogramVec>, ctx: &LabelCtx) -> Histogram {
-        let vals = created.admit(f.name, &f.labels, ctx.values(&f.labels));
-        f.vec.with_label_values(&vals)
+    fn render_chunk(&mut self, cursor: Option<Cursor>) -> (String, Option<Cursor>) {
+        let cursor = cursor.unwrap_or_else(|| self.store.begin_render());
+        let mut out = String::with_capacity(RENDER_CHUNK_BYTES + 4096);
+        let next = self
+            .store
+            .render_chunk(cursor, &mut out, RENDER_CHUNK_BYTES);
+        if next.is_none() {
+            if let Some((registry, _)) = &self.system {
+                render(&self.fam.system_descs, &registry.gather(), &mut out);
+            }
+        }
+        (out, next)
     }
 
-    fn gauge(f: &Fam<GaugeVec>, ctx: &LabelCtx) -> Gauge {
-        f.vec.with_label_values(&ctx.values(&f.labels))
+    /// Reads the clock for the updates that follow, and drops cached handles a removal made stale.
+    fn before_updates(&mut self) {
+        self.store.tick();
+        if self.store.generation() != self.cached_generation {
+            self.success.clear();
+            self.deployment_success.clear();
+            self.budget_handles.clear();
+            self.model_limit_handles.clear();
+            self.cached_generation = self.store.generation();
+        }
+    }
+
+    /// The families whose series come from requests (what `prometheus_metrics_ttl_seconds` applies to):
+    /// all but the deployment states, the budget gauges and the dropped-series counter.
+    fn request_families(&self) -> Vec<FamId> {
+        let f = &self.fam;
+        let kept = [
+            &f.deployment_state,
+            &f.series_dropped,
+            &f.team_max_budget,
+            &f.team_remaining_budget,
+            &f.team_remaining_hours,
+            &f.key_max_budget,
+            &f.key_remaining_budget,
+            &f.key_remaining_hours,
+            &f.user_max_budget,
+            &f.user_remaining_budget,
+            &f.user_remaining_hours,
+            &f.customer_max_budget,
+            &f.customer_remaining_budget,
+            &f.customer_remaining_hours,
+        ]
+        .map(|f| f.id);
+        f.all()
+            .into_iter()
+            .filter_map(|f| f.id)
+            .filter(|id| !kept.contains(&Some(*id)))
+            .collect()
+    }
+
+    /// Removes idle series: request-driven ones after `prometheus_metrics_ttl_seconds`, those with an end
+    /// user after `prometheus_end_user_metrics_ttl_seconds`; end users left in no series are forgotten, so
+    /// the end-user cap counts active ones.
+    fn sweep(&mut self) {
+        let fams = self.request_families();
+        let mut removed = 0;
+        if let Some(ttl) = self.series_ttl {
+            removed += self.store.sweep(&fams, ttl, None);
+        }
+        if let Some(ttl) = self.end_user_ttl {
+            let n = self.store.sweep(&fams, ttl, Some("end_user"));
+            removed += n;
+            if n > 0 {
+                let mut seen = HashSet::new();
+                self.store.values_of(&fams, "end_user", |v| {
+                    if !v.is_empty() && v != OVERFLOW {
+                        seen.insert(v.to_owned());
+                    }
+                });
+                self.end_users.seen = seen;
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "idle metric series removed");
+        }
+    }
+
+    fn counter(store: &mut Store, f: &Fam, ctx: &LabelCtx) -> Option<Sid> {
+        store.series(f.id?, &ctx.values(&f.labels))
     }
 
     fn finish(&mut self, msg: RequestFinished) {
-        let now = now_unix() * 1000.0;
+        let now = crate::store::now_ms() as f64;
         if let Some(k) = &msg.key_entry {
             let labels = || BudgetScope::Key {
                 hashed_api_key: k.rec.token.clone(),
                 api_key_alias: k.rec.key_alias.clone().unwrap_or_default(),
             };
             self.set_budget(
-                &k.rec.token,
+                (0, &k.rec.token),
                 labels,
                 k.rec.max_budget,
                 k.ledger.spend_micros(),
@@ -495,11 +598,41 @@ impl MetricsActor {
                 team_alias: t.rec.team_alias.clone().unwrap_or_default(),
             };
             self.set_budget(
-                &t.rec.team_id,
+                (1, &t.rec.team_id),
                 labels,
                 t.rec.max_budget,
                 t.ledger.spend_micros(),
                 t.ledger.reset_at(),
+                now,
+            );
+        }
+        if let Some(u) = &msg.user_entry {
+            let labels = || BudgetScope::User {
+                user_id: u.rec.user_id.clone(),
+            };
+            self.set_budget(
+                (2, &u.rec.user_id),
+                labels,
+                u.rec.max_budget,
+                u.ledger.spend_micros(),
+                u.ledger.reset_at(),
+                now,
+            );
+        }
+        if let Some(e) = msg
+            .end_user_entry
+            .as_ref()
+            .filter(|e| e.rec.max_budget.is_some())
+        {
+            let labels = || BudgetScope::EndUser {
+                end_user_id: e.rec.user_id.clone(),
+            };
+            self.set_budget(
+                (3, &e.rec.user_id),
+                labels,
+                e.rec.max_budget,
+                e.ledger.spend_micros(),
+                e.ledger.reset_at(),
                 now,
             );
         }
@@ -524,7 +657,7 @@ impl MetricsActor {
             class: "",
             fallback_model: "",
         };
-        let (fam, created) = (&self.fam, &mut self.created);
+        let (fam, store) = (&self.fam, &mut self.store);
 
         for f in &msg.fallbacks {
             let status = f.cause.0.to_string();
@@ -539,7 +672,8 @@ impl MetricsActor {
             } else {
                 &fam.failed_fallbacks
             };
-            Self::counter(created, family, &ctx).inc();
+            let s = Self::counter(store, family, &ctx);
+            inc(store, s, 1.0);
         }
 
         // Upstream attempts: deployment-level counters and the provider's remaining-limit headers.
@@ -549,23 +683,25 @@ impl MetricsActor {
                 Ok(()) => {
                     let ctx = LabelCtx {
                         dep: Some(d),
+                        end_user: "",
                         ..base
                     };
-                    let (ok, total) = self.deployment_success.get_or_insert_with(
+                    // The deployment families have no end_user label: one entry per key, not per end user.
+                    let (ok, total) = *self.deployment_success.get_or_insert_with(
                         &msg.key,
                         &a.deployment,
                         &msg.requested_model,
-                        end_user,
+                        "",
                         &custom,
                         || {
                             (
-                                Self::counter(created, &fam.deployment_success, &ctx),
-                                Self::counter(created, &fam.deployment_total, &ctx),
+                                Self::counter(store, &fam.deployment_success, &ctx),
+                                Self::counter(store, &fam.deployment_total, &ctx),
                             )
                         },
                     );
-                    ok.inc();
-                    total.inc();
+                    inc(store, ok, 1.0);
+                    inc(store, total, 1.0);
                 }
                 Err((status, class)) => {
                     let status = status.to_string();
@@ -575,9 +711,14 @@ impl MetricsActor {
                         class,
                         ..base
                     };
-                    Self::counter(created, &fam.deployment_failure, &ctx).inc();
-                    Self::counter(created, &fam.deployment_total, &ctx).inc();
-                    Self::counter(created, &fam.api_failed_requests_deprecated, &ctx).inc();
+                    for f in [
+                        &fam.deployment_failure,
+                        &fam.deployment_total,
+                        &fam.api_failed_requests_deprecated,
+                    ] {
+                        let s = Self::counter(store, f, &ctx);
+                        inc(store, s, 1.0);
+                    }
                 }
             }
             let ctx = LabelCtx {
@@ -585,10 +726,12 @@ impl MetricsActor {
                 ..base
             };
             if let Some(v) = a.remaining_requests {
-                Self::gauge(&fam.remaining_requests, &ctx).set(v);
+                let s = Self::counter(store, &fam.remaining_requests, &ctx);
+                set(store, s, v);
             }
             if let Some(v) = a.remaining_tokens {
-                Self::gauge(&fam.remaining_tokens, &ctx).set(v);
+                let s = Self::counter(store, &fam.remaining_tokens, &ctx);
+                set(store, s, v);
             }
         }
 
@@ -603,8 +746,10 @@ impl MetricsActor {
                     class: &exception_class,
                     ..base
                 };
-                Self::counter(created, &fam.proxy_failed_requests, &ctx).inc();
-                Self::counter(created, &fam.proxy_total_requests, &ctx).inc();
+                for f in [&fam.proxy_failed_requests, &fam.proxy_total_requests] {
+                    let s = Self::counter(store, f, &ctx);
+                    inc(store, s, 1.0);
+                }
             }
             Outcome::Success {
                 deployment,
@@ -626,46 +771,48 @@ impl MetricsActor {
                     end_user,
                     &custom,
                     || SuccessHandles {
-                        proxy_total: Self::counter(created, &fam.proxy_total_requests, &ctx),
-                        requests: Self::counter(created, &fam.requests_deprecated, &ctx),
-                        spend: Self::counter(created, &fam.spend, &ctx),
-                        total_tokens: Self::counter(created, &fam.total_tokens, &ctx),
-                        input_tokens: Self::counter(created, &fam.input_tokens, &ctx),
-                        output_tokens: Self::counter(created, &fam.output_tokens, &ctx),
-                        total_latency: Self::histogram(created, &fam.request_total_latency, &ctx),
-                        overhead_latency: Self::histogram(created, &fam.overhead_latency, &ctx),
-                        api_latency: Self::histogram(created, &fam.api_latency, &ctx),
+                        proxy_total: Self::counter(store, &fam.proxy_total_requests, &ctx),
+                        requests: Self::counter(store, &fam.requests_deprecated, &ctx),
+                        spend: Self::counter(store, &fam.spend, &ctx),
+                        total_tokens: Self::counter(store, &fam.total_tokens, &ctx),
+                        input_tokens: Self::counter(store, &fam.input_tokens, &ctx),
+                        output_tokens: Self::counter(store, &fam.output_tokens, &ctx),
+                        total_latency: Self::counter(store, &fam.request_total_latency, &ctx),
+                        overhead_latency: Self::counter(store, &fam.overhead_latency, &ctx),
+                        api_latency: Self::counter(store, &fam.api_latency, &ctx),
                         ttft: None,
                         per_token: None,
                     },
                 );
-                h.proxy_total.inc();
-                h.requests.inc();
-                h.spend.inc_by(cost.max(0.0));
-                h.total_tokens.inc_by(usage.total_tokens as f64);
-                h.input_tokens.inc_by(usage.prompt_tokens as f64);
-                h.output_tokens.inc_by(usage.completion_tokens as f64);
-                h.total_latency.observe(total_latency);
-                if let Some(s) = &self.self_latency {
-                    s.ok(std::time::Duration::from_secs_f64(api_latency.max(0.0)));
+                inc(store, h.proxy_total, 1.0);
+                inc(store, h.requests, 1.0);
+                inc(store, h.spend, cost.max(0.0));
+                inc(store, h.total_tokens, usage.total_tokens as f64);
+                inc(store, h.input_tokens, usage.prompt_tokens as f64);
+                inc(store, h.output_tokens, usage.completion_tokens as f64);
+                observe(store, h.total_latency, total_latency);
+                if let Some((_, s)) = &self.system {
+                    s.self_
+                        .ok(std::time::Duration::from_secs_f64(api_latency.max(0.0)));
                 }
-                h.api_latency.observe(api_latency);
-                h.overhead_latency
-                    .observe((total_latency - api_latency).max(0.0));
-                // Created on first use so that a label set never streamed has no empty TTFT series.
+                observe(store, h.api_latency, api_latency);
+                observe(
+                    store,
+                    h.overhead_latency,
+                    (total_latency - api_latency).max(0.0),
+                );
+                // Made on first use so that a label set never streamed has no empty TTFT series.
                 if let Some(t) = time_to_first_token {
-                    h.ttft
-                        .get_or_insert_with(|| {
-                            Self::histogram(created, &fam.time_to_first_token, &ctx)
-                        })
-                        .observe(t);
+                    let s = *h.ttft.get_or_insert_with(|| {
+                        Self::counter(store, &fam.time_to_first_token, &ctx)
+                    });
+                    observe(store, s, t);
                 }
                 if usage.completion_tokens > 0 {
-                    h.per_token
-                        .get_or_insert_with(|| {
-                            Self::histogram(created, &fam.latency_per_output_token, &ctx)
-                        })
-                        .observe(api_latency / usage.completion_tokens as f64);
+                    let s = *h.per_token.get_or_insert_with(|| {
+                        Self::counter(store, &fam.latency_per_output_token, &ctx)
+                    });
+                    observe(store, s, api_latency / usage.completion_tokens as f64);
                 }
             }
         }
@@ -676,6 +823,7 @@ impl Handler<RequestsFinished> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: RequestsFinished, _: &mut Context<Self>) {
+        self.before_updates();
         for event in msg.0 {
             self.finish(event);
         }
@@ -686,6 +834,7 @@ impl Handler<DeploymentStateChanged> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeploymentStateChanged, _: &mut Context<Self>) {
+        self.before_updates();
         let key = KeyLabels::default();
         let ctx = LabelCtx {
             end_user: "",
@@ -698,20 +847,51 @@ impl Handler<DeploymentStateChanged> for MetricsActor {
             class: "",
             fallback_model: "",
         };
-        Self::gauge(&self.fam.deployment_state, &ctx).set(msg.state as i32 as f64);
-        if let Some(status) = msg.cooled_down {
+        let s = Self::counter(&mut self.store, &self.fam.deployment_state, &ctx);
+        set(&mut self.store, s, msg.state as i32 as f64);
+        if let Some((status, values)) = msg.cooled_down {
             let status = status.to_string();
+            let custom: Vec<String> = (0..self.custom.len())
+                .map(|i| match values.get(i) {
+                    Some(v) => self.custom[i].admit(v).to_owned(),
+                    None => String::new(),
+                })
+                .collect();
             let ctx = LabelCtx {
                 status: &status,
+                custom_names: &self.custom_names,
+                custom: &custom,
                 ..ctx
             };
-            Self::counter(&mut self.created, &self.fam.deployment_cooled_down, &ctx).inc();
+            let s = Self::counter(&mut self.store, &self.fam.deployment_cooled_down, &ctx);
+            inc(&mut self.store, s, 1.0);
         }
     }
 }
 
+impl Handler<DeploymentsRemoved> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeploymentsRemoved, _: &mut Context<Self>) {
+        for id in &msg.model_ids {
+            self.store.remove_matching("model_id", id, &[]);
+        }
+        self.before_updates();
+    }
+}
+
 impl MetricsActor {
-    fn budget_values<'a>(f: &Fam<GaugeVec>, scope: &'a BudgetScope) -> Vec<&'a str> {
+    /// The label name and value of a scope's id.
+    fn scope_id(scope: &BudgetScope) -> (u8, &str) {
+        match scope {
+            BudgetScope::Key { hashed_api_key, .. } => (0, hashed_api_key),
+            BudgetScope::Team { team_id, .. } => (1, team_id),
+            BudgetScope::User { user_id } => (2, user_id),
+            BudgetScope::EndUser { end_user_id } => (3, end_user_id),
+        }
+    }
+
+    fn budget_values<'a>(f: &Fam, scope: &'a BudgetScope) -> Vec<&'a str> {
         f.labels
             .iter()
             .map(|n| match (scope, n.as_str()) {
@@ -721,32 +901,45 @@ impl MetricsActor {
                 (BudgetScope::Key { api_key_alias, .. }, "api_key_alias") => api_key_alias.as_str(),
                 (BudgetScope::Team { team_id, .. }, "team_id") => team_id.as_str(),
                 (BudgetScope::Team { team_alias, .. }, "team_alias") => team_alias.as_str(),
+                (BudgetScope::User { user_id }, "user") => user_id.as_str(),
+                (BudgetScope::EndUser { end_user_id }, "end_user") => end_user_id.as_str(),
                 _ => "",
             })
             .collect()
     }
 
-    fn budget_families(&self, scope: &BudgetScope) -> [&Fam<GaugeVec>; 3] {
+    fn budget_families(&self, scope: &BudgetScope) -> [&Fam; 3] {
+        let f = &self.fam;
         match scope {
             BudgetScope::Key { .. } => [
-                &self.fam.key_max_budget,
-                &self.fam.key_remaining_budget,
-                &self.fam.key_remaining_hours,
+                &f.key_max_budget,
+                &f.key_remaining_budget,
+                &f.key_remaining_hours,
             ],
             BudgetScope::Team { .. } => [
-                &self.fam.team_max_budget,
-                &self.fam.team_remaining_budget,
-                &self.fam.team_remaining_hours,
+                &f.team_max_budget,
+                &f.team_remaining_budget,
+                &f.team_remaining_hours,
+            ],
+            BudgetScope::User { .. } => [
+                &f.user_max_budget,
+                &f.user_remaining_budget,
+                &f.user_remaining_hours,
+            ],
+            BudgetScope::EndUser { .. } => [
+                &f.customer_max_budget,
+                &f.customer_remaining_budget,
+                &f.customer_remaining_hours,
             ],
         }
     }
 
     /// Max (when set), remaining (`+Inf` without a max, negative when overspent) and hours to reset of one
-    /// key or team. Handles are cached by id and shape (max set or not, reset time set or not), so a
-    /// request's update is a map lookup by `&str` and three atomic stores.
+    /// key, team, user or end user. Handles are cached by id and shape (max set or not, reset time set or
+    /// not), so a request's update is a map lookup and three stores.
     fn set_budget(
         &mut self,
-        id: &str,
+        id: (u8, &str),
         labels: impl FnOnce() -> BudgetScope,
         max_budget: Option<f64>,
         spend_micros: i64,
@@ -754,57 +947,61 @@ impl MetricsActor {
         now_ms: f64,
     ) {
         let shape = (max_budget.is_some(), reset_at_ms.is_some());
-        let handles = match self.budget_handles.get(id).filter(|h| h.0 == shape) {
-            Some(h) => &h.1,
+        let cache_key = (id.0, id.1.to_owned());
+        let handles = match self.budget_handles.get(&cache_key).filter(|h| h.0 == shape) {
+            Some(h) => h.1,
             None => {
                 let scope = labels();
-                let [max, remaining, hours] = self.budget_families(&scope);
-                let v = Self::budget_values(max, &scope);
-                let h = BudgetHandles {
-                    max: if shape.0 {
-                        Some(max.vec.with_label_values(&v))
+                let [max, remaining, hours] = self.budget_families(&scope).map(Fam::clone);
+                let v = Self::budget_values(&max, &scope);
+                let mut gauge = |f: &Fam, keep: bool| -> Option<Sid> {
+                    let id = f.id?;
+                    if keep {
+                        self.store.series(id, &v)
                     } else {
-                        let _ = max.vec.remove_label_values(&v);
+                        self.store.remove(id, &v);
                         None
-                    },
-                    remaining: remaining.vec.with_label_values(&v),
-                    hours: if shape.1 {
-                        Some(hours.vec.with_label_values(&v))
-                    } else {
-                        let _ = hours.vec.remove_label_values(&v);
-                        None
-                    },
+                    }
                 };
-                self.budget_handles.insert(id.to_owned(), (shape, h));
-                &self.budget_handles[id].1
+                let h = BudgetHandles {
+                    max: gauge(&max, shape.0),
+                    remaining: gauge(&remaining, true),
+                    hours: gauge(&hours, shape.1),
+                };
+                // A removal above may have moved the generation: cached handles of other series stay valid
+                // (series never move), so only this scope's are replaced.
+                self.cached_generation = self.store.generation();
+                self.budget_handles.insert(cache_key, (shape, h));
+                h
             }
         };
-        match (max_budget, &handles.max) {
-            (Some(m), Some(h)) => {
-                h.set(m);
+        let store = &mut self.store;
+        match (max_budget, handles.max) {
+            (Some(m), max) => {
+                set(store, max, m);
                 // In micro-dollars, so 0.1 - 0.024 reads 0.076, not 0.07600000000000001.
-                handles
-                    .remaining
-                    .set(crate::store::usd(crate::store::micros(m) - spend_micros));
+                set(
+                    store,
+                    handles.remaining,
+                    crate::store::usd(crate::store::micros(m) - spend_micros),
+                );
             }
-            _ => handles.remaining.set(f64::INFINITY),
+            (None, _) => set(store, handles.remaining, f64::INFINITY),
         }
-        if let (Some(at), Some(h)) = (reset_at_ms, &handles.hours) {
-            h.set((at as f64 - now_ms) / 3_600_000.0);
+        if let Some(at) = reset_at_ms {
+            set(store, handles.hours, (at as f64 - now_ms) / 3_600_000.0);
         }
     }
 
     /// Budget changes from the management API or a reset: labels may have changed, so handles are rebuilt.
     fn set_budgets(&mut self, gauges: &[BudgetGauge]) {
-        let now = now_unix() * 1000.0;
+        let now = crate::store::now_ms() as f64;
         for g in gauges {
-            let id = match &g.scope {
-                BudgetScope::Key { hashed_api_key, .. } => hashed_api_key.clone(),
-                BudgetScope::Team { team_id, .. } => team_id.clone(),
-            };
-            self.budget_handles.remove(&id);
+            let (kind, id) = Self::scope_id(&g.scope);
+            let id = id.to_owned();
+            self.budget_handles.remove(&(kind, id.clone()));
             self.set_budget(
-                &id,
+                (kind, &id),
                 || g.scope.clone(),
                 g.max_budget,
                 crate::store::micros(g.spend),
@@ -819,13 +1016,10 @@ impl MetricsActor {
         let minute = crate::accounts::current_minute(crate::store::now_ms());
         let rpm = k.rec.model_rpm_limit.get(&**model).copied();
         let tpm = k.rec.model_tpm_limit.get(&**model).copied();
-        if !self.model_limit_handles.contains_key(&k.rec.token) {
-            self.model_limit_handles
-                .insert(k.rec.token.clone(), Vec::new());
-        }
-        let Some(per_key) = self.model_limit_handles.get_mut(&k.rec.token) else {
-            return;
-        };
+        let per_key = self
+            .model_limit_handles
+            .entry(k.rec.token.clone())
+            .or_default();
         let slot = match per_key.iter().position(|(m, _, _)| m == model) {
             Some(i) => i,
             None => {
@@ -834,48 +1028,68 @@ impl MetricsActor {
                     k.rec.key_alias.as_deref().unwrap_or(""),
                     &**model,
                 ];
-                let names = &self.fam.key_remaining_requests_for_model.labels;
-                let vals: Vec<&str> = names
-                    .iter()
-                    .map(|n| match n.as_str() {
-                        "hashed_api_key" => v[0],
-                        "api_key_alias" => v[1],
-                        _ => v[2],
-                    })
-                    .collect();
-                let r = rpm.map(|_| {
-                    self.fam
-                        .key_remaining_requests_for_model
-                        .vec
-                        .with_label_values(&vals)
-                });
-                let t = tpm.map(|_| {
-                    self.fam
-                        .key_remaining_tokens_for_model
-                        .vec
-                        .with_label_values(&vals)
-                });
+                let mut gauge = |f: &Fam, on: bool| -> Option<Sid> {
+                    let vals: Vec<&str> = f
+                        .labels
+                        .iter()
+                        .map(|n| match n.as_str() {
+                            "hashed_api_key" => v[0],
+                            "api_key_alias" => v[1],
+                            _ => v[2],
+                        })
+                        .collect();
+                    if on {
+                        self.store.series(f.id?, &vals)
+                    } else {
+                        None
+                    }
+                };
+                let r = gauge(&self.fam.key_remaining_requests_for_model, rpm.is_some());
+                let t = gauge(&self.fam.key_remaining_tokens_for_model, tpm.is_some());
                 per_key.push((model.clone(), r, t));
                 per_key.len() - 1
             }
         };
-        let (_, r, t) = &per_key[slot];
-        if let (Some(g), Some(l)) = (r, rpm) {
-            g.set(l.saturating_sub(limits.requests_used(minute)) as f64);
+        let (_, r, t) = per_key[slot].clone();
+        if let Some(l) = rpm {
+            set(
+                &mut self.store,
+                r,
+                l.saturating_sub(limits.requests_used(minute)) as f64,
+            );
         }
-        if let (Some(g), Some(l)) = (t, tpm) {
-            g.set(l.saturating_sub(limits.tokens_used(minute)) as f64);
+        if let Some(l) = tpm {
+            set(
+                &mut self.store,
+                t,
+                l.saturating_sub(limits.tokens_used(minute)) as f64,
+            );
         }
     }
 
+    /// Entities deleted: their budget gauges go, and every series that names them (a deleted key's
+    /// request counters, a deleted team's), so nothing about them is kept forever.
     fn remove_budgets(&mut self, scopes: &[BudgetScope]) {
-        self.budget_handles.clear();
-        self.model_limit_handles.clear();
         for s in scopes {
-            for f in self.budget_families(s) {
-                let _ = f.vec.remove_label_values(&Self::budget_values(f, s));
+            for f in self.budget_families(s).map(Fam::clone) {
+                if let Some(id) = f.id {
+                    self.store.remove(id, &Self::budget_values(&f, s));
+                }
+            }
+            match s {
+                BudgetScope::Key { hashed_api_key, .. } => {
+                    self.store
+                        .remove_matching("hashed_api_key", hashed_api_key, &[]);
+                }
+                BudgetScope::Team { team_id, .. } => {
+                    self.store.remove_matching("team", team_id, &[]);
+                }
+                // Users and end users are labels of request series that keys and callers share; their
+                // request series age out with the TTLs instead.
+                BudgetScope::User { .. } | BudgetScope::EndUser { .. } => {}
             }
         }
+        self.before_updates();
     }
 }
 
@@ -883,20 +1097,17 @@ impl Handler<BudgetsChanged> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: BudgetsChanged, _: &mut Context<Self>) {
+        self.before_updates();
         self.set_budgets(&msg.gauges);
         self.remove_budgets(&msg.removed);
     }
 }
 
-impl Handler<Render> for MetricsActor {
-    type Result = String;
+impl Handler<RenderChunk> for MetricsActor {
+    type Result = MessageResult<RenderChunk>;
 
-    fn handle(&mut self, _: Render, _: &mut Context<Self>) -> String {
-        render(
-            &self.fam.descs,
-            &self.registry.gather(),
-            &self.created.created,
-        )
+    fn handle(&mut self, msg: RenderChunk, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.render_chunk(msg.cursor))
     }
 }
 
@@ -942,8 +1153,8 @@ mod tests {
         assert_eq!(get(&mut cache, &k1, &d1, "other", ""), 4);
         assert_eq!(get(&mut cache, &k1, &d1, &model, "customer"), 5);
         assert_eq!(get(&mut cache, &k1, &d1, &model, "customer"), 5);
-        assert_eq!(cache.len, 5);
-        cache.len = SERIES_CACHE_MAX;
+        assert_eq!(cache.len(), 5);
+        cache.max = 5;
         assert_eq!(
             get(&mut cache, &k1, &d1, &model, ""),
             1,
@@ -954,7 +1165,7 @@ mod tests {
             6,
             "a miss at the cap starts over"
         );
-        assert_eq!(cache.len, 1);
+        assert_eq!(cache.len(), 1);
         assert_eq!(get(&mut cache, &k1, &d1, &model, ""), 7);
     }
 }

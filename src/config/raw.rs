@@ -77,7 +77,13 @@ pub struct RawLlmSettings {
     pub prometheus_end_user_metrics_max_series_per_metric: Option<usize>,
     #[serde(default)]
     pub prometheus_exclude_labels: Vec<String>,
+    /// LiteLLM's name for the same setting is accepted too.
+    #[serde(alias = "prometheus_metrics_max_series_per_metric")]
     pub prometheus_max_series_per_metric: Option<usize>,
+    pub prometheus_metrics_config: Option<Vec<RawMetricsGroup>>,
+    pub prometheus_metrics_ttl_seconds: Option<u64>,
+    pub prometheus_end_user_metrics_ttl_seconds: Option<u64>,
+    pub prometheus_metrics_cleanup_interval_seconds: Option<u64>,
     pub num_retries: Option<u32>,
     /// Seconds.
     pub request_timeout: Option<f64>,
@@ -85,6 +91,16 @@ pub struct RawLlmSettings {
     /// Kept for later issues; listed at startup as "not implemented yet".
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
+}
+
+/// One group of `llm_settings.prometheus_metrics_config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetricsGroup {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub metrics: Vec<String>,
+    pub include_labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

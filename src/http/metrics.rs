@@ -1,14 +1,16 @@
 //! `GET /metrics` (and `/metrics/`, no redirect): the Prometheus text exposition, rendered by the metrics
-//! actor. With `require_auth_for_metrics_endpoint: true` the caller must present a valid key; with
+//! actor and streamed a chunk at a time. With `require_auth_for_metrics_endpoint: true` the caller must present a valid key; with
 //! `general_settings.metrics_require_master_key: true`, the master key. A scraper that accepts gzip (as
 //! Prometheus does) gets the exposition gzipped, compressed on the blocking pool, not on the worker that
 //! serves requests.
 
 use super::{auth, AppState};
-use crate::actors::metrics::Render;
+use crate::actors::metrics::{Cursor, MetricsActor, RenderChunk};
 use crate::error::ApiError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use std::io::Write;
 
 pub async fn render(
@@ -35,28 +37,95 @@ pub async fn render(
             ))
         })?;
     }
-    let text = metrics
-        .send(Render)
-        .await
-        .map_err(|e| ApiError::internal(format!("metrics actor unavailable: {e}")))?;
     let gzip = req
         .headers()
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_gzip);
+    let mut scrape = Scrape {
+        addr: metrics.clone(),
+        cursor: None,
+        done: false,
+        gz: gzip.then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())),
+    };
+    // The first chunk before the status line, so that an actor that is gone is a 500, not a cut body.
+    let first = scrape
+        .next_bytes()
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot render the metrics: {e}")))?;
     let mut resp = HttpResponse::Ok();
     resp.content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header((header::VARY, "Accept-Encoding"));
-    if !gzip {
-        return Ok(resp.body(text));
+    if gzip {
+        resp.insert_header((header::CONTENT_ENCODING, "gzip"));
     }
-    let body = web::block(move || gzip_bytes(text.as_bytes()))
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot compress the metrics: {e}")))?
-        .map_err(|e| ApiError::internal(format!("cannot compress the metrics: {e}")))?;
-    Ok(resp
-        .insert_header((header::CONTENT_ENCODING, "gzip"))
-        .body(body))
+    if scrape.done {
+        return Ok(resp.body(first));
+    }
+    let rest = futures_util::stream::unfold(scrape, |mut scrape| async move {
+        if scrape.done {
+            return None;
+        }
+        match scrape.next_bytes().await {
+            Ok(b) => Some((Ok::<_, actix_web::Error>(b), scrape)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a /metrics scrape was cut");
+                scrape.done = true;
+                Some((Err(actix_web::error::ErrorInternalServerError(e)), scrape))
+            }
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    Ok(resp.streaming(body))
+}
+
+/// One scrape in progress: the exposition comes from the metrics actor a chunk at a time (the actor goes
+/// back to its updates in between) and, for a scraper that accepts it, is gzipped on the blocking pool, so
+/// neither a worker that serves requests nor the whole exposition's memory is held at once.
+struct Scrape {
+    addr: actix::Addr<MetricsActor>,
+    cursor: Option<Cursor>,
+    done: bool,
+    gz: Option<flate2::write::GzEncoder<Vec<u8>>>,
+}
+
+impl Scrape {
+    /// The next non-empty piece of the body (empty only at the end).
+    async fn next_bytes(&mut self) -> Result<Bytes, String> {
+        loop {
+            let (text, next) = self
+                .addr
+                .send(RenderChunk {
+                    cursor: self.cursor.take(),
+                })
+                .await
+                .map_err(|e| format!("metrics actor unavailable: {e}"))?;
+            self.cursor = next;
+            self.done = next.is_none();
+            let bytes = match self.gz.take() {
+                None => Bytes::from(text),
+                Some(mut enc) => {
+                    let last = self.done;
+                    let (out, enc) = web::block(move || -> std::io::Result<_> {
+                        enc.write_all(text.as_bytes())?;
+                        if last {
+                            Ok((enc.finish()?, None))
+                        } else {
+                            Ok((std::mem::take(enc.get_mut()), Some(enc)))
+                        }
+                    })
+                    .await
+                    .map_err(|e| format!("cannot compress the metrics: {e}"))?
+                    .map_err(|e| format!("cannot compress the metrics: {e}"))?;
+                    self.gz = enc;
+                    Bytes::from(out)
+                }
+            };
+            if !bytes.is_empty() || self.done {
+                return Ok(bytes);
+            }
+        }
+    }
 }
 
 /// Whether an `Accept-Encoding` value accepts gzip (listed, or `*`, without `q=0`).
@@ -72,16 +141,6 @@ fn accepts_gzip(value: &str) -> bool {
         });
         (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
     })
-}
-
-/// The fast gzip level: scrapes are large and frequent, and most of the gain is in the first level.
-fn gzip_bytes(text: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(text.len() / 8),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(text)?;
-    enc.finish()
 }
 
 #[cfg(test)]

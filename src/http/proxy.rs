@@ -120,7 +120,8 @@ impl Pending {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let (mut key_entry, mut team_entry, mut model_limits) = (None, None, None);
+        let (mut key_entry, mut team_entry, mut user_entry, mut model_limits) =
+            (None, None, None, None);
         // The caller and its windows move into the metrics event: nothing else needs them now.
         if let Some(caller) = self.caller.take() {
             if let (Some(adm), Some((usage, cost))) = (&self.admission, self.charge(&outcome)) {
@@ -140,6 +141,7 @@ impl Pending {
             }
             key_entry = caller.key;
             team_entry = caller.team;
+            user_entry = caller.user;
             model_limits = self.admission.as_mut().and_then(|a| a.model_limits.take());
         }
         if self.admission.is_some() {
@@ -161,6 +163,8 @@ impl Pending {
                 outcome,
                 key_entry,
                 team_entry,
+                user_entry,
+                end_user_entry: self.end_user_entry.take(),
                 model_limits,
                 fallbacks: std::mem::take(&mut self.fallbacks),
             };
@@ -250,6 +254,12 @@ impl Pending {
             latency,
             remaining_requests: remaining.0,
             remaining_tokens: remaining.1,
+            // Only a cooldown's counter carries the request's custom labels.
+            custom: if cooldown.is_some() {
+                self.custom.clone()
+            } else {
+                Vec::new()
+            },
             cooldown,
             recovered,
         };

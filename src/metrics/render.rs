@@ -1,68 +1,34 @@
-//! Prometheus text exposition (format 0.0.4) in the layout of the reference's client library: counters are
-//! exposed as `<name>_total`, and each counter and histogram series also gets a `<name>_created` sample (the
-//! unix time the series was created), printed as its own gauge family. Families that have no series yet
-//! still print their HELP and TYPE lines.
+//! Prometheus text exposition (format 0.0.4) in the layout of the reference's client library, for the
+//! families kept on a `prometheus` registry (the system-health ones; the others are rendered by the series
+//! store): counters are exposed as `<name>_total`; families that have no series yet still print their HELP
+//! and TYPE lines. And the float format every sample uses.
 
 use super::families::{FamilyDesc, Kind};
 use prometheus::proto::{Metric, MetricFamily};
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// The key under which a series' creation time is kept: the family name and the label values in the order
-/// of their sorted label names (the order the registry reports them in).
-pub fn created_key(family: &str, names: &[String], values: &[&str]) -> String {
-    let mut pairs: Vec<(&str, &str)> = names
-        .iter()
-        .map(String::as_str)
-        .zip(values.iter().copied())
-        .collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut key = String::with_capacity(family.len() + 64);
-    key.push_str(family);
-    for (_, v) in pairs {
-        key.push('\u{1}');
-        key.push_str(v);
-    }
-    key
-}
-
-fn key_of(family: &str, m: &Metric) -> String {
-    let mut key = String::with_capacity(family.len() + 64);
-    key.push_str(family);
-    for l in m.get_label() {
-        key.push('\u{1}');
-        key.push_str(l.value());
-    }
-    key
-}
-
-/// Renders every described family, in description order.
-pub fn render(
-    descs: &[FamilyDesc],
-    gathered: &[MetricFamily],
-    created: &HashMap<String, f64>,
-) -> String {
+/// Renders every described family of a `prometheus` registry (the system families), in description order.
+pub fn render(descs: &[FamilyDesc], gathered: &[MetricFamily], out: &mut String) {
     let by_name: HashMap<&str, &MetricFamily> = gathered.iter().map(|mf| (mf.name(), mf)).collect();
-    let mut out = String::with_capacity(16 * 1024);
     for d in descs {
         let metrics: &[Metric] = by_name.get(d.name).map(|mf| mf.get_metric()).unwrap_or(&[]);
         match d.kind {
             Kind::Counter => {
                 let exposed = format!("{}_total", d.name);
-                header(&mut out, &exposed, d.help, "counter");
+                header(out, &exposed, d.help, "counter");
                 for m in metrics {
-                    sample(&mut out, &exposed, m, None, m.get_counter().get_value());
+                    sample(out, &exposed, m, None, m.get_counter().get_value());
                 }
-                created_family(&mut out, d, metrics, created);
             }
             Kind::Gauge => {
-                header(&mut out, d.name, d.help, "gauge");
+                header(out, d.name, d.help, "gauge");
                 for m in metrics {
-                    sample(&mut out, d.name, m, None, m.get_gauge().get_value());
+                    sample(out, d.name, m, None, m.get_gauge().get_value());
                 }
             }
             Kind::Histogram => {
-                header(&mut out, d.name, d.help, "histogram");
+                header(out, d.name, d.help, "histogram");
                 let bucket = format!("{}_bucket", d.name);
                 let count = format!("{}_count", d.name);
                 let sum = format!("{}_sum", d.name);
@@ -70,36 +36,13 @@ pub fn render(
                     let h = m.get_histogram();
                     for b in h.get_bucket() {
                         let le = fmt_f64(b.upper_bound());
-                        sample(&mut out, &bucket, m, Some(&le), b.cumulative_count() as f64);
+                        sample(out, &bucket, m, Some(&le), b.cumulative_count() as f64);
                     }
-                    sample(
-                        &mut out,
-                        &bucket,
-                        m,
-                        Some("+Inf"),
-                        h.get_sample_count() as f64,
-                    );
-                    sample(&mut out, &count, m, None, h.get_sample_count() as f64);
-                    sample(&mut out, &sum, m, None, h.get_sample_sum());
+                    sample(out, &bucket, m, Some("+Inf"), h.get_sample_count() as f64);
+                    sample(out, &count, m, None, h.get_sample_count() as f64);
+                    sample(out, &sum, m, None, h.get_sample_sum());
                 }
-                created_family(&mut out, d, metrics, created);
             }
-        }
-    }
-    out
-}
-
-fn created_family(
-    out: &mut String,
-    d: &FamilyDesc,
-    metrics: &[Metric],
-    created: &HashMap<String, f64>,
-) {
-    let name = format!("{}_created", d.name);
-    header(out, &name, d.help, "gauge");
-    for m in metrics {
-        if let Some(ts) = created.get(&key_of(d.name, m)) {
-            sample(out, &name, m, None, *ts);
         }
     }
 }
@@ -137,7 +80,7 @@ fn sample(out: &mut String, name: &str, m: &Metric, le: Option<&str>, value: f64
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&fmt_f64(value));
+    fmt_f64_into(out, value);
     out.push('\n');
 }
 
@@ -154,48 +97,38 @@ fn escape_into(out: &mut String, v: &str) {
 
 /// Floats as the reference prints them: `1.0`, `0.25`, `+Inf`, `NaN`.
 pub fn fmt_f64(v: f64) -> String {
+    let mut s = String::new();
+    fmt_f64_into(&mut s, v);
+    s
+}
+
+/// [`fmt_f64`] appended to `out`, without allocating.
+pub fn fmt_f64_into(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else if v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
-        format!("{v:e}")
+        let _ = write!(out, "{v:e}");
     } else if v.fract() == 0.0 {
-        format!("{v:.1}")
+        // Whole numbers below 1e15 fit an i64 exactly.
+        out.push_str(itoa::Buffer::new().format(v as i64));
+        out.push_str(".0");
+    } else if (1e-4..1e15).contains(&v.abs()) {
+        // The shortest round-trip digits, as Display prints them, without its formatting machinery (ryu
+        // writes this range without an exponent).
+        out.push_str(ryu::Buffer::new().format_finite(v));
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::{CounterVec, HistogramOpts, HistogramVec, Opts, Registry};
-
-    #[test]
-    fn counters_get_total_and_created() {
-        let r = Registry::new();
-        let c = CounterVec::new(Opts::new("x_metric", "help"), &["b", "a"]).unwrap();
-        r.register(Box::new(c.clone())).unwrap();
-        c.with_label_values(&["2", "1"]).inc_by(3.0);
-        let names = vec!["b".to_string(), "a".to_string()];
-        let mut created = HashMap::new();
-        created.insert(created_key("x_metric", &names, &["2", "1"]), 1700000000.5);
-        let descs = vec![FamilyDesc {
-            name: "x_metric",
-            help: "help",
-            kind: Kind::Counter,
-            labels: names,
-        }];
-        let text = render(&descs, &r.gather(), &created);
-        assert_eq!(
-            text,
-            "# HELP x_metric_total help\n# TYPE x_metric_total counter\nx_metric_total{a=\"1\",b=\"2\"} 3.0\n\
-             # HELP x_metric_created help\n# TYPE x_metric_created gauge\nx_metric_created{a=\"1\",b=\"2\"} 1700000000.5\n"
-        );
-    }
+    use prometheus::{HistogramOpts, HistogramVec, Registry};
 
     #[test]
     fn histograms_print_buckets_and_empty_families_print_headers() {
@@ -221,7 +154,8 @@ mod tests {
                 labels: vec![],
             },
         ];
-        let text = render(&descs, &r.gather(), &HashMap::new());
+        let mut text = String::new();
+        render(&descs, &r.gather(), &mut text);
         assert!(
             text.contains("h_bucket{m=\"q\\\"x\",le=\"0.5\"} 0.0\n"),
             "{text}"
@@ -246,5 +180,16 @@ mod tests {
         assert_eq!(fmt_f64(9.223372036854776e18), "9.223372036854776e18");
         assert_eq!(fmt_f64(0.0), "0.0");
         assert_eq!(fmt_f64(1.5e-7), "1.5e-7");
+        // ryu's range agrees with Display.
+        for v in [
+            1764550000.123456,
+            0.000123,
+            0.076,
+            123456789012345.6,
+            2.7,
+            -0.5,
+        ] {
+            assert_eq!(fmt_f64(v), format!("{v}"), "{v}");
+        }
     }
 }
