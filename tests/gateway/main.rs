@@ -2,6 +2,7 @@
 //! parsing `/metrics`. One test binary (faster to link than one per file).
 
 mod budgets;
+mod cardinality;
 mod cli;
 mod errors;
 mod faults;
