@@ -9,7 +9,8 @@
 //! (label sets) and samples (lines) made, the resident memory they added (RSS from /proc, after the
 //! updates, before any render), the render time (median of 5) and the exposition's size. With
 //! `--counters-only` only the counter families are enabled (`prometheus_metrics_config`), which is the
-//! per-series figure of the issue's memory goal.
+//! per-series figure of the issue's memory goal. `--extra '<setting>'` adds a line under `llm_settings`
+//! (`\n` for more), to count the series a cardinality setting saves for the same requests.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,7 +34,7 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-fn config(counters_only: bool) -> Config {
+fn config(counters_only: bool, extra: &str) -> Config {
     let mut yaml = String::from(
         "model_list:\n  - {model_name: g, llm_params: {model: mock/m}}\nllm_settings:\n  callbacks: [prometheus]\n  \
          prometheus_end_user_metrics_max_series_per_metric: 10000000\n  prometheus_max_series_per_metric: 10000000\n",
@@ -45,6 +46,7 @@ fn config(counters_only: bool) -> Config {
              llm_deployment_success_responses, llm_deployment_total_requests]\n",
         );
     }
+    yaml.push_str(extra);
     Config::parse(&yaml, Path::new("bench.yaml"), &|_| None).expect("bench config parses")
 }
 
@@ -53,6 +55,7 @@ fn main() {
     let counters_only = args.iter().any(|a| a == "--counters-only");
     let targets: Vec<usize> = args
         .iter()
+        .filter(|a| !a.contains(':'))
         .filter_map(|a| a.parse().ok())
         .collect::<Vec<_>>();
     let targets = if targets.is_empty() {
@@ -60,7 +63,14 @@ fn main() {
     } else {
         targets
     };
-    let config = config(counters_only);
+    // `--extra '<yaml lines under llm_settings>'`: e.g. a cardinality setting, to count what it saves.
+    let extra = args
+        .iter()
+        .position(|a| a == "--extra")
+        .and_then(|i| args.get(i + 1))
+        .map(|e| format!("  {}\n", e.replace("\\n", "\n  ")))
+        .unwrap_or_default();
+    let config = config(counters_only, &extra);
     let dep = Arc::new(DeploymentLabels {
         model_group: "g".into(),
         llm_model_name: "m".into(),
