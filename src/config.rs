@@ -609,7 +609,10 @@ fn validate(
             None => DEFAULT_MAX_SERIES_PER_FAMILY,
         },
         metrics_config: None,
-        series_ttl: s.prometheus_metrics_ttl_seconds.map(Duration::from_secs),
+        series_ttl: s
+            .prometheus_metrics_ttl_seconds
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs),
         end_user_series_ttl: match s.prometheus_end_user_metrics_ttl_seconds {
             None => Some(Duration::from_secs(DEFAULT_END_USER_SERIES_TTL_S)),
             Some(0) => None,

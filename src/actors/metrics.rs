@@ -328,7 +328,8 @@ pub struct MetricsActor {
     cleanup_every: std::time::Duration,
 }
 
-type ModelLimitHandles = (Arc<str>, Option<Sid>, Option<Sid>);
+/// (model, whether the key had an rpm and a tpm limit for it when made, requests gauge, tokens gauge).
+type ModelLimitHandles = (Arc<str>, (bool, bool), Option<Sid>, Option<Sid>);
 
 #[derive(Clone, Copy)]
 struct BudgetHandles {
@@ -552,19 +553,17 @@ impl MetricsActor {
             removed += self.store.sweep(&fams, ttl, None);
         }
         if let Some(ttl) = self.end_user_ttl {
-            let n = self.store.sweep(&fams, ttl, Some("end_user"));
-            removed += n;
-            if n > 0 {
-                let mut seen = HashSet::new();
-                self.store.values_of(&fams, "end_user", |v| {
-                    if !v.is_empty() && v != OVERFLOW {
-                        seen.insert(v.to_owned());
-                    }
-                });
-                self.end_users.seen = seen;
-            }
+            removed += self.store.sweep(&fams, ttl, Some("end_user"));
         }
         if removed > 0 {
+            // Whichever pass removed an end user's last series frees its place under the cap.
+            let mut seen = HashSet::new();
+            self.store.values_of(&fams, "end_user", |v| {
+                if !v.is_empty() && v != OVERFLOW {
+                    seen.insert(v.to_owned());
+                }
+            });
+            self.end_users.seen = seen;
             tracing::debug!(removed, "idle metric series removed");
         }
     }
@@ -953,13 +952,15 @@ impl MetricsActor {
             None => {
                 let scope = labels();
                 let [max, remaining, hours] = self.budget_families(&scope).map(Fam::clone);
-                let v = Self::budget_values(&max, &scope);
+                let mut removed = false;
                 let mut gauge = |f: &Fam, keep: bool| -> Option<Sid> {
                     let id = f.id?;
+                    // Each family's own label list: `include_labels` may differ between them.
+                    let v = Self::budget_values(f, &scope);
                     if keep {
                         self.store.series(id, &v)
                     } else {
-                        self.store.remove(id, &v);
+                        removed |= self.store.remove(id, &v);
                         None
                     }
                 };
@@ -968,9 +969,13 @@ impl MetricsActor {
                     remaining: gauge(&remaining, true),
                     hours: gauge(&hours, shape.1),
                 };
-                // A removal above may have moved the generation: cached handles of other series stay valid
-                // (series never move), so only this scope's are replaced.
-                self.cached_generation = self.store.generation();
+                if removed {
+                    // Scopes can share a series (e.g. with `hashed_api_key` excluded): every budget handle
+                    // may point at the freed slot. Only budget families lost a series, so the other caches
+                    // stay valid.
+                    self.budget_handles.clear();
+                    self.cached_generation = self.store.generation();
+                }
                 self.budget_handles.insert(cache_key, (shape, h));
                 h
             }
@@ -1020,7 +1025,11 @@ impl MetricsActor {
             .model_limit_handles
             .entry(k.rec.token.clone())
             .or_default();
-        let slot = match per_key.iter().position(|(m, _, _)| m == model) {
+        let shape = (rpm.is_some(), tpm.is_some());
+        let slot = match per_key
+            .iter()
+            .position(|(m, made, _, _)| m == model && *made == shape)
+        {
             Some(i) => i,
             None => {
                 let v = [
@@ -1046,11 +1055,12 @@ impl MetricsActor {
                 };
                 let r = gauge(&self.fam.key_remaining_requests_for_model, rpm.is_some());
                 let t = gauge(&self.fam.key_remaining_tokens_for_model, tpm.is_some());
-                per_key.push((model.clone(), r, t));
+                per_key.retain(|(m, _, _, _)| m != model);
+                per_key.push((model.clone(), shape, r, t));
                 per_key.len() - 1
             }
         };
-        let (_, r, t) = per_key[slot].clone();
+        let (_, _, r, t) = per_key[slot].clone();
         if let Some(l) = rpm {
             set(
                 &mut self.store,
@@ -1167,5 +1177,122 @@ mod tests {
         );
         assert_eq!(cache.len(), 1);
         assert_eq!(get(&mut cache, &k1, &d1, &model, ""), 7);
+    }
+
+    fn actor(settings: &str) -> MetricsActor {
+        let yaml = format!(
+            "model_list:\n  - {{model_name: g, llm_params: {{model: mock/m}}}}\nllm_settings:\n  callbacks: [prometheus]\n{settings}"
+        );
+        let config = crate::config::Config::parse(&yaml, std::path::Path::new("t.yaml"), &|_| None)
+            .expect("test config parses");
+        MetricsActor::new(&config.metrics, None)
+    }
+
+    fn key_budget(hash: &str, alias: &str, max: Option<f64>) -> BudgetGauge {
+        BudgetGauge {
+            scope: BudgetScope::Key {
+                hashed_api_key: hash.into(),
+                api_key_alias: alias.into(),
+            },
+            max_budget: max,
+            spend: 1.0,
+            reset_at_ms: None,
+        }
+    }
+
+    fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    /// `include_labels` can give the three budget families different labels: each gets its own values.
+    #[test]
+    fn budget_families_with_different_labels_each_get_theirs() {
+        let mut a = actor("  prometheus_metrics_config:\n    - {metrics: [llm_remaining_api_key_budget_metric], include_labels: [hashed_api_key]}\n    - {metrics: [llm_api_key_max_budget_metric]}\n");
+        a.before_updates();
+        a.set_budgets(&[key_budget("h1", "one", Some(5.0))]);
+        let text = a.render_text();
+        assert_eq!(
+            lines(&text, "llm_remaining_api_key_budget_metric{"),
+            ["llm_remaining_api_key_budget_metric{hashed_api_key=\"h1\"} 4.0"]
+        );
+        assert_eq!(
+            lines(&text, "llm_api_key_max_budget_metric{"),
+            ["llm_api_key_max_budget_metric{api_key_alias=\"one\",hashed_api_key=\"h1\"} 5.0"]
+        );
+    }
+
+    /// Keys that share a budget series (their distinguishing label excluded): one losing its max-budget
+    /// series must not leave another's handle on the freed slot, where a third key's series lands.
+    #[test]
+    fn a_removed_budget_series_leaves_no_stale_handle() {
+        let mut a = actor("  prometheus_exclude_labels: [hashed_api_key]\n");
+        a.before_updates();
+        a.set_budgets(&[key_budget("a", "", Some(5.0))]);
+        let now = crate::store::now_ms() as f64;
+        // B shares A's series and has no max: the max series goes.
+        a.set_budget(
+            (0, "b"),
+            || key_budget("b", "", None).scope,
+            None,
+            0,
+            None,
+            now,
+        );
+        a.set_budgets(&[key_budget("c", "x", Some(7.0))]);
+        // A's next update (its cached shape unchanged) must not write into C's series.
+        a.set_budget(
+            (0, "a"),
+            || key_budget("a", "", None).scope,
+            Some(5.0),
+            1_000_000,
+            None,
+            now,
+        );
+        let text = a.render_text();
+        let max = lines(&text, "llm_api_key_max_budget_metric{");
+        assert!(
+            max.contains(&"llm_api_key_max_budget_metric{api_key_alias=\"x\"} 7.0"),
+            "{max:?}"
+        );
+        assert!(
+            max.contains(&"llm_api_key_max_budget_metric{api_key_alias=\"\"} 5.0"),
+            "{max:?}"
+        );
+    }
+
+    /// A label value a client chose (`end_user`) with `} ` in it stays inside its quotes on every
+    /// histogram line.
+    #[test]
+    fn client_label_values_cannot_break_histogram_lines() {
+        let mut a = actor("");
+        let d = dep("d1");
+        a.record(RequestFinished {
+            requested_model: Arc::from("g"),
+            end_user: Some("a} b\\\"c".into()),
+            key: Arc::new(KeyLabels::default()),
+            custom: Vec::new(),
+            attempts: Vec::new(),
+            outcome: Outcome::Success {
+                deployment: d,
+                usage: Usage::default(),
+                cost: 0.0,
+                total_latency: 0.1,
+                api_latency: 0.05,
+                time_to_first_token: None,
+            },
+            key_entry: None,
+            team_entry: None,
+            user_entry: None,
+            end_user_entry: None,
+            model_limits: None,
+            fallbacks: Vec::new(),
+        });
+        let text = a.render_text();
+        let buckets = lines(&text, "llm_request_total_latency_metric_bucket{");
+        assert!(!buckets.is_empty());
+        for l in buckets {
+            assert!(l.contains("end_user=\"a} b\\\\\\\"c\""), "{l}");
+            assert!(l.contains(",le=\""), "{l}");
+        }
     }
 }

@@ -276,7 +276,7 @@ pub const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "llm_metrics_series_dropped",
-        help: "Label sets folded into their family's `other` series: the family had reached llm_settings.prometheus_max_series_per_metric",
+        help: "Updates whose new label set found no room of its own (the family had reached llm_settings.prometheus_max_series_per_metric): a counter or histogram update went to the family's `other` series, a gauge update was dropped",
         kind: Kind::Counter,
         labels: &[METRIC],
         custom: false,

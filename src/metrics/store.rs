@@ -243,6 +243,7 @@ impl Family {
     }
 
     fn key(&self, slot: usize) -> &[u32] {
+        // Every key written has the family's width (`Store::series` checks), so this slice is in bounds.
         let n = self.width();
         &self.keys[slot * n..slot * n + n]
     }
@@ -302,7 +303,7 @@ impl Store {
         FamId((self.fams.len() - 1) as u16)
     }
 
-    /// The family that counts label sets refused past the cap (labels: `metric`).
+    /// The family that counts updates refused a series of their own past the cap (labels: `metric`).
     pub fn set_dropped_family(&mut self, f: FamId) {
         self.dropped = Some(f);
     }
@@ -334,7 +335,6 @@ impl Store {
 
     fn find(&self, fi: usize, vals: &[&str]) -> Result<u32, Option<Vec<u32>>> {
         let f = &self.fams[fi];
-        debug_assert_eq!(vals.len(), f.width());
         let mut ids = Vec::with_capacity(vals.len());
         for v in vals {
             match self.strings.get(v) {
@@ -353,6 +353,17 @@ impl Store {
     /// counter or histogram gets the family's `other` series and a gauge gets none.
     pub fn series(&mut self, f: FamId, vals: &[&str]) -> Option<Sid> {
         let fi = f.0 as usize;
+        if vals.len() != self.fams[fi].width() {
+            // A caller's mistake; a wrong key width would shift every later series' labels.
+            debug_assert!(
+                false,
+                "{}: {} values for {} labels",
+                self.fams[fi].spec.name,
+                vals.len(),
+                self.fams[fi].width()
+            );
+            return None;
+        }
         if let Ok(slot) = self.find(fi, vals) {
             return Some(Sid::new(f.0, slot));
         }
@@ -496,6 +507,9 @@ impl Store {
 
     /// Removes one series, if it exists.
     pub fn remove(&mut self, f: FamId, vals: &[&str]) -> bool {
+        if vals.len() != self.fams[f.0 as usize].width() {
+            return false;
+        }
         match self.find(f.0 as usize, vals) {
             Ok(slot) => {
                 self.remove_slot(f.0 as usize, slot as usize);
@@ -584,7 +598,16 @@ impl Store {
 
     /// Begins a render: series made from now on wait for the next scrape.
     pub fn begin_render(&mut self) -> Cursor {
-        self.seq = self.seq.wrapping_add(1).min(DEAD - 1);
+        if self.seq >= DEAD - 1 {
+            // Four billion scrapes later: every live series counts as made before the next render.
+            for f in &mut self.fams {
+                for b in f.born.iter_mut().filter(|b| **b != DEAD) {
+                    *b = 0;
+                }
+            }
+            self.seq = 0;
+        }
+        self.seq += 1;
         Cursor {
             fam: 0,
             phase: 0,
@@ -645,22 +668,13 @@ impl Store {
             Kind::Counter | Kind::Gauge => self.line(out, f, &f.sample, s, None, f.values[base]),
             Kind::Histogram => {
                 // The label block is the same on every line of the series: written once, copied after.
-                let start = out.len();
-                self.line(
-                    out,
-                    f,
-                    &f.count,
-                    s,
-                    None,
-                    f.values[base + f.spec.buckets.len()],
-                );
-                let open = start + f.count.len();
-                let close = out[open..].find("} ").map(|i| open + i);
-                let block: String = match close {
-                    Some(c) => out[open + 1..c].to_owned(),
-                    None => String::new(),
-                };
-                out.truncate(start);
+                let key = f.key(s);
+                let mut block = String::new();
+                for (pos, prefix) in &f.order {
+                    block.push_str(prefix);
+                    block.push_str(self.strings.text(key[*pos]));
+                    block.push('"');
+                }
                 let nb = f.spec.buckets.len();
                 let mut cumulative = 0.0;
                 for b in 0..=nb {
