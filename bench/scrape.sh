@@ -48,7 +48,6 @@ start_gateway() {
     port="$(free_port)"
     mkdir -p "$TMP/$1"
     bench_config "$TMP/$1/config.yaml" "http://127.0.0.1:$UP/v1"
-    printf '  prometheus_end_user_metrics_max_series_per_metric: 1000000\n' >>"$TMP/$1/llm_settings"
     python3 - "$TMP/$1/config.yaml" <<'PY'
 import sys
 p = sys.argv[1]
