@@ -872,7 +872,15 @@ impl Handler<DeploymentsRemoved> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeploymentsRemoved, _: &mut Context<Self>) {
-        for id in &msg.model_ids {
+        self.remove_deployments(&msg.model_ids);
+    }
+}
+
+impl MetricsActor {
+    /// Deployments gone from the configuration: every series with their `model_id` goes (state, remaining
+    /// gauges, deployment counters, cooldowns).
+    fn remove_deployments(&mut self, model_ids: &[String]) {
+        for id in model_ids {
             self.store.remove_matching("model_id", id, &[]);
         }
         self.before_updates();
@@ -1294,5 +1302,47 @@ mod tests {
             assert!(l.contains("end_user=\"a} b\\\\\\\"c\""), "{l}");
             assert!(l.contains(",le=\""), "{l}");
         }
+    }
+
+    #[test]
+    fn a_removed_deployment_loses_its_series_and_the_others_keep_theirs() {
+        let mut a = actor("");
+        let (d1, d2) = (dep("d1"), dep("d2"));
+        for d in [&d1, &d2] {
+            a.record(RequestFinished {
+                requested_model: Arc::from("g"),
+                end_user: None,
+                key: Arc::new(KeyLabels::default()),
+                custom: Vec::new(),
+                attempts: vec![Attempt {
+                    deployment: d.clone(),
+                    result: Ok(()),
+                    remaining_requests: Some(5.0),
+                    remaining_tokens: None,
+                }],
+                outcome: Outcome::Failure {
+                    status: 500,
+                    exception_class: "x".into(),
+                },
+                key_entry: None,
+                team_entry: None,
+                user_entry: None,
+                end_user_entry: None,
+                model_limits: None,
+                fallbacks: Vec::new(),
+            });
+        }
+        a.remove_deployments(&["d1".to_string()]);
+        let text = a.render_text();
+        assert!(!text.contains("model_id=\"d1\""), "{text}");
+        assert_eq!(
+            lines(&text, "llm_remaining_requests_metric{").len(),
+            1,
+            "d2 keeps its gauge"
+        );
+        assert_eq!(
+            lines(&text, "llm_deployment_success_responses_total{").len(),
+            1
+        );
     }
 }
