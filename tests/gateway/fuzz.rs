@@ -534,6 +534,8 @@ fn promtool_accepts(text: &str) {
     let contract = [
         "llm_api_key_budget_remaining_hours_metric use base unit \"seconds\" instead of \"hours\"",
         "llm_team_budget_remaining_hours_metric use base unit \"seconds\" instead of \"hours\"",
+        "llm_user_budget_remaining_hours_metric use base unit \"seconds\" instead of \"hours\"",
+        "llm_customer_budget_remaining_hours_metric use base unit \"seconds\" instead of \"hours\"",
     ];
     let findings: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
