@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
             let config = config(n, name);
             let handles = sys.block_on(async {
                 let store = Store::connect(None, &dir).await.unwrap();
-                llm::actors::start(&config, Arc::new(Accounts::default()), store)
+                llm::actors::start(&config, Arc::new(Accounts::default()), store, Vec::new())
             });
             let mut r = 0.0f64;
             pick.bench_function(BenchmarkId::new(name, n), |b| {
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
         let config = config(n, "simple-shuffle");
         let handles = sys.block_on(async {
             let store = Store::connect(None, &dir).await.unwrap();
-            llm::actors::start(&config, Arc::new(Accounts::default()), store)
+            llm::actors::start(&config, Arc::new(Accounts::default()), store, Vec::new())
         });
         trip.bench_function(BenchmarkId::new("simple-shuffle", n), |b| {
             b.iter_custom(|iters| {

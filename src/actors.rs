@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! RouterActor --publishes--> RoutingTable (ArcSwap)  <--reads-- HTTP handlers pick a deployment
+//! admin API, SIGHUP, other replicas --SetModels--> RouterActor (owns the model list; starts and stops
+//!                                                  DeploymentActors; DeploymentsRemoved --> MetricsActor)
 //! HTTP handlers --AttemptsDone--> DeploymentActor      (one per model_list entry: health, headers, latency)
 //! HTTP handlers --RequestsFinished--> MetricsActor     (owns the registry; renders /metrics)
 //! HTTP handlers --SpendLogged, Admin--> BudgetActor     (keys, teams, users, end users; spend; resets)
@@ -22,7 +24,7 @@ pub mod router;
 pub mod shared;
 
 use crate::accounts::Accounts;
-use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::config::{Config, DeploymentConfig};
 use crate::deployment::live::{CooldownPolicy, Live};
 use crate::metrics::system::SystemMetrics;
 use crate::providers::openai;
@@ -62,18 +64,12 @@ pub struct Handles {
     pub routes: Arc<ArcSwap<RoutingTable>>,
     /// `None` when the `prometheus` callback is off.
     pub metrics: Option<Addr<MetricsActor>>,
-    pub deployments: Arc<Vec<Arc<Deployment>>>,
     pub budget: Addr<BudgetActor>,
     /// Keys, teams, users and end users in memory (the BudgetActor writes, handlers read).
     pub accounts: Arc<Accounts>,
     pub store: Store,
     /// Keeps the arbiters' handles; the threads stop with the System.
     _arbiters: Arc<Vec<ArbiterHandle>>,
-}
-
-/// A response header value for a configured name; names that are not valid header text are left out.
-fn header_value(v: &str) -> HeaderValue {
-    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// An arbiter whose thread carries `name` (actix names them all `actix-rt|system:…`, which the kernel cuts
@@ -88,7 +84,13 @@ fn named_arbiter(name: &'static str) -> ArbiterHandle {
 }
 
 /// Starts every actor. Must run inside an actix System.
-pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles {
+/// `stored`: the deployments read from the store (`router::load_stored`), when `store_model_in_db` is on.
+pub fn start(
+    config: &Config,
+    accounts: Arc<Accounts>,
+    store: Store,
+    stored: Vec<DeploymentConfig>,
+) -> Handles {
     let metrics_arbiter = named_arbiter("llm-metrics");
     let routing_arbiter = named_arbiter("llm-routing");
     let system = config
@@ -102,55 +104,36 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         let (settings, sys) = (config.metrics.clone(), system.clone());
         MetricsActor::start_in_arbiter(&metrics_arbiter, move |_| MetricsActor::new(&settings, sys))
     });
-    let deployments: Vec<Arc<Deployment>> = config
-        .model_list
-        .iter()
-        .map(|cfg| {
-            let labels = Arc::new(DeploymentLabels {
-                model_group: cfg.model_name.clone(),
-                llm_model_name: cfg.model.clone(),
-                model_id: cfg.id.clone(),
-                api_base: cfg.api_base_shown.clone(),
-                api_provider: cfg.provider.as_str(),
-            });
-            let live = Arc::new(Live::default());
-            let (l, m, lv) = (labels.clone(), metrics.clone(), live.clone());
-            let addr = DeploymentActor::start_in_arbiter(&routing_arbiter, move |_| {
-                DeploymentActor::new(l, m, lv)
-            });
-            let policy = CooldownPolicy {
-                allowed_fails: config.router.allowed_fails,
-                cooldown_time: config.router.cooldown_time,
-                probe_timeout: cfg.timeout.max(cfg.stream_timeout),
-            };
-            // Config validation built every target once already (`Config::load`), so this cannot fail for
-            // a loaded config; a deployment is never silently turned into the mock.
-            let target = (cfg.provider != ProviderKind::Mock).then(|| {
-                openai::Target::new(cfg)
-                    .unwrap_or_else(|e| panic!("deployment `{}` passed validation but {e}", cfg.id))
-            });
-            Arc::new(Deployment {
-                cfg: cfg.clone(),
-                group: Arc::from(cfg.model_name.as_str()),
-                labels,
-                addr,
-                target,
-                live,
-                policy,
-                headers: (header_value(&cfg.id), header_value(&cfg.model_name)),
-            })
-        })
-        .collect();
-    let deployments = Arc::new(deployments);
-    // Published now so the first request finds it; the actor republishes on every change.
-    let strategy = config.router.routing_strategy;
-    let routes = Arc::new(ArcSwap::from_pointee(RoutingTable::new(
-        &deployments,
-        strategy,
+    // The RouterActor owns the model list; the first table is published now so the first request finds it.
+    let maker = router::DeploymentMaker {
+        metrics: metrics.clone(),
+        arbiter: routing_arbiter.clone(),
+        shared: None,
+    };
+    let routes = Arc::new(ArcSwap::from_pointee(router::first_table(
+        &maker,
+        &config.model_list,
+        &stored,
+        &config.router,
     )));
     let router = {
-        let (d, r) = (deployments.clone(), routes.clone());
-        RouterActor::start_in_arbiter(&routing_arbiter, move |_| RouterActor::new(d, strategy, r))
+        let (r, file, settings) = (
+            routes.clone(),
+            config.model_list.clone(),
+            config.router.clone(),
+        );
+        let stored_models = config
+            .general
+            .store_model_in_db
+            .then(|| router::StoredModels {
+                store: store.clone(),
+                request_timeout: config.request_timeout,
+                // Replicas share a PostgreSQL database; a SQLite file has one process.
+                read_back: store.kind == "postgres",
+            });
+        RouterActor::start_in_arbiter(&routing_arbiter, move |_| {
+            RouterActor::new(maker, stored_models, r, file, stored, settings)
+        })
     };
     let budget_arbiter = named_arbiter("llm-budget");
     let budget = {
@@ -164,7 +147,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
     // Redis: rate-limit windows and cooldowns shared across replicas.
     if let Some(url) = &config.general.redis_url {
         let (d, url, m, a) = (
-            deployments.clone(),
+            routes.clone(),
             url.expose().to_owned(),
             system.as_ref().map(|s| s.redis.clone()),
             accounts.clone(),
@@ -172,7 +155,7 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         // Every record this replica writes is announced, so the others read it again at once.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         store.announce_changes(tx);
-        let b = budget.clone().recipient();
+        let (b, models) = (budget.clone().recipient(), router.clone().recipient());
         let shared_store = store.kind == "postgres";
         let namespace = match &config.general.database_url {
             Some(db) if shared_store => {
@@ -181,12 +164,9 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
             _ => "local".to_owned(),
         };
         let shared = SharedStateActor::start_in_arbiter(&routing_arbiter, move |_| {
-            SharedStateActor::new(url, d, a, m, rx, b, &namespace, shared_store)
+            SharedStateActor::new(url, d, a, m, rx, b, models, &namespace, shared_store)
         });
-        for d in deployments.iter() {
-            d.addr
-                .do_send(deployment::ShareCooldowns(shared.clone().recipient()));
-        }
+        router.do_send(router::ShareCooldownsWith(shared.clone().recipient()));
     }
     if let (Some(m), true) = (&metrics, config.metrics.initialize_budget_metrics) {
         m.do_send(budget::all_gauges(&accounts));
@@ -198,7 +178,6 @@ pub fn start(config: &Config, accounts: Arc<Accounts>, store: Store) -> Handles 
         accounts,
         store,
         metrics,
-        deployments,
         _arbiters: Arc::new(vec![metrics_arbiter, routing_arbiter, budget_arbiter]),
     }
 }

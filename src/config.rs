@@ -74,7 +74,7 @@ impl ProviderKind {
 }
 
 /// One `model_list` entry, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentConfig {
     /// The public model group (`model_name`).
     pub model_name: String,
@@ -142,7 +142,7 @@ pub struct CustomLabel {
     pub label: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouterSettings {
     pub routing_strategy: RoutingStrategy,
     pub num_retries: u32,
@@ -209,6 +209,9 @@ pub struct GeneralSettings {
     pub max_unwritten_spend_logs: usize,
     /// `redis_outage_mode`: how shared rpm/tpm limits are enforced while Redis is unreachable.
     pub redis_outage_mode: RedisOutageMode,
+    /// `store_model_in_db`: the model management API (`/model/new`, `/model/update`, `/model/delete`) is
+    /// on, and what it creates is stored and comes back after a restart.
+    pub store_model_in_db: bool,
 }
 
 /// What a replica does with rpm/tpm limits shared through Redis while Redis cannot be reached.
@@ -414,6 +417,52 @@ impl Config {
             }
         };
         validate(raw, path, derived_ids, env("DATABASE_URL")).map_err(fail)
+    }
+
+    /// One deployment given as JSON (a `/model/new` body, or a stored one), validated as a `model_list`
+    /// entry is: `os.environ/NAME` resolved with `env`, every problem listed with its path under `at`.
+    /// `model_info.id` must be set (the API gives every model one).
+    pub fn parse_model(
+        entry: &Json,
+        at: &str,
+        request_timeout: Duration,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<DeploymentConfig, Vec<String>> {
+        let mut tree: serde_norway::Value = match serde_norway::to_value(entry) {
+            Ok(v) => v,
+            Err(e) => return Err(vec![format!("`{at}`: {e}")]),
+        };
+        let mut problems = Vec::new();
+        let mut path = at.to_owned();
+        resolve_env(&mut tree, &mut path, env, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let raw: RawDeployment = match serde_path_to_error::deserialize(tree) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let inner = e.path().to_string();
+                let inner = if inner == "." {
+                    String::new()
+                } else {
+                    format!(".{inner}")
+                };
+                return Err(vec![format!("`{at}{inner}`: {}", e.inner())]);
+            }
+        };
+        let Some(id) = raw
+            .model_info
+            .get("id")
+            .and_then(Json::as_str)
+            .filter(|id| !id.trim().is_empty())
+            .map(str::to_owned)
+        else {
+            return Err(vec![format!("`{at}.model_info.id` is required")]);
+        };
+        match deployment(raw, at, Some(id), request_timeout, &mut problems) {
+            Some(d) if problems.is_empty() => Ok(d),
+            _ => Err(problems),
+        }
     }
 
     /// Whether an API call must present the master key (or, later, a virtual key).
@@ -787,6 +836,7 @@ fn validate(
             .max_unwritten_spend_logs
             .unwrap_or(DEFAULT_MAX_UNWRITTEN_SPEND_LOGS)
             .max(1),
+        store_model_in_db: g.store_model_in_db.unwrap_or(false),
         database_timeout: setting_secs(
             "database_timeout",
             g.database_timeout,
@@ -970,7 +1020,7 @@ pub fn shown_url(url: &str) -> String {
 
 /// `llm_params` keys left out of derived ids: a deployment id is a label value, and a hash over a secret
 /// is a guessing target (and would change the id whenever the key rotates).
-fn is_secret_param(key: &str) -> bool {
+pub fn is_secret_param(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.ends_with("_key")
         || k == "key"

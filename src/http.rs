@@ -6,6 +6,7 @@ pub mod auth;
 pub mod health;
 pub mod metrics;
 pub mod models;
+pub mod models_admin;
 pub mod proxy;
 
 use crate::actors::metrics::KeyLabels;
@@ -25,8 +26,6 @@ pub const MASTER_KEY_ALIAS: &str = "master_key";
 pub struct AppState {
     pub config: Arc<Config>,
     pub actors: Handles,
-    /// Model group names in config order, for `/models` and "unknown model" errors.
-    pub groups: Vec<String>,
     /// Key labels of a request made without a virtual key (all empty), shared.
     pub anonymous: Arc<KeyLabels>,
     /// Key labels of requests made with the master key.
@@ -37,16 +36,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Arc<Config>, actors: Handles) -> AppState {
-        let mut groups: Vec<String> = Vec::new();
-        for d in &config.model_list {
-            if !groups.contains(&d.model_name) {
-                groups.push(d.model_name.clone());
-            }
-        }
         AppState {
             config,
             actors,
-            groups,
             anonymous: Arc::new(KeyLabels::default()),
             // Not the master key's hash (LiteLLM labels it so): a hash of the one key that opens everything
             // is an offline guessing target for whoever reads the metrics. No label value, a fixed alias.

@@ -46,11 +46,37 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
         end_users = accounts.end_users.len(),
         "accounts loaded"
     );
-    let handles = actors::start(&config, accounts, store.clone());
+    let stored = if config.general.store_model_in_db {
+        let stored = actors::router::load_stored(&store, config.request_timeout).await?;
+        tracing::info!(deployments = stored.len(), "stored deployments loaded");
+        stored
+    } else {
+        Vec::new()
+    };
+    let handles = actors::start(&config, accounts, store.clone(), stored);
     // Held to the end: an arbiter's thread stops when the last handle to it is dropped, and the server's
     // app factories (which hold the others) are dropped when it stops.
     let kept = handles.clone();
     let state = web::Data::new(AppState::new(config.clone(), handles));
+    // SIGHUP reads the config file again (as `POST /config/reload` does).
+    {
+        let state = state.clone();
+        actix_rt::spawn(async move {
+            use actix_rt::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP: reload with POST /config/reload");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match http::models_admin::reload_file(&state).await {
+                    Ok(a) => {
+                        tracing::info!(added = ?a.added, changed = ?a.changed, removed = ?a.removed, "SIGHUP: config reloaded")
+                    }
+                    Err(e) => tracing::error!("SIGHUP: {}", e.message),
+                }
+            }
+        });
+    }
     let server = HttpServer::new(move || {
         // Runs once on each worker thread: building the upstream client loads OpenSSL's roots (hundreds of
         // millions of instructions in callgrind), which would otherwise land on that worker's first request.

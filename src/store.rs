@@ -27,9 +27,13 @@ pub enum Table {
     Teams,
     Users,
     EndUsers,
+    /// Deployments created through the management API (`store_model_in_db`); `data` is the entry as
+    /// `model_list` would hold it.
+    Models,
 }
 
 impl Table {
+    /// The account tables (the BudgetActor's).
     pub const ALL: [Table; 4] = [Table::Keys, Table::Teams, Table::Users, Table::EndUsers];
 
     pub fn name(self) -> &'static str {
@@ -38,12 +42,16 @@ impl Table {
             Table::Teams => "llm_teams",
             Table::Users => "llm_users",
             Table::EndUsers => "llm_end_users",
+            Table::Models => "llm_models",
         }
     }
 
     /// The table named `name` (as [`Table::name`] spells it).
     pub fn named(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
+        Table::ALL
+            .into_iter()
+            .chain([Table::Models])
+            .find(|t| t.name() == name)
     }
 }
 
@@ -231,7 +239,12 @@ fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-const MIGRATIONS: &[&str] = &[
+/// The schema, by version: a database records the versions applied (`llm_schema`) and gets the later
+/// ones at start, each version's statements then its number. Version 1 is the schema as it was before
+/// versions were recorded (every statement `IF NOT EXISTS`, so a database written then takes it as is).
+const SCHEMA: &[(i64, &[&str])] = &[(1, V1), (2, V2)];
+
+const V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS llm_keys (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS llm_teams (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS llm_users (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
@@ -243,6 +256,50 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS llm_spend_batches (id TEXT PRIMARY KEY, at BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS llm_spend_batches_at ON llm_spend_batches (at)",
 ];
+
+/// Deployments made through the management API.
+const V2: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS llm_models (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
+];
+
+/// Applies the schema versions the database has not recorded yet. Replicas starting together may both
+/// apply one: every statement is idempotent, and a version recorded twice is still that version.
+async fn migrate(pool: &AnyPool) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS llm_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(err("cannot apply the schema"))?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM llm_schema")
+        .fetch_one(pool)
+        .await
+        .map_err(err("cannot read the schema version"))?;
+    let current = current.unwrap_or(0);
+    let newest = SCHEMA.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > newest {
+        return Err(StoreError {
+            what: format!(
+                "the database has schema version {current}, newer than this build knows ({newest}); run a newer llm"
+            ),
+            source: Cause::Other("schema too new".into()),
+        });
+    }
+    for (version, statements) in SCHEMA.iter().filter(|(v, _)| *v > current) {
+        for statement in *statements {
+            sqlx::query(statement)
+                .execute(pool)
+                .await
+                .map_err(err(format!("cannot apply schema version {version}")))?;
+        }
+        sqlx::query("INSERT INTO llm_schema (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .map_err(err(format!("cannot record schema version {version}")))?;
+        tracing::info!(version, "schema version applied");
+    }
+    Ok(())
+}
 
 /// PostgreSQL only: spend-log rows are unique by `request_id`, so a batch written twice is stored once.
 /// (SQLite's writer finishes every batch it takes and is never timed out, so it needs no index.)
@@ -348,7 +405,8 @@ impl Store {
         } else {
             &[]
         };
-        for m in MIGRATIONS.iter().chain(extra) {
+        migrate(&pool).await?;
+        for m in extra {
             sqlx::query(m)
                 .execute(&pool)
                 .await

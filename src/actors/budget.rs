@@ -625,6 +625,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
             admin::end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
             accounts.end_users.insert(row.id.clone(), Arc::new(entry));
         }
+        Table::Models => {}
     }
 }
 
@@ -634,6 +635,7 @@ fn ids_in_memory(accounts: &Accounts, table: Table) -> Vec<String> {
         Table::Teams => accounts.teams.iter().map(|e| e.key().clone()).collect(),
         Table::Users => accounts.users.iter().map(|e| e.key().clone()).collect(),
         Table::EndUsers => accounts.end_users.iter().map(|e| e.key().clone()).collect(),
+        Table::Models => Vec::new(),
     }
 }
 
@@ -664,6 +666,8 @@ fn forget(accounts: &Accounts, table: Table, id: &str, fx: &mut BudgetsChanged) 
                 });
             }
         }
+        // The RouterActor's, not an account.
+        Table::Models => {}
     }
 }
 
@@ -743,6 +747,7 @@ async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<Metric
                     admin::end_user_gauge(&e, &mut gauges, &mut removed);
                 }
             }
+            Table::Models => {}
         }
     }
     if let (Some(m), false) = (metrics, gauges.is_empty() && removed.is_empty()) {

@@ -55,6 +55,11 @@ pub struct RecoveredElsewhere;
 #[rtype(result = "()")]
 pub struct ShareCooldowns(pub Recipient<CooldownShared>);
 
+/// The deployment left the model list and its last request ended: the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
 /// A copy of the deployment's health, for `/health` endpoints.
 #[derive(Message)]
 #[rtype(result = "DeploymentSnapshot")]
@@ -231,6 +236,14 @@ impl Handler<ShareCooldowns> for DeploymentActor {
 
     fn handle(&mut self, msg: ShareCooldowns, _: &mut Context<Self>) {
         self.shared = Some(msg.0);
+    }
+}
+
+impl Handler<Stop> for DeploymentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

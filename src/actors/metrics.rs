@@ -300,11 +300,14 @@ pub struct RenderChunk {
     pub cursor: Option<Cursor>,
 }
 
-/// Deployments removed from the configuration: their series go.
+/// Deployments gone from the model list (their last request ended): their series go.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeploymentsRemoved {
-    pub model_ids: Vec<String>,
+    pub deployments: Vec<Arc<DeploymentLabels>>,
+    /// The deployments still running: a remaining-limit gauge one of them shares (same group, base, model
+    /// and provider; those gauges have no `model_id`) stays.
+    pub running: Vec<Arc<DeploymentLabels>>,
 }
 
 pub struct MetricsActor {
@@ -872,16 +875,43 @@ impl Handler<DeploymentsRemoved> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeploymentsRemoved, _: &mut Context<Self>) {
-        self.remove_deployments(&msg.model_ids);
+        self.remove_deployments(&msg.deployments, &msg.running);
     }
 }
 
 impl MetricsActor {
-    /// Deployments gone from the configuration: every series with their `model_id` goes (state, remaining
-    /// gauges, deployment counters, cooldowns).
-    fn remove_deployments(&mut self, model_ids: &[String]) {
-        for id in model_ids {
-            self.store.remove_matching("model_id", id, &[]);
+    /// Deployments gone from the model list: every series that describes one of them goes (state,
+    /// deployment counters, cooldowns, per-token latency by `model_id` and its other labels; the remaining
+    /// gauges, which have no `model_id`, by group, base, model and provider).
+    fn remove_deployments(
+        &mut self,
+        deployments: &[Arc<DeploymentLabels>],
+        running: &[Arc<DeploymentLabels>],
+    ) {
+        for d in deployments {
+            let with_id = [
+                ("model_id", d.model_id.as_str()),
+                ("llm_model_name", &d.llm_model_name),
+                ("api_base", &d.api_base),
+                ("api_provider", d.api_provider),
+            ];
+            self.store.remove_where(&with_id, "model_id");
+            let shared = running.iter().any(|r| {
+                r.model_group == d.model_group
+                    && r.llm_model_name == d.llm_model_name
+                    && r.api_base == d.api_base
+                    && r.api_provider == d.api_provider
+            });
+            if shared {
+                continue;
+            }
+            let without_id = [
+                ("model_group", d.model_group.as_str()),
+                ("llm_model_name", &d.llm_model_name),
+                ("api_base", &d.api_base),
+                ("api_provider", d.api_provider),
+            ];
+            self.store.remove_where(&without_id, "model_group");
         }
         self.before_updates();
     }
@@ -1332,7 +1362,7 @@ mod tests {
                 fallbacks: Vec::new(),
             });
         }
-        a.remove_deployments(&["d1".to_string()]);
+        a.remove_deployments(std::slice::from_ref(&d1), std::slice::from_ref(&d2));
         let text = a.render_text();
         assert!(!text.contains("model_id=\"d1\""), "{text}");
         assert_eq!(

@@ -19,12 +19,14 @@
 
 use super::budget::Refresh;
 use super::deployment::{AdoptCooldown, RecoveredElsewhere};
-use super::Deployment;
+use super::router::ReloadStored;
 use crate::accounts::{current_minute, Accounts, Limits};
 use crate::metrics::system::ServiceMetrics;
+use crate::router::table::RoutingTable;
 use crate::store::now_ms;
 use crate::store::{Change, Table};
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
@@ -64,9 +66,9 @@ pub struct SharedStateActor {
     /// This replica's field in the shared rate-limit hashes (random per process).
     replica: String,
     url: String,
-    deployments: Arc<Vec<Arc<Deployment>>>,
+    /// The published table: the deployments whose cooldowns are shared are read from it at each use.
+    routes: Arc<ArcSwap<RoutingTable>>,
     metrics: Option<Arc<ServiceMetrics>>,
-    keys: Vec<String>,
     busy: bool,
     accounts: Arc<Accounts>,
     limits_busy: bool,
@@ -74,6 +76,8 @@ pub struct SharedStateActor {
     changes: Option<tokio::sync::mpsc::UnboundedReceiver<Change>>,
     /// Where announced changes of other replicas go (the BudgetActor re-reads them).
     budget: Recipient<Refresh>,
+    /// Where an announced change of the stored deployments goes (the RouterActor).
+    models: Recipient<ReloadStored>,
     /// `llm:changes:<namespace>` and `llm:cooldowns:<namespace>`.
     channels: (String, String),
     /// Records are announced and re-read only when the replicas share a database (PostgreSQL).
@@ -114,15 +118,15 @@ impl SharedStateActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         url: String,
-        deployments: Arc<Vec<Arc<Deployment>>>,
+        routes: Arc<ArcSwap<RoutingTable>>,
         accounts: Arc<Accounts>,
         metrics: Option<Arc<ServiceMetrics>>,
         changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
         budget: Recipient<Refresh>,
+        models: Recipient<ReloadStored>,
         namespace: &str,
         shared_store: bool,
     ) -> Self {
-        let keys = deployments.iter().map(|d| key(&d.cfg.id)).collect();
         let replica = uuid::Uuid::new_v4().simple().to_string();
         accounts
             .quota
@@ -131,14 +135,14 @@ impl SharedStateActor {
             conn: None,
             replica,
             url,
-            deployments,
+            routes,
             metrics,
-            keys,
             busy: false,
             accounts,
             limits_busy: false,
             changes: Some(changes),
             budget,
+            models,
             channels: (
                 format!("{CHANGES_CHANNEL}{namespace}"),
                 format!("{COOLDOWNS_CHANNEL}{namespace}"),
@@ -188,12 +192,13 @@ impl SharedStateActor {
     /// the BudgetActor to be read again, cooldowns to their deployments. A lost connection is made again
     /// after [`RESUBSCRIBE_AFTER`]; what was announced meanwhile is caught by the periodic read-backs.
     fn subscribe(&mut self) {
-        let (url, replica, metrics, budget, deployments) = (
+        let (url, replica, metrics, budget, routes, models) = (
             self.url.clone(),
             self.replica.clone(),
             self.metrics.clone(),
             self.budget.clone(),
-            self.deployments.clone(),
+            self.routes.clone(),
+            self.models.clone(),
         );
         let ((changes, cooldowns), shared_store) = (self.channels.clone(), self.shared_store);
         actix_rt::spawn(async move {
@@ -237,18 +242,20 @@ impl SharedStateActor {
                         }
                         let channel = msg.get_channel_name();
                         if channel == changes {
-                            if let Some(table) = Table::named(what) {
-                                budget.do_send(Refresh(Change {
+                            match Table::named(what) {
+                                Some(Table::Models) => models.do_send(ReloadStored),
+                                Some(table) => budget.do_send(Refresh(Change {
                                     table,
                                     id: rest.to_owned(),
-                                }));
+                                })),
+                                None => {}
                             }
                         } else if channel == cooldowns {
                             let Ok(until) = rest.parse::<i64>() else {
                                 continue;
                             };
                             let now = now_ms();
-                            if let Some(d) = deployments.iter().find(|d| d.cfg.id == what) {
+                            if let Some(d) = routes.load().deployment(what) {
                                 if until == 0 {
                                     d.addr.do_send(RecoveredElsewhere);
                                 } else if until > now && until > d.live.cooldown_until() {
@@ -377,12 +384,12 @@ impl SharedStateActor {
             return;
         }
         self.busy = true;
-        let (conn, url, keys, metrics) = (
-            self.conn.clone(),
-            self.url.clone(),
-            self.keys.clone(),
-            self.metrics.clone(),
-        );
+        // The deployments of the table in force now, with a key no deployment has so that MGET always
+        // has one (the model list can be empty for a moment).
+        let table = self.routes.load_full();
+        let mut keys: Vec<String> = table.deployments.iter().map(|d| key(&d.cfg.id)).collect();
+        keys.push(key(""));
+        let (conn, url, metrics) = (self.conn.clone(), self.url.clone(), self.metrics.clone());
         let (replicas_key, replica) = (self.replicas_key.clone(), self.replica.clone());
         let fut = async move {
             let mut conn = match conn {
@@ -421,7 +428,7 @@ impl SharedStateActor {
             Self::record(&metrics, started, &r.as_ref().map(|_| ()), "mget");
             (Some(conn), r.ok())
         };
-        ctx.spawn(fut.into_actor(self).map(|(conn, answer), act, _| {
+        ctx.spawn(fut.into_actor(self).map(move |(conn, answer), act, _| {
             act.busy = false;
             if let Some(c) = &conn {
                 act.accounts.quota.connected(c.clone());
@@ -442,7 +449,7 @@ impl SharedStateActor {
                 .store(alive, std::sync::atomic::Ordering::Release);
             view.last_ok_ms
                 .store(now, std::sync::atomic::Ordering::Release);
-            for (d, v) in act.deployments.iter().zip(values) {
+            for (d, v) in table.deployments.iter().zip(values) {
                 if let Some(until) = v.filter(|&u| u > now && u > d.live.cooldown_until()) {
                     d.addr.do_send(AdoptCooldown { until_ms: until });
                 }

@@ -152,6 +152,8 @@ pub struct RawGeneralSettings {
     /// `divide` (each replica enforces limit / replicas alone) or `refuse` (limited requests get 503)
     /// while Redis is unreachable.
     pub redis_outage_mode: Option<String>,
+    /// Deployments created through `/model/new` are stored (and the management API for models is on).
+    pub store_model_in_db: Option<bool>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

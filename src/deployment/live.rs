@@ -19,7 +19,7 @@ pub fn cools_down_at_once(status: u16) -> bool {
 }
 
 /// The cooldown rule, from `router_settings`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CooldownPolicy {
     /// Failures tolerated per minute; one more starts a cooldown.
     pub allowed_fails: u32,

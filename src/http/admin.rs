@@ -60,7 +60,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/customer/info", web::get().to(customer_info_handler))
         .route("/spend/logs", web::get().to(spend_logs))
-        .route("/global/spend/report", web::get().to(spend_report));
+        .route("/global/spend/report", web::get().to(spend_report))
+        .route(
+            "/config/reload",
+            web::post().to(super::models_admin::reload),
+        )
+        .route("/model/new", web::post().to(super::models_admin::model_new))
+        .route(
+            "/model/update",
+            web::post().to(super::models_admin::model_update),
+        )
+        .route(
+            "/model/delete",
+            web::post().to(super::models_admin::model_delete),
+        )
+        .route(
+            "/model/info",
+            web::get().to(super::models_admin::model_info),
+        )
+        .route(
+            "/v1/model/info",
+            web::get().to(super::models_admin::model_info),
+        )
+        .route(
+            "/model_group/info",
+            web::get().to(super::models_admin::model_group_info),
+        );
 }
 
 /// Largest management request body (a key or team with its metadata fits many times over).

@@ -22,7 +22,7 @@ pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
         "cache": if c.general.redis_url.is_some() { Some("redis") } else { None },
         "llm_version": env!("CARGO_PKG_VERSION"),
         "success_callbacks": if c.metrics.enabled { vec!["prometheus"] } else { vec![] },
-        "model_groups": state.groups.len(),
+        "model_groups": state.actors.routes.load().names.len(),
         // With Redis: whether it answers, and the replicas seen alive (shared limits depend on both).
         "redis": c.general.redis_url.as_ref().map(|_| {
             let view = &state.actors.accounts.redis;
@@ -47,8 +47,9 @@ pub async fn deployments(
     if state.config.general.master_key.is_some() {
         auth::check_admin(&req, &state)?;
     }
-    let mut out = Vec::with_capacity(state.actors.deployments.len());
-    for d in state.actors.deployments.iter() {
+    let table = state.actors.routes.load_full();
+    let mut out = Vec::with_capacity(table.deployments.len());
+    for d in table.deployments.iter() {
         let s = d
             .addr
             .send(Snapshot)
@@ -83,7 +84,7 @@ pub async fn deployments(
         }));
     }
     Ok(HttpResponse::Ok().json(json!({
-        "routing_strategy": state.config.router.routing_strategy.as_str(),
+        "routing_strategy": table.strategy.as_str(),
         "deployments": out,
     })))
 }

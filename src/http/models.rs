@@ -8,8 +8,9 @@ use serde_json::json;
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth::check(&req, &state).await?;
     let created = crate::providers::mock::unix_now();
-    let data: Vec<_> = state
-        .groups
+    let table = state.actors.routes.load();
+    let data: Vec<_> = table
+        .names
         .iter()
         .map(|g| json!({"id": g, "object": "model", "created": created, "owned_by": "llm"}))
         .collect();

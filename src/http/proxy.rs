@@ -381,7 +381,7 @@ async fn run(
     let table = state.actors.routes.load_full();
     let Some(group) = table.group(&model) else {
         pending.requested_model = Arc::from(OVERFLOW);
-        let shown: Vec<&str> = state.groups.iter().take(50).map(String::as_str).collect();
+        let shown: Vec<&str> = table.names.iter().take(50).map(|n| &**n).collect();
         let name: String = model.chars().take(100).collect();
         let mut err = ApiError::not_found(format!(
             "Invalid model name passed in model={name}. Call `/v1/models` to view available models for your key. Available models: {}",
@@ -401,7 +401,7 @@ async fn run(
     validate_fields(endpoint, &view)?;
     let stream = endpoint.can_stream() && view.stream()?;
     let client_wants_usage = stream && view.include_usage()?;
-    let router = &state.config.router;
+    let router = &*table.settings;
     let num_retries = view.num_retries()?.unwrap_or(router.num_retries);
     let request_fallbacks = view.fallbacks()?;
     check_model_access(caller, &group.name, "model")?;

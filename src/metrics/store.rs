@@ -547,6 +547,47 @@ impl Store {
         removed
     }
 
+    /// Removes, from every family that has label `required`, the series whose labels match every pair of
+    /// `pairs` the family has. Returns how many were removed.
+    pub fn remove_where(&mut self, pairs: &[(&str, &str)], required: &str) -> usize {
+        let mut removed = 0;
+        for fi in 0..self.fams.len() {
+            let labels = &self.fams[fi].spec.labels;
+            if !labels.iter().any(|l| l == required) {
+                continue;
+            }
+            let mut want: Vec<(usize, u32)> = Vec::new();
+            for (name, value) in pairs {
+                if let Some(pos) = labels.iter().position(|l| l == name) {
+                    match self.strings.get(value) {
+                        Some(id) => want.push((pos, id)),
+                        // A value no series has: nothing in this family matches.
+                        None => want.clear(),
+                    }
+                    if want.is_empty() {
+                        break;
+                    }
+                }
+            }
+            if want.is_empty() {
+                continue;
+            }
+            let slots: Vec<usize> = {
+                let f = &self.fams[fi];
+                (0..f.born.len())
+                    .filter(|&s| {
+                        f.born[s] != DEAD && want.iter().all(|(p, id)| f.key(s)[*p] == *id)
+                    })
+                    .collect()
+            };
+            for s in slots {
+                self.remove_slot(fi, s);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Removes the series of the families in `fams` not updated for `ttl_s` seconds; with `nonempty`, only
     /// those whose label of that name is set (families without it are skipped). Returns how many.
     pub fn sweep(&mut self, fams: &[FamId], ttl_s: u32, nonempty: Option<&str>) -> usize {

@@ -4,7 +4,7 @@
 
 use super::strategy::{choose, shuffle_weights, Candidate};
 use crate::actors::Deployment;
-use crate::config::RoutingStrategy;
+use crate::config::{RouterSettings, RoutingStrategy};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -96,16 +96,27 @@ impl Group {
     }
 }
 
-#[derive(Default)]
+/// What routing needs, published whole by the RouterActor (its only writer): the deployments in order,
+/// their groups, and the router settings in force (retries, fallbacks, timeouts, strategy). A reload or a
+/// model change publishes a new table; a request reads one table from start to end.
 pub struct RoutingTable {
     groups: HashMap<String, Group>,
     pub strategy: RoutingStrategy,
+    /// Every deployment, config entries first, then stored ones.
+    pub deployments: Vec<Arc<Deployment>>,
+    /// Group names in the order of their first deployment (`/v1/models`).
+    pub names: Vec<Arc<str>>,
+    pub settings: Arc<RouterSettings>,
 }
 
 impl RoutingTable {
-    pub fn new(deployments: &[Arc<Deployment>], strategy: RoutingStrategy) -> RoutingTable {
+    pub fn new(deployments: Vec<Arc<Deployment>>, settings: Arc<RouterSettings>) -> RoutingTable {
         let mut by_group: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
-        for d in deployments {
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for d in &deployments {
+            if !by_group.contains_key(&d.cfg.model_name) {
+                names.push(d.group.clone());
+            }
             by_group
                 .entry(d.cfg.model_name.clone())
                 .or_default()
@@ -124,7 +135,18 @@ impl RoutingTable {
                 (name, group)
             })
             .collect();
-        RoutingTable { groups, strategy }
+        RoutingTable {
+            groups,
+            strategy: settings.routing_strategy,
+            deployments,
+            names,
+            settings,
+        }
+    }
+
+    /// The deployment with this id.
+    pub fn deployment(&self, id: &str) -> Option<&Arc<Deployment>> {
+        self.deployments.iter().find(|d| d.cfg.id == id)
     }
 
     pub fn group(&self, model: &str) -> Option<&Group> {

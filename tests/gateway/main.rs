@@ -9,6 +9,7 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod metrics;
+mod models;
 mod proxy;
 mod replicas;
 mod routing;
