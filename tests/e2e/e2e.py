@@ -137,6 +137,7 @@ def main():
         + "router_settings:\n  num_retries: 2\n  allowed_fails: 1\n  cooldown_time: 2\n"
         + "  fallbacks: [{gpt-main: [gpt-backup]}, {gpt-doomed: [gpt-doomed-backup]}]\n"
         + f"general_settings:\n  master_key: {MASTER}\n  database_url: {db}\n  redis_url: {REDIS}\n"
+        + "  store_model_in_db: true\n"
     )
     cfg_path = os.path.join(tmp, "config.yaml")
     with open(cfg_path, "w") as f:
@@ -199,6 +200,20 @@ def main():
     check(chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0, "usage in the last chunk")
     e = client.embeddings.create(model="text-embed", input=["one", "two"])
     check(len(e.data) == 2 and len(e.data[0].embedding) > 0, "embeddings")
+
+    # --- a deployment added through the management API, used through the SDK at once -------------------------
+    _, made = http("POST", base + "/model/new", {
+        "model_name": "gpt-added", "model_info": {"id": "added-1"},
+        "litellm_params": {"model": "openai/e2e-added", "api_base": up, "api_key": "sk-up-added"},
+    }, expect=200)
+    check(made["litellm_params"]["api_key"] == "********", "the upstream key is masked")
+    check("gpt-added" in [m.id for m in client.models.list().data], "the added group is listed")
+    r = client.chat.completions.create(model="gpt-added", messages=[{"role": "user", "content": "new model"}])
+    check(r.choices[0].message.content and r.usage.total_tokens > 0, "the added deployment answers")
+    http("POST", base + "/model/update", {"model_info": {"id": "added-1"}, "litellm_params": {"rpm": 1000}},
+         expect=200)
+    r = client.chat.completions.create(model="gpt-added", messages=[{"role": "user", "content": "again"}])
+    check(r.choices[0].message.content, "the updated deployment answers")
 
     # --- the SDK's exception classes --------------------------------------------------------------------------
     bad = openai.OpenAI(base_url=base + "/v1", api_key="sk-not-a-key", max_retries=0)
