@@ -433,6 +433,13 @@ impl Config {
             Err(e) => return Err(vec![format!("`{at}`: {e}")]),
         };
         let mut problems = Vec::new();
+        // `os.environ/NAME` is read only in credential parameters: anywhere else its value could come back
+        // in an answer, a label or an error message, and let whoever holds the master key read the
+        // server's environment.
+        env_only_in_secrets(&tree, &mut at.to_owned(), false, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let mut path = at.to_owned();
         resolve_env(&mut tree, &mut path, env, &mut problems);
         if !problems.is_empty() {
@@ -1023,7 +1030,9 @@ pub fn shown_url(url: &str) -> String {
 pub fn is_secret_param(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.ends_with("_key")
+        || k.ends_with("-key")
         || k == "key"
+        || k == "authorization"
         || k.contains("secret")
         || k.contains("password")
         || k.contains("credential")
@@ -1061,6 +1070,40 @@ fn derive_ids(tree: &serde_norway::Value) -> Vec<String> {
             crate::secret::hash_key(&text)
         })
         .collect()
+}
+
+/// A problem for every `os.environ/` string not under a credential parameter (`is_secret_param`).
+fn env_only_in_secrets(
+    v: &serde_norway::Value,
+    path: &mut String,
+    in_secret: bool,
+    problems: &mut Vec<String>,
+) {
+    use serde_norway::Value as Y;
+    match v {
+        Y::String(s) if s.starts_with("os.environ/") && !in_secret => problems.push(format!(
+            "`{path}`: `os.environ/` is read only in credential parameters (`api_key` and other `*_key`, `*secret*`, `*token` fields) of models made through the API"
+        )),
+        Y::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                env_only_in_secrets(item, path, in_secret, problems);
+                path.truncate(len);
+            }
+        }
+        Y::Mapping(map) => {
+            for (k, item) in map {
+                let len = path.len();
+                let key = k.as_str().unwrap_or("?");
+                path.push('.');
+                path.push_str(key);
+                env_only_in_secrets(item, path, in_secret || is_secret_param(key), problems);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Replaces every `os.environ/NAME` string with the variable's value; a missing variable is a problem.

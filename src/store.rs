@@ -262,15 +262,23 @@ const V2: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS llm_models (id TEXT PRIMARY KEY, data TEXT NOT NULL, spend_micros BIGINT NOT NULL DEFAULT 0, budget_reset_at BIGINT, team_id TEXT, user_id TEXT, created_at BIGINT NOT NULL)",
 ];
 
-/// Applies the schema versions the database has not recorded yet. Replicas starting together may both
-/// apply one: every statement is idempotent, and a version recorded twice is still that version.
-async fn migrate(pool: &AnyPool) -> Result<(), StoreError> {
+/// Applies the schema versions the database has not recorded yet.
+async fn migrate(pool: &AnyPool, postgres: bool) -> Result<(), StoreError> {
+    // One transaction; on PostgreSQL under an advisory lock, so replicas starting together apply each
+    // version once, one after the other (concurrent CREATE TABLE can fail there even with IF NOT EXISTS).
+    let mut tx = pool.begin().await.map_err(err("cannot apply the schema"))?;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(7243158401)")
+            .execute(&mut *tx)
+            .await
+            .map_err(err("cannot lock the schema"))?;
+    }
     sqlx::query("CREATE TABLE IF NOT EXISTS llm_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)")
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .map_err(err("cannot apply the schema"))?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM llm_schema")
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(err("cannot read the schema version"))?;
     let current = current.unwrap_or(0);
@@ -286,18 +294,19 @@ async fn migrate(pool: &AnyPool) -> Result<(), StoreError> {
     for (version, statements) in SCHEMA.iter().filter(|(v, _)| *v > current) {
         for statement in *statements {
             sqlx::query(statement)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(err(format!("cannot apply schema version {version}")))?;
         }
         sqlx::query("INSERT INTO llm_schema (version, applied_at) VALUES ($1, $2)")
             .bind(*version)
             .bind(now_ms())
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(err(format!("cannot record schema version {version}")))?;
         tracing::info!(version, "schema version applied");
     }
+    tx.commit().await.map_err(err("cannot apply the schema"))?;
     Ok(())
 }
 
@@ -405,7 +414,7 @@ impl Store {
         } else {
             &[]
         };
-        migrate(&pool).await?;
+        migrate(&pool, kind == "postgres").await?;
         for m in extra {
             sqlx::query(m)
                 .execute(&pool)
@@ -510,6 +519,67 @@ impl Store {
             .await
             .map_err(err(format!("cannot write {}", table.name())))?;
         Ok(())
+    }
+
+    /// Stores a new record only if no record has `id`: `false` when one has (another replica may have made
+    /// it a moment ago).
+    pub async fn insert_new(
+        &self,
+        table: Table,
+        id: &str,
+        data: &impl Serialize,
+    ) -> Result<bool, StoreError> {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+        let sql = format!(
+            "INSERT INTO {} (id, data, spend_micros, created_at) VALUES ($1, $2, 0, $3) ON CONFLICT (id) DO NOTHING",
+            table.name()
+        );
+        let call = async {
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(data)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(err(format!("cannot write {}", table.name())))
+        };
+        let made = self.timed("insert", call).await?;
+        if made {
+            self.announce(table, &[id.to_owned()]);
+        }
+        Ok(made)
+    }
+
+    /// Replaces a record's data only if it still is `old` (compare and swap): `false` when another
+    /// writer changed or deleted it since it was read.
+    pub async fn replace_data(
+        &self,
+        table: Table,
+        id: &str,
+        old: &str,
+        data: &impl Serialize,
+    ) -> Result<bool, StoreError> {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+        let sql = format!(
+            "UPDATE {} SET data = $1 WHERE id = $2 AND data = $3",
+            table.name()
+        );
+        let call = async {
+            sqlx::query(&sql)
+                .bind(data)
+                .bind(id)
+                .bind(old.to_owned())
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(err(format!("cannot write {}", table.name())))
+        };
+        let done = self.timed("update", call).await?;
+        if done {
+            self.announce(table, &[id.to_owned()]);
+        }
+        Ok(done)
     }
 
     /// The ids of the keys that belong to `owner` (a team or a user).

@@ -895,7 +895,17 @@ impl MetricsActor {
                 ("api_base", &d.api_base),
                 ("api_provider", d.api_provider),
             ];
-            self.store.remove_where(&with_id, "model_id");
+            // A running deployment with the same id and labels (a group renamed keeps the id): its series
+            // are its own now.
+            let same_id = running.iter().any(|r| {
+                r.model_id == d.model_id
+                    && r.llm_model_name == d.llm_model_name
+                    && r.api_base == d.api_base
+                    && r.api_provider == d.api_provider
+            });
+            if !same_id {
+                self.store.remove_where(&with_id, "model_id");
+            }
             let shared = running.iter().any(|r| {
                 r.model_group == d.model_group
                     && r.llm_model_name == d.llm_model_name

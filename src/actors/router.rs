@@ -192,14 +192,18 @@ pub async fn load_stored(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&row.data) else {
-            tracing::error!(model_id = %row.id, "stored deployment is not JSON; left out");
+            if first_report(&row.id, &row.data) {
+                tracing::error!(model_id = %row.id, "stored deployment is not JSON; left out");
+            }
             continue;
         };
         let at = format!("stored model `{}`", row.id);
         match Config::parse_model(&entry, &at, request_timeout, &|n| std::env::var(n).ok()) {
             Ok(d) => out.push(d),
             Err(problems) => {
-                tracing::error!(model_id = %row.id, problems = %problems.join("; "), "stored deployment left out")
+                if first_report(&row.id, &row.data) {
+                    tracing::error!(model_id = %row.id, problems = %problems.join("; "), "stored deployment left out");
+                }
             }
         }
     }
@@ -211,10 +215,26 @@ pub async fn load_stored(
     Ok(out)
 }
 
+/// Whether this stored row's problem is new (the read-back runs every second; each problem is logged once).
+fn first_report(id: &str, data: &str) -> bool {
+    use std::hash::{Hash, Hasher};
+    static REPORTED: std::sync::Mutex<std::collections::BTreeSet<(String, u64)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    if reported.len() > 10_000 {
+        reported.clear();
+    }
+    reported.insert((id.to_owned(), h.finish()))
+}
+
 pub struct RouterActor {
     maker: DeploymentMaker,
     stored_models: Option<StoredModels>,
     loading: bool,
+    /// Bumped by every [`SetModels`] with a stored list: a read-back that began before one is stale.
+    stored_generation: u64,
     published: Arc<ArcSwap<RoutingTable>>,
     file: Vec<DeploymentConfig>,
     stored: Vec<DeploymentConfig>,
@@ -237,6 +257,7 @@ impl RouterActor {
             maker,
             stored_models,
             loading: false,
+            stored_generation: 0,
             published,
             file,
             stored,
@@ -325,7 +346,9 @@ impl RouterActor {
         let table = self.published.load();
         let mut gone: Vec<Arc<DeploymentLabels>> = Vec::new();
         self.retiring.retain_mut(|r| {
-            let busy = r.deployment.live.in_flight() > 0;
+            // Requests hold the table they started with (and its deployments) through retries and
+            // fallbacks: the deployment is let go once only this list holds it and nothing is in flight.
+            let busy = r.deployment.live.in_flight() > 0 || Arc::strong_count(&r.deployment) > 1;
             if busy && now - r.since_ms < RETIRE_MAX_MS {
                 r.idle_since_ms = None;
                 return true;
@@ -394,12 +417,15 @@ impl RouterActor {
         }
         self.loading = true;
         let (store, timeout) = (s.store.clone(), s.request_timeout);
+        let began = self.stored_generation;
         ctx.spawn(
             async move { load_stored(&store, timeout).await }
                 .into_actor(self)
-                .map(|loaded, act, _| {
+                .map(move |loaded, act, _| {
                     act.loading = false;
                     match loaded {
+                        // A change applied meanwhile read the store after this read: this one is older.
+                        Ok(_) if act.stored_generation != began => {}
                         Ok(stored) if stored != act.stored => {
                             act.stored = stored;
                             act.apply();
@@ -430,6 +456,7 @@ impl Handler<SetModels> for RouterActor {
         }
         if let Some(stored) = msg.stored {
             self.stored = stored;
+            self.stored_generation += 1;
         }
         MessageResult(self.apply())
     }

@@ -16,6 +16,8 @@ use serde_json::json;
 
 /// Reads the config file again and applies its model list and router settings.
 pub async fn reload_file(state: &AppState) -> Result<ModelsApplied, ApiError> {
+    // One change at a time with the model API: two reloads apply their reads in order.
+    let _one = MODEL_OPS.lock().await;
     let path = state.config.path.clone();
     let loaded = web::block(move || Config::load(&path))
         .await
@@ -183,14 +185,46 @@ async fn apply_stored(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `id` is a deployment of the config file in force (not a stored one).
 fn from_file(state: &AppState, id: &str) -> bool {
-    state.config.model_list.iter().any(|d| d.id == id)
-        || state
-            .actors
-            .routes
-            .load()
-            .deployment(id)
-            .is_some_and(|d| !d.cfg.model_info.contains_key("db_model"))
+    state
+        .actors
+        .routes
+        .load()
+        .deployment(id)
+        .is_some_and(|d| d.cfg.model_info.get("db_model") != Some(&Json::Bool(true)))
+}
+
+/// Ids become label values and Redis message fields: short, and from a plain alphabet.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "`model_info.id` must be 1 to 128 characters of letters, digits, `.`, `_`, `:` and `-`",
+    )
+    .with_param("model_info"))
+}
+
+/// Model group names are label values and appear in `/v1/models`: bounded, printable.
+fn check_model_name(entry: &Map<String, Json>) -> Result<(), ApiError> {
+    let ok = entry
+        .get("model_name")
+        .and_then(Json::as_str)
+        .is_some_and(|n| {
+            (1..=128).contains(&n.chars().count()) && !n.chars().any(char::is_control)
+        });
+    if ok {
+        return Ok(());
+    }
+    Err(
+        ApiError::bad_request("`model_name` must be 1 to 128 printable characters")
+            .with_param("model_name"),
+    )
 }
 
 /// `POST /model/new`.
@@ -222,40 +256,56 @@ pub async fn model_new(
             )
         }
     };
+    check_id(&id)?;
     info.insert("id".into(), Json::String(id.clone()));
     info.insert("created_at".into(), Json::from(now_ms()));
     info.insert("db_model".into(), Json::Bool(true));
+    check_model_name(&entry)?;
     let cfg = validate(&state, &entry)?;
-    let taken = state.actors.routes.load().deployment(&id).is_some()
-        || state
-            .actors
-            .store
-            .get(Table::Models, &id)
-            .await
-            .map_err(|e| ApiError::store(&e))?
-            .is_some();
-    if taken {
-        return Err(
-            ApiError::bad_request(format!("a deployment with id `{id}` exists"))
-                .with_param("model_info"),
-        );
+    let exists = || {
+        ApiError::bad_request(format!("a deployment with id `{id}` exists"))
+            .with_param("model_info")
+    };
+    if state.actors.routes.load().deployment(&id).is_some() {
+        return Err(exists());
     }
-    state
+    // Insert-if-absent: two replicas making the same id cannot both succeed.
+    let made = state
         .actors
         .store
-        .upsert(
-            Table::Models,
-            &id,
-            &Json::Object(entry),
-            0,
-            None,
-            None,
-            None,
-        )
+        .insert_new(Table::Models, &id, &Json::Object(entry))
         .await
         .map_err(|e| ApiError::store(&e))?;
+    if !made {
+        return Err(exists());
+    }
     apply_stored(&state).await?;
     Ok(HttpResponse::Ok().json(shown(&cfg, true)))
+}
+
+/// Removes masked secrets (`********`) from a patch, at any depth.
+fn drop_masked(p: &mut Map<String, Json>) {
+    p.retain(|_, v| v.as_str() != Some(MASK));
+    for v in p.values_mut() {
+        if let Json::Object(o) = v {
+            drop_masked(o);
+        }
+    }
+}
+
+/// Masks credential parameters at any depth (`extra_headers.Authorization` too).
+fn mask_secrets(v: &mut Json) {
+    if let Json::Object(o) = v {
+        for (k, item) in o.iter_mut() {
+            if is_secret_param(k) && !item.is_null() {
+                *item = Json::String(MASK.into());
+            } else {
+                mask_secrets(item);
+            }
+        }
+    } else if let Json::Array(items) = v {
+        items.iter_mut().for_each(mask_secrets);
+    }
 }
 
 /// Merges `patch` into `base`: objects key by key (a `null` removes the key), anything else replaces.
@@ -326,11 +376,14 @@ pub async fn model_update(
         .get("litellm_params")
         .or_else(|| body.get("llm_params"))
     {
-        if !p.is_object() {
+        let Json::Object(p) = p else {
             return Err(ApiError::bad_request("`litellm_params` must be an object")
                 .with_param("litellm_params"));
-        }
-        patch.insert("llm_params".into(), p.clone());
+        };
+        // A masked secret sent back (an info answer edited and returned) keeps the stored value.
+        let mut p = p.clone();
+        drop_masked(&mut p);
+        patch.insert("llm_params".into(), Json::Object(p));
     }
     if let Some(Json::Object(info)) = body.get("model_info") {
         let mut info = info.clone();
@@ -340,21 +393,23 @@ pub async fn model_update(
         patch.insert("model_info".into(), Json::Object(info));
     }
     merge(&mut entry, &patch);
+    check_model_name(&entry)?;
     let cfg = validate(&state, &entry)?;
-    state
+    // Compare and swap: an update another replica made meanwhile is not overwritten.
+    let done = state
         .actors
         .store
-        .upsert(
-            Table::Models,
-            &id,
-            &Json::Object(entry),
-            0,
-            None,
-            None,
-            None,
-        )
+        .replace_data(Table::Models, &id, &row.data, &Json::Object(entry))
         .await
         .map_err(|e| ApiError::store(&e))?;
+    if !done {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::BadRequestError,
+            actix_web::http::StatusCode::CONFLICT,
+            format!("deployment `{id}` was changed or deleted meanwhile; read it again and retry"),
+        )
+        .with_param("model_info"));
+    }
     apply_stored(&state).await?;
     Ok(HttpResponse::Ok().json(shown(&cfg, true)))
 }
@@ -434,7 +489,11 @@ fn shown(d: &DeploymentConfig, db_model: bool) -> Json {
         };
         params.insert(k.clone(), v);
     }
-    let mut info = d.model_info.clone();
+    let mut masked = Json::Object(d.model_info.clone());
+    mask_secrets(&mut masked);
+    let Json::Object(mut info) = masked else {
+        unreachable!("an object stays an object")
+    };
     info.insert("id".into(), Json::String(d.id.clone()));
     info.insert("db_model".into(), Json::Bool(db_model));
     json!({ "model_name": d.model_name, "litellm_params": params, "model_info": info })

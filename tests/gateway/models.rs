@@ -292,6 +292,26 @@ async fn models_made_through_the_api_serve_survive_a_restart_and_go() {
     let r = gw.admin("/model/delete", &json!({"id": "a1"})).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("config file"), "{}", r.body);
+    // The server's environment cannot be read through the API: `os.environ/` only in credentials.
+    let r = gw
+        .admin("/model/new", &json!({"model_name": "c", "litellm_params": {"model": "mock/c"}, "model_info": {"note": "os.environ/HOME"}}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("model_info.note") && !r.body.contains("/root"),
+        "{}",
+        r.body
+    );
+    // Ids are label values and message fields: a plain alphabet.
+    let r = gw
+        .admin("/model/new", &json!({"model_name": "c", "litellm_params": {"model": "mock/c"}, "model_info": {"id": "x|y"}}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A masked key sent back keeps the stored one (the stored row still validates and serves).
+    let r = gw
+        .admin("/model/update", &json!({"model_info": {"id": id}, "litellm_params": {"api_key": "********", "mock_response": "from the api"}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let r = gw
         .admin("/model/delete", &json!({"id": "no-such-model"}))
         .await;
