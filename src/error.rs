@@ -230,9 +230,13 @@ impl ApiError {
     }
 
     /// Whether another attempt (same or other deployment) could succeed: 408, 429, 5xx, connection errors.
+    /// What this error means for routing (see [`Meaning`]).
+    pub fn meaning(&self) -> Meaning {
+        Meaning::of(self.provider.is_some(), self.status.as_u16(), self.kind)
+    }
+
     pub fn is_retryable(&self) -> bool {
-        self.provider.is_some()
-            && (matches!(self.status.as_u16(), 408 | 429) || self.status.is_server_error())
+        self.meaning().retry
     }
 
     pub fn body(&self) -> serde_json::Value {
@@ -244,6 +248,54 @@ impl ApiError {
                 "code": self.code.clone().unwrap_or_else(|| self.status.as_u16().to_string()),
             }
         })
+    }
+}
+
+/// Which fallback list a failed group sends a request to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// None: the request itself is at fault (a bad request goes nowhere else).
+    No,
+    /// `fallbacks` (or `default_fallbacks`).
+    General,
+    /// `context_window_fallbacks`.
+    ContextWindow,
+    /// `content_policy_fallbacks`.
+    ContentPolicy,
+}
+
+/// What an error means for routing, decided in this one place: whether the request is tried again
+/// (`num_retries`), which fallbacks it goes to, whether it counts against the deployment that answered it
+/// (towards `allowed_fails` and its health) and whether it cools that deployment down at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meaning {
+    pub retry: bool,
+    pub fallback: Fallback,
+    pub against_deployment: bool,
+    pub cools_down_at_once: bool,
+}
+
+impl Meaning {
+    /// `upstream`: the error came from (or on the way to) a deployment, not from the gateway itself.
+    pub fn of(upstream: bool, status: u16, kind: ErrorKind) -> Meaning {
+        // The request's own fault: malformed, too large, refused content, too long for the model.
+        let requests_fault = matches!(status, 400 | 403 | 413 | 422);
+        let fallback = match kind {
+            ErrorKind::ContextWindowExceededError => Fallback::ContextWindow,
+            ErrorKind::ContentPolicyViolationError => Fallback::ContentPolicy,
+            _ if upstream && !matches!(status, 400 | 413 | 422) => Fallback::General,
+            // The gateway's own "nothing available": every deployment cooling, no capacity, timed out.
+            _ if !upstream && matches!(status, 429 | 503 | 408) => Fallback::General,
+            _ => Fallback::No,
+        };
+        let against_deployment = upstream && !requests_fault;
+        Meaning {
+            retry: upstream && (matches!(status, 408 | 429) || (500..600).contains(&status)),
+            fallback,
+            against_deployment,
+            // LiteLLM's list: rate limited, bad credentials, unknown model, timeout.
+            cools_down_at_once: against_deployment && matches!(status, 429 | 401 | 404 | 408),
+        }
     }
 }
 
@@ -291,5 +343,146 @@ mod tests {
         assert_eq!(b["error"]["type"], "invalid_request_error");
         assert_eq!(b["error"]["param"], "model");
         assert_eq!(b["error"]["code"], "400");
+    }
+}
+
+#[cfg(test)]
+mod meaning_tests {
+    use super::{ErrorKind as K, Fallback as F, Meaning};
+
+    /// The one table of what errors mean: (from a deployment, status, kind) -> retry, fallback, counts
+    /// against the deployment, cools it down at once.
+    #[test]
+    fn what_each_error_means() {
+        let cases: &[(bool, u16, K, bool, F, bool, bool)] = &[
+            (
+                true,
+                500,
+                K::InternalServerError,
+                true,
+                F::General,
+                true,
+                false,
+            ),
+            (true, 502, K::BadGatewayError, true, F::General, true, false),
+            (
+                true,
+                503,
+                K::ServiceUnavailableError,
+                true,
+                F::General,
+                true,
+                false,
+            ),
+            (true, 429, K::RateLimitError, true, F::General, true, true),
+            (true, 408, K::Timeout, true, F::General, true, true),
+            (
+                true,
+                401,
+                K::AuthenticationError,
+                false,
+                F::General,
+                true,
+                true,
+            ),
+            (true, 404, K::NotFoundError, false, F::General, true, true),
+            (
+                true,
+                403,
+                K::PermissionDeniedError,
+                false,
+                F::General,
+                false,
+                false,
+            ),
+            (true, 400, K::BadRequestError, false, F::No, false, false),
+            (
+                true,
+                413,
+                K::PayloadTooLargeError,
+                false,
+                F::No,
+                false,
+                false,
+            ),
+            (
+                true,
+                422,
+                K::UnprocessableEntityError,
+                false,
+                F::No,
+                false,
+                false,
+            ),
+            (
+                true,
+                400,
+                K::ContextWindowExceededError,
+                false,
+                F::ContextWindow,
+                false,
+                false,
+            ),
+            (
+                true,
+                400,
+                K::ContentPolicyViolationError,
+                false,
+                F::ContentPolicy,
+                false,
+                false,
+            ),
+            (
+                true,
+                0,
+                K::APIConnectionError,
+                false,
+                F::General,
+                true,
+                false,
+            ),
+            (
+                false,
+                503,
+                K::ServiceUnavailableError,
+                false,
+                F::General,
+                false,
+                false,
+            ),
+            (
+                false,
+                429,
+                K::RateLimitError,
+                false,
+                F::General,
+                false,
+                false,
+            ),
+            (false, 408, K::Timeout, false, F::General, false, false),
+            (false, 400, K::BadRequestError, false, F::No, false, false),
+            (
+                false,
+                401,
+                K::AuthenticationError,
+                false,
+                F::No,
+                false,
+                false,
+            ),
+            (false, 404, K::NotFoundError, false, F::No, false, false),
+        ];
+        for &(upstream, status, kind, retry, fallback, against, at_once) in cases {
+            assert_eq!(
+                Meaning::of(upstream, status, kind),
+                Meaning {
+                    retry,
+                    fallback,
+                    against_deployment: against,
+                    cools_down_at_once: at_once,
+                },
+                "{upstream} {status} {kind:?}"
+            );
+        }
     }
 }

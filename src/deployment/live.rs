@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Statuses that cool a deployment down at once (LiteLLM's list): rate limited, bad credentials, unknown
-/// model, timeout.
-pub fn cools_down_at_once(status: u16) -> bool {
-    matches!(status, 429 | 401 | 404 | 408)
+/// Whether a failure the deployment caused (`record_failure` sees only those) cools it down at once; the
+/// table is `error::Meaning`.
+fn cools_down_at_once(status: u16) -> bool {
+    crate::error::Meaning::of(true, status, crate::error::ErrorKind::APIError).cools_down_at_once
 }
 
 /// The cooldown rule, from `router_settings`.

@@ -17,7 +17,7 @@ use crate::actors::metrics::{
 use crate::actors::{outbox, Deployment};
 use crate::config::{CustomLabel, RedisOutageMode, RoutingStrategy};
 use crate::deployment::live::InFlight;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorKind, Fallback};
 use crate::providers::wire::{
     check_messages, check_text, estimate_prompt_tokens, response_usage, InputShape, RequestView,
     SseTap, Usage, MAX_METADATA_CHARS,
@@ -232,7 +232,7 @@ impl Pending {
     ) {
         let now = now_ms();
         let mut recovered = false;
-        let against = result.is_err_and(counts_against);
+        let against = result.is_err_and(|e| e.meaning().against_deployment);
         let cooldown = match result {
             Ok(()) => {
                 let started = now - latency.as_millis() as i64;
@@ -451,19 +451,19 @@ async fn run(
         Ok(answer) => return Ok(answer),
         Err(err) => err,
     };
-    let chain: Vec<&Group> = match cause.kind {
-        ErrorKind::ContextWindowExceededError => named(
+    let chain: Vec<&Group> = match cause.meaning().fallback {
+        Fallback::ContextWindow => named(
             &table,
             router.context_window_fallbacks.get(&*group.name),
             pending.caller.as_ref(),
         ),
-        ErrorKind::ContentPolicyViolationError => named(
+        Fallback::ContentPolicy => named(
             &table,
             router.content_policy_fallbacks.get(&*group.name),
             pending.caller.as_ref(),
         ),
-        _ if falls_back(&cause) => general,
-        _ => Vec::new(),
+        Fallback::General => general,
+        Fallback::No => Vec::new(),
     };
     let why = (cause.status.as_u16(), cause.class());
     let mut last = cause;
@@ -706,21 +706,6 @@ fn named<'t>(
         .filter_map(|n| table.group(n))
         .filter(|g| caller.is_none_or(|c| may_use(c, &g.name)))
         .collect()
-}
-
-/// Whether a failure of the requested group moves the request to its fallbacks: every upstream failure but
-/// those caused by the request itself (400, 413, 422), and "nothing available".
-fn falls_back(err: &ApiError) -> bool {
-    match err.provider {
-        Some(_) => !matches!(err.status.as_u16(), 400 | 413 | 422),
-        None => matches!(err.status.as_u16(), 429 | 503 | 408),
-    }
-}
-
-/// Whether a failed attempt counts against its deployment (towards `allowed_fails` and cooldowns). Errors the
-/// request caused itself do not: 400 (including context-window and content-policy), 403, 413, 422.
-fn counts_against(err: &ApiError) -> bool {
-    err.provider.is_some() && !matches!(err.status.as_u16(), 400 | 403 | 413 | 422)
 }
 
 /// Up to `1 + num_retries` attempts on the deployments of `g`. A retry goes to another deployment when
