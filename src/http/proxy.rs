@@ -23,6 +23,7 @@ use crate::providers::wire::{
     SseTap, Usage, MAX_METADATA_CHARS,
 };
 use crate::providers::{mock, openai, Endpoint};
+use crate::router::policy::{self, Recovery};
 use crate::router::table::{Group, Pick, RoutingTable};
 use crate::store::{micros, now_ms, usd, SpendEvent};
 use actix::clock::{sleep, Instant, Sleep};
@@ -437,14 +438,16 @@ async fn run(
         max_retry_after_secs: state.config.general.max_retry_after.as_secs().max(1),
     };
     // Where a failure of the requested group goes, unless it is a context-window or content-policy error.
-    let general: Vec<&Group> = request_fallbacks
-        .as_ref()
-        .or_else(|| router.fallbacks.get(&*group.name))
-        .unwrap_or(&router.default_fallbacks)
-        .iter()
-        .filter_map(|name| table.group(name))
-        .filter(|g| g.name != group.name && may_use(caller, &g.name))
-        .collect();
+    let general: Vec<&Group> = policy::fallback_names(
+        Fallback::General,
+        router,
+        &group.name,
+        request_fallbacks.as_ref(),
+    )
+    .iter()
+    .filter_map(|name| table.group(name))
+    .filter(|g| g.name != group.name && may_use(caller, &g.name))
+    .collect();
     let mut recovery = Recovery::default();
     let alone = !general.iter().any(|g| g.any_available(now_ms()));
     let cause = match try_group(group, &call, alone, &mut recovery, pending).await {
@@ -452,18 +455,12 @@ async fn run(
         Err(err) => err,
     };
     let chain: Vec<&Group> = match cause.meaning().fallback {
-        Fallback::ContextWindow => named(
-            &table,
-            router.context_window_fallbacks.get(&*group.name),
-            pending.caller.as_ref(),
-        ),
-        Fallback::ContentPolicy => named(
-            &table,
-            router.content_policy_fallbacks.get(&*group.name),
-            pending.caller.as_ref(),
-        ),
         Fallback::General => general,
-        Fallback::No => Vec::new(),
+        kind => named(
+            &table,
+            policy::fallback_names(kind, router, &group.name, None),
+            pending.caller.as_ref(),
+        ),
     };
     let why = (cause.status.as_u16(), cause.class());
     let mut last = cause;
@@ -679,30 +676,10 @@ impl Call<'_> {
     }
 }
 
-/// The earliest time (wall clock ms) a deployment of the groups tried may take requests again.
-#[derive(Default)]
-struct Recovery(Option<i64>);
-
-impl Recovery {
-    fn note(&mut self, until_ms: i64) {
-        self.0 = Some(self.0.map_or(until_ms, |t| t.min(until_ms)));
-    }
-
-    fn retry_after_secs(&self, now_ms: i64) -> Option<u64> {
-        self.0
-            .map(|t| ((t - now_ms).max(0) as u64).div_ceil(1000).max(1))
-    }
-}
-
 /// The configured fallback groups that exist and that the caller may use (the others are skipped).
-fn named<'t>(
-    table: &'t RoutingTable,
-    names: Option<&Vec<String>>,
-    caller: Option<&Caller>,
-) -> Vec<&'t Group> {
+fn named<'t>(table: &'t RoutingTable, names: &[String], caller: Option<&Caller>) -> Vec<&'t Group> {
     names
-        .into_iter()
-        .flatten()
+        .iter()
         .filter_map(|n| table.group(n))
         .filter(|g| caller.is_none_or(|c| may_use(c, &g.name)))
         .collect()
@@ -757,11 +734,9 @@ async fn try_group(
         // Taken now: dropping it unused (deadline below) gives back the probe it may hold.
         let slot = dep.live.start(now_ms(), probe);
         if let Some(prev) = &last {
-            let mut wait = call.retry_after;
-            if tried.iter().any(|t| Arc::ptr_eq(t, &dep)) {
-                wait = wait.max(Duration::from_secs(prev.retry_after.unwrap_or(0)));
-            }
-            if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            let same = tried.iter().any(|t| Arc::ptr_eq(t, &dep));
+            let wait = policy::retry_wait(call.retry_after, same, prev.retry_after);
+            if !policy::fits(Instant::now(), wait, call.deadline) {
                 break;
             }
             if !wait.is_zero() {
