@@ -105,6 +105,21 @@ async fn body_object(body: web::Payload) -> Result<Map<String, Json>, ApiError> 
     }
 }
 
+/// What every model change starts with: the master key, the API turned on, a JSON object body with only
+/// the `allowed` fields (read after the key check).
+async fn model_body(
+    req: &HttpRequest,
+    state: &AppState,
+    body: web::Payload,
+    allowed: &[&str],
+) -> Result<Map<String, Json>, ApiError> {
+    auth::check_admin(req, state)?;
+    enabled(state)?;
+    let body = body_object(body).await?;
+    check_fields(&body, allowed)?;
+    Ok(body)
+}
+
 /// The fields a model body may have; anything else is refused by name.
 fn check_fields(body: &Map<String, Json>, allowed: &[&str]) -> Result<(), ApiError> {
     for k in body.keys() {
@@ -233,13 +248,13 @@ pub async fn model_new(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check_admin(&req, &state)?;
-    enabled(&state)?;
-    let body = body_object(body).await?;
-    check_fields(
-        &body,
+    let body = model_body(
+        &req,
+        &state,
+        body,
         &["model_name", "litellm_params", "llm_params", "model_info"],
-    )?;
+    )
+    .await?;
     let mut entry = entry_from(&body)?;
     let _one = MODEL_OPS.lock().await;
     let info = entry
@@ -329,11 +344,10 @@ pub async fn model_update(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check_admin(&req, &state)?;
-    enabled(&state)?;
-    let body = body_object(body).await?;
-    check_fields(
-        &body,
+    let body = model_body(
+        &req,
+        &state,
+        body,
         &[
             "model_name",
             "litellm_params",
@@ -341,7 +355,8 @@ pub async fn model_update(
             "model_info",
             "id",
         ],
-    )?;
+    )
+    .await?;
     let id = body
         .get("model_info")
         .and_then(|i| i.get("id"))
@@ -420,10 +435,7 @@ pub async fn model_delete(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check_admin(&req, &state)?;
-    enabled(&state)?;
-    let body = body_object(body).await?;
-    check_fields(&body, &["id"])?;
+    let body = model_body(&req, &state, body, &["id"]).await?;
     let id = body
         .get("id")
         .and_then(Json::as_str)
