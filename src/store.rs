@@ -55,6 +55,19 @@ impl Table {
     }
 }
 
+/// One entity record to write: the record itself (stored as JSON) and the columns the store reads without
+/// decoding it.
+pub struct RecordRow<'a, T: Serialize> {
+    pub table: Table,
+    pub id: &'a str,
+    pub data: &'a T,
+    /// Unix ms when the budget period ends; `None` without one.
+    pub budget_reset_at: Option<i64>,
+    /// The team and user a key belongs to (a team's and a user's own ids for their rows).
+    pub team_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+}
+
 /// A record this replica wrote or deleted, announced to the other replicas (through Redis) so that they
 /// read it again at once instead of at their next read-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,18 +502,15 @@ impl Store {
         r.map(|r| row(&r).map_err(err("bad row"))).transpose()
     }
 
-    /// Inserts or replaces the record; spend is left as stored (new rows start at `spend_micros`).
-    #[allow(clippy::too_many_arguments)]
-    async fn upsert_raw(
-        &self,
-        table: Table,
-        id: &str,
-        data: &impl Serialize,
-        spend_micros: i64,
-        budget_reset_at: Option<i64>,
-        team_id: Option<&str>,
-        user_id: Option<&str>,
-    ) -> Result<(), StoreError> {
+    async fn upsert_raw<T: Serialize>(&self, row: RecordRow<'_, T>) -> Result<(), StoreError> {
+        let RecordRow {
+            table,
+            id,
+            data,
+            budget_reset_at,
+            team_id,
+            user_id,
+        } = row;
         let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
         let sql = format!(
             "INSERT INTO {} (id, data, spend_micros, budget_reset_at, team_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -510,7 +520,7 @@ impl Store {
         sqlx::query(&sql)
             .bind(id)
             .bind(data)
-            .bind(spend_micros)
+            .bind(0i64)
             .bind(budget_reset_at)
             .bind(team_id.map(str::to_owned))
             .bind(user_id.map(str::to_owned))
@@ -1017,29 +1027,11 @@ impl Store {
         self.timed("get", self.get_raw(table, id)).await
     }
 
-    /// Inserts or replaces the record; spend is left as stored (new rows start at `spend_micros`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn upsert(
-        &self,
-        table: Table,
-        id: &str,
-        data: &impl Serialize,
-        spend_micros: i64,
-        budget_reset_at: Option<i64>,
-        team_id: Option<&str>,
-        user_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let call = self.upsert_raw(
-            table,
-            id,
-            data,
-            spend_micros,
-            budget_reset_at,
-            team_id,
-            user_id,
-        );
-        self.timed("upsert", call).await?;
-        self.announce(table, &[id.to_owned()]);
+    /// Inserts or replaces the record; spend is left as stored (a new row starts at 0).
+    pub async fn upsert<T: Serialize>(&self, row: RecordRow<'_, T>) -> Result<(), StoreError> {
+        let (table, id) = (row.table, row.id.to_owned());
+        self.timed("upsert", self.upsert_raw(row)).await?;
+        self.announce(table, &[id]);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use super::*;
 use crate::actors::metrics::{BudgetGauge, BudgetScope};
 use crate::providers::wire::check_label_text;
-use crate::store::{now_ms, KeyOwner, Store, Table};
+use crate::store::{now_ms, KeyOwner, RecordRow, Store, Table};
 
 /// One management operation; `body` is the JSON object the client sent.
 #[derive(Debug, Clone)]
@@ -392,15 +392,14 @@ pub async fn run(
             apply_key(accounts, &mut rec, &f, now)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(
-                    Table::Keys,
-                    &token,
-                    &rec,
-                    0,
-                    reset,
-                    rec.team_id.as_deref(),
-                    rec.user_id.as_deref(),
-                )
+                .upsert(RecordRow {
+                    table: Table::Keys,
+                    id: &token,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: rec.team_id.as_deref(),
+                    user_id: rec.user_id.as_deref(),
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(accounts.key_entry(rec, None, 0, reset));
@@ -429,15 +428,14 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(
-                    Table::Keys,
-                    &token,
-                    &rec,
-                    0,
-                    reset,
-                    rec.team_id.as_deref(),
-                    rec.user_id.as_deref(),
-                )
+                .upsert(RecordRow {
+                    table: Table::Keys,
+                    id: &token,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: rec.team_id.as_deref(),
+                    user_id: rec.user_id.as_deref(),
+                })
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -460,15 +458,14 @@ pub async fn run(
             rec.blocked = blocked;
             let reset = old.ledger.reset_at();
             store
-                .upsert(
-                    Table::Keys,
-                    &token,
-                    &rec,
-                    0,
-                    reset,
-                    rec.team_id.as_deref(),
-                    rec.user_id.as_deref(),
-                )
+                .upsert(RecordRow {
+                    table: Table::Keys,
+                    id: &token,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: rec.team_id.as_deref(),
+                    user_id: rec.user_id.as_deref(),
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(accounts.key_entry(rec, Some(&old), 0, reset));
@@ -536,7 +533,14 @@ pub async fn run(
             apply_team(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(Table::Teams, &team_id, &rec, 0, reset, Some(&team_id), None)
+                .upsert(RecordRow {
+                    table: Table::Teams,
+                    id: &team_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: Some(&team_id),
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -565,7 +569,14 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(Table::Teams, &team_id, &rec, 0, reset, Some(&team_id), None)
+                .upsert(RecordRow {
+                    table: Table::Teams,
+                    id: &team_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: Some(&team_id),
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -641,7 +652,14 @@ pub async fn run(
             }
             let reset = old.ledger.reset_at();
             store
-                .upsert(Table::Teams, &team_id, &rec, 0, reset, Some(&team_id), None)
+                .upsert(RecordRow {
+                    table: Table::Teams,
+                    id: &team_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: Some(&team_id),
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -678,7 +696,14 @@ pub async fn run(
             }
             let reset = old.ledger.reset_at();
             store
-                .upsert(Table::Teams, &team_id, &rec, 0, reset, Some(&team_id), None)
+                .upsert(RecordRow {
+                    table: Table::Teams,
+                    id: &team_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: Some(&team_id),
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -711,7 +736,14 @@ pub async fn run(
             apply_user(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(Table::Users, &user_id, &rec, 0, reset, None, Some(&user_id))
+                .upsert(RecordRow {
+                    table: Table::Users,
+                    id: &user_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: None,
+                    user_id: Some(&user_id),
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(UserEntry {
@@ -760,7 +792,14 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(Table::Users, &user_id, &rec, 0, reset, None, Some(&user_id))
+                .upsert(RecordRow {
+                    table: Table::Users,
+                    id: &user_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: None,
+                    user_id: Some(&user_id),
+                })
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -810,7 +849,14 @@ pub async fn run(
             apply_end_user(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(Table::EndUsers, &user_id, &rec, 0, reset, None, None)
+                .upsert(RecordRow {
+                    table: Table::EndUsers,
+                    id: &user_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: None,
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(EndUserEntry {
@@ -838,7 +884,14 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(Table::EndUsers, &user_id, &rec, 0, reset, None, None)
+                .upsert(RecordRow {
+                    table: Table::EndUsers,
+                    id: &user_id,
+                    data: &rec,
+                    budget_reset_at: reset,
+                    team_id: None,
+                    user_id: None,
+                })
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);

@@ -169,7 +169,7 @@ fn bind_rows(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{SpendFilter, Store};
+    use super::super::{RecordRow, SpendFilter, Store};
     use crate::actors::metrics::{DeploymentLabels, KeyLabels};
     use crate::providers::wire::Usage;
     use crate::store::SpendEvent;
@@ -222,15 +222,14 @@ mod tests {
         for store in stores {
             let id = format!("k-{}", rand::random::<u64>());
             store
-                .upsert(
-                    Table::Keys,
-                    &id,
-                    &serde_json::json!({}),
-                    0,
-                    None,
-                    None,
-                    None,
-                )
+                .upsert(RecordRow {
+                    table: Table::Keys,
+                    id: &id,
+                    data: &serde_json::json!({}),
+                    budget_reset_at: None,
+                    team_id: None,
+                    user_id: None,
+                })
                 .await
                 .unwrap();
             let batch = format!("b-{}", rand::random::<u64>());
