@@ -493,16 +493,3 @@ pub fn entry(name: &str) -> Option<&'static Entry> {
     let bare = name.strip_suffix("_total").unwrap_or(&name);
     CATALOG.iter().find(|e| e.name == name || e.name == bare)
 }
-
-/// Every label some family has (custom labels aside).
-pub fn builtin_labels() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = Vec::new();
-    for e in CATALOG {
-        for l in e.labels {
-            if !v.contains(l) {
-                v.push(l);
-            }
-        }
-    }
-    v
-}

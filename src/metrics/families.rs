@@ -28,12 +28,6 @@ pub struct Fam {
     pub labels: Vec<String>,
 }
 
-impl Fam {
-    pub fn has(&self, label: &str) -> bool {
-        self.id.is_some() && self.labels.iter().any(|l| l == label)
-    }
-}
-
 pub struct Families {
     pub proxy_total_requests: Fam,
     pub proxy_failed_requests: Fam,

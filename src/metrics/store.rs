@@ -321,16 +321,10 @@ impl Store {
         self.generation
     }
 
-    pub fn labels(&self, f: FamId) -> &[String] {
-        &self.fams[f.0 as usize].spec.labels
-    }
-
+    /// Series in family `f` (tests).
+    #[cfg(test)]
     pub fn len(&self, f: FamId) -> usize {
         self.fams[f.0 as usize].live
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fams.iter().all(|f| f.live == 0)
     }
 
     fn find(&self, fi: usize, vals: &[&str]) -> Result<u32, Option<Vec<u32>>> {
@@ -482,6 +476,7 @@ impl Store {
     }
 
     /// The value of a counter or gauge series (tests).
+    #[cfg(test)]
     pub fn value(&self, s: Sid) -> f64 {
         let f = &self.fams[s.fam()];
         f.values[s.slot() * f.stride]
