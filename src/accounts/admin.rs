@@ -248,6 +248,55 @@ pub fn end_user_gauge(
     }
 }
 
+/// The stored row of each entity: the columns besides the record follow from it.
+fn key_row<'a>(token: &'a str, rec: &'a KeyRecord, reset: Option<i64>) -> RecordRow<'a, KeyRecord> {
+    RecordRow {
+        table: Table::Keys,
+        id: token,
+        data: rec,
+        budget_reset_at: reset,
+        team_id: rec.team_id.as_deref(),
+        user_id: rec.user_id.as_deref(),
+    }
+}
+
+fn team_row<'a>(id: &'a str, rec: &'a TeamRecord, reset: Option<i64>) -> RecordRow<'a, TeamRecord> {
+    RecordRow {
+        table: Table::Teams,
+        id,
+        data: rec,
+        budget_reset_at: reset,
+        team_id: Some(id),
+        user_id: None,
+    }
+}
+
+fn user_row<'a>(id: &'a str, rec: &'a UserRecord, reset: Option<i64>) -> RecordRow<'a, UserRecord> {
+    RecordRow {
+        table: Table::Users,
+        id,
+        data: rec,
+        budget_reset_at: reset,
+        team_id: None,
+        user_id: Some(id),
+    }
+}
+
+fn end_user_row<'a>(
+    id: &'a str,
+    rec: &'a EndUserRecord,
+    reset: Option<i64>,
+) -> RecordRow<'a, EndUserRecord> {
+    RecordRow {
+        table: Table::EndUsers,
+        id,
+        data: rec,
+        budget_reset_at: reset,
+        team_id: None,
+        user_id: None,
+    }
+}
+
 /// A record as the info endpoints show it: its fields, plus spend, reset and creation times.
 fn info_json(rec: &impl Serialize, ledger: &Ledger, created_at: i64) -> Json {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
@@ -392,14 +441,7 @@ pub async fn run(
             apply_key(accounts, &mut rec, &f, now)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(RecordRow {
-                    table: Table::Keys,
-                    id: &token,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: rec.team_id.as_deref(),
-                    user_id: rec.user_id.as_deref(),
-                })
+                .upsert(key_row(&token, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(accounts.key_entry(rec, None, 0, reset));
@@ -428,14 +470,7 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(RecordRow {
-                    table: Table::Keys,
-                    id: &token,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: rec.team_id.as_deref(),
-                    user_id: rec.user_id.as_deref(),
-                })
+                .upsert(key_row(&token, &rec, reset))
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -458,14 +493,7 @@ pub async fn run(
             rec.blocked = blocked;
             let reset = old.ledger.reset_at();
             store
-                .upsert(RecordRow {
-                    table: Table::Keys,
-                    id: &token,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: rec.team_id.as_deref(),
-                    user_id: rec.user_id.as_deref(),
-                })
+                .upsert(key_row(&token, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(accounts.key_entry(rec, Some(&old), 0, reset));
@@ -533,14 +561,7 @@ pub async fn run(
             apply_team(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(RecordRow {
-                    table: Table::Teams,
-                    id: &team_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: Some(&team_id),
-                    user_id: None,
-                })
+                .upsert(team_row(&team_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -569,14 +590,7 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(RecordRow {
-                    table: Table::Teams,
-                    id: &team_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: Some(&team_id),
-                    user_id: None,
-                })
+                .upsert(team_row(&team_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -652,14 +666,7 @@ pub async fn run(
             }
             let reset = old.ledger.reset_at();
             store
-                .upsert(RecordRow {
-                    table: Table::Teams,
-                    id: &team_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: Some(&team_id),
-                    user_id: None,
-                })
+                .upsert(team_row(&team_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -696,14 +703,7 @@ pub async fn run(
             }
             let reset = old.ledger.reset_at();
             store
-                .upsert(RecordRow {
-                    table: Table::Teams,
-                    id: &team_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: Some(&team_id),
-                    user_id: None,
-                })
+                .upsert(team_row(&team_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(TeamEntry {
@@ -736,14 +736,7 @@ pub async fn run(
             apply_user(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(RecordRow {
-                    table: Table::Users,
-                    id: &user_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: None,
-                    user_id: Some(&user_id),
-                })
+                .upsert(user_row(&user_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(UserEntry {
@@ -792,14 +785,7 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(RecordRow {
-                    table: Table::Users,
-                    id: &user_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: None,
-                    user_id: Some(&user_id),
-                })
+                .upsert(user_row(&user_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);
@@ -849,14 +835,7 @@ pub async fn run(
             apply_end_user(&mut rec, &f)?;
             let reset = next_reset(rec.budget_duration.as_deref(), now);
             store
-                .upsert(RecordRow {
-                    table: Table::EndUsers,
-                    id: &user_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: None,
-                    user_id: None,
-                })
+                .upsert(end_user_row(&user_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             let entry = Arc::new(EndUserEntry {
@@ -884,14 +863,7 @@ pub async fn run(
                 old.ledger.reset_at()
             };
             store
-                .upsert(RecordRow {
-                    table: Table::EndUsers,
-                    id: &user_id,
-                    data: &rec,
-                    budget_reset_at: reset,
-                    team_id: None,
-                    user_id: None,
-                })
+                .upsert(end_user_row(&user_id, &rec, reset))
                 .await
                 .map_err(internal)?;
             old.ledger.set_reset_at(reset);

@@ -320,8 +320,8 @@ pub struct MetricsActor {
     end_users: Bounded,
     custom: Vec<Bounded>,
     custom_names: Vec<String>,
-    /// Budget gauge handles per scope id, with the shape they were made for.
-    budget_handles: HashMap<(u8, String), ((bool, bool), BudgetHandles)>,
+    /// Budget gauge handles per scope kind (key, team, user, end user), by id.
+    budget_handles: [BudgetHandleMap; 4],
     /// Remaining model-limit gauges per key hash: (model, requests, tokens).
     model_limit_handles: HashMap<String, Vec<ModelLimitHandles>>,
     /// The system families (`prometheus_system`) and `llm_self_latency`.
@@ -333,6 +333,9 @@ pub struct MetricsActor {
 
 /// (model, whether the key had an rpm and a tpm limit for it when made, requests gauge, tokens gauge).
 type ModelLimitHandles = (Arc<str>, (bool, bool), Option<Sid>, Option<Sid>);
+
+/// Budget gauge handles of one scope kind, by id, with the shape (max set, reset set) they were made for.
+type BudgetHandleMap = HashMap<String, ((bool, bool), BudgetHandles)>;
 
 #[derive(Clone, Copy)]
 struct BudgetHandles {
@@ -452,7 +455,7 @@ impl MetricsActor {
                 seen: HashSet::new(),
                 cap: settings.end_user_max_series,
             },
-            budget_handles: HashMap::new(),
+            budget_handles: Default::default(),
             model_limit_handles: HashMap::new(),
             system,
             series_ttl: settings.series_ttl.map(secs),
@@ -512,7 +515,7 @@ impl MetricsActor {
         if self.store.generation() != self.cached_generation {
             self.success.clear();
             self.deployment_success.clear();
-            self.budget_handles.clear();
+            self.budget_handles.iter_mut().for_each(HashMap::clear);
             self.model_limit_handles.clear();
             self.cached_generation = self.store.generation();
         }
@@ -994,8 +997,9 @@ impl MetricsActor {
         now_ms: f64,
     ) {
         let shape = (max_budget.is_some(), reset_at_ms.is_some());
-        let cache_key = (id.0, id.1.to_owned());
-        let handles = match self.budget_handles.get(&cache_key).filter(|h| h.0 == shape) {
+        // One map per scope kind, looked up by `&str`: a request's update allocates nothing.
+        let kind = id.0 as usize;
+        let handles = match self.budget_handles[kind].get(id.1).filter(|h| h.0 == shape) {
             Some(h) => h.1,
             None => {
                 let scope = labels();
@@ -1021,10 +1025,10 @@ impl MetricsActor {
                     // Scopes can share a series (e.g. with `hashed_api_key` excluded): every budget handle
                     // may point at the freed slot. Only budget families lost a series, so the other caches
                     // stay valid.
-                    self.budget_handles.clear();
+                    self.budget_handles.iter_mut().for_each(HashMap::clear);
                     self.cached_generation = self.store.generation();
                 }
-                self.budget_handles.insert(cache_key, (shape, h));
+                self.budget_handles[kind].insert(id.1.to_owned(), (shape, h));
                 h
             }
         };
@@ -1052,7 +1056,7 @@ impl MetricsActor {
         for g in gauges {
             let (kind, id) = Self::scope_id(&g.scope);
             let id = id.to_owned();
-            self.budget_handles.remove(&(kind, id.clone()));
+            self.budget_handles[kind as usize].remove(&id);
             self.set_budget(
                 (kind, &id),
                 || g.scope.clone(),
