@@ -15,10 +15,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use llm::actors::metrics::{
-    Attempt, DeploymentLabels, KeyLabels, MetricsActor, Outcome, RequestFinished,
-};
+use llm::actors::metrics::{Attempt, MetricsActor, Outcome, RequestFinished};
 use llm::config::Config;
+use llm::labels::{DeploymentLabels, KeyLabels};
 use llm::providers::wire::Usage;
 use std::path::Path;
 use std::sync::Arc;

@@ -86,7 +86,7 @@ fn bench(c: &mut Criterion) {
             pick.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
                     r = (r + 0.618_033_988_7) % 1.0;
-                    let now = llm::store::now_ms();
+                    let now = llm::units::now_ms();
                     handles.routes.load().pick(black_box("g"), now, r, 500)
                 })
             });

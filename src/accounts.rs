@@ -9,10 +9,12 @@
 pub mod admin;
 pub mod quota;
 
-use crate::actors::metrics::KeyLabels;
 use crate::error::{ApiError, ErrorKind};
+use crate::labels::KeyLabels;
 use crate::secret::hash_key;
-use crate::store::{micros, usd};
+use crate::units::parse_duration;
+use crate::units::{micros, usd};
+use crate::window::{current_minute, seconds_to_next_minute, Window};
 use actix_web::http::StatusCode;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -218,107 +220,6 @@ fn saturating_add(a: &AtomicI64, n: i64) {
     });
 }
 
-/// A fixed one-minute window: minute number in the high 32 bits, count in the low 32 bits.
-#[derive(Debug, Default)]
-pub struct Window(AtomicU64);
-
-const COUNT_MASK: u64 = 0xFFFF_FFFF;
-
-impl Window {
-    fn unpack(v: u64, minute: u64) -> u64 {
-        if v >> 32 == minute {
-            v & COUNT_MASK
-        } else {
-            0
-        }
-    }
-
-    /// Count in the current minute.
-    pub fn current(&self, minute: u64) -> u64 {
-        Self::unpack(self.0.load(Ordering::Acquire), minute)
-    }
-
-    /// Takes `n` if the count stays within `limit`; returns whether it did.
-    pub fn try_take(&self, minute: u64, n: u64, limit: u64) -> bool {
-        let mut cur = self.0.load(Ordering::Acquire);
-        loop {
-            // Never back to an older minute: a caller that read the clock before another moved the window on
-            // counts in the newer window.
-            let minute = minute.max(cur >> 32);
-            let count = Self::unpack(cur, minute);
-            if count + n > limit {
-                return false;
-            }
-            let next = (minute << 32) | ((count + n) & COUNT_MASK);
-            match self
-                .0
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(v) => cur = v,
-            }
-        }
-    }
-
-    /// Adds `n` unconditionally (tokens, known only after the call); returns the new count.
-    pub fn add(&self, minute: u64, n: u64) -> u64 {
-        let mut cur = self.0.load(Ordering::Acquire);
-        loop {
-            let minute = minute.max(cur >> 32);
-            let count = Self::unpack(cur, minute).saturating_add(n).min(COUNT_MASK);
-            let next = (minute << 32) | count;
-            match self
-                .0
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return count,
-                Err(v) => cur = v,
-            }
-        }
-    }
-
-    /// Sets the count of `minute` (a newer minute only ever replaces an older one).
-    pub fn set(&self, minute: u64, n: u64) {
-        let mut cur = self.0.load(Ordering::Acquire);
-        loop {
-            if cur >> 32 > minute {
-                return;
-            }
-            let next = (minute << 32) | n.min(COUNT_MASK);
-            match self
-                .0
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return,
-                Err(v) => cur = v,
-            }
-        }
-    }
-
-    /// Forgets the count.
-    pub fn reset(&self) {
-        self.0.store(0, Ordering::Release);
-    }
-
-    /// Gives back `n` taken in `minute` (a request refused by a later check).
-    pub fn give_back(&self, minute: u64, n: u64) {
-        let mut cur = self.0.load(Ordering::Acquire);
-        loop {
-            if cur >> 32 != minute {
-                return;
-            }
-            let next = (minute << 32) | (cur & COUNT_MASK).saturating_sub(n);
-            match self
-                .0
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return,
-                Err(v) => cur = v,
-            }
-        }
-    }
-}
-
 /// Request and token windows of one scope (a key, a team, a key on one model).
 #[derive(Debug, Default)]
 pub struct Limits {
@@ -504,39 +405,12 @@ impl Accounts {
 
 // ---- durations ----------------------------------------------------------------------------------------
 
-/// `30s`, `30m`, `1h`, `1d`, `30d` (LiteLLM's `budget_duration` / `duration` forms; `mo` is 30 days).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 7 * 86_400,
-        "mo" => n * 30 * 86_400,
-        _ => return None,
-    };
-    (secs > 0).then(|| Duration::from_secs(secs))
-}
-
-pub fn current_minute(now_ms: i64) -> u64 {
-    (now_ms.max(0) / 60_000) as u64
-}
-
 /// One replica's share of `limit` over `n` replicas (rounded down, at least 1 when the limit is not 0).
 fn share_of(limit: u64, n: u64) -> u64 {
     if limit == 0 {
         return 0;
     }
     (limit / n.max(1)).max(1)
-}
-
-fn seconds_to_next_minute(now_ms: i64) -> u64 {
-    let into = now_ms.rem_euclid(60_000);
-    ((60_000 - into) as u64).div_ceil(1000).max(1)
 }
 
 // ---- the request path ---------------------------------------------------------------------------------
@@ -1011,7 +885,7 @@ pub fn settle(
     quota: Option<&Arc<quota::Quota>>,
 ) {
     // Tokens count in the minute the request finished in (a long stream may end in the next one).
-    let minute = current_minute(crate::store::now_ms()).max(admission.minute);
+    let minute = current_minute(crate::units::now_ms()).max(admission.minute);
     let span = quota::Span::Minute(minute);
     let token = caller.key.as_ref().map_or("", |k| k.rec.token.as_str());
     let count_tokens = |limits: &Arc<Limits>, limited: bool, name: ScopeName| {
@@ -1076,6 +950,17 @@ pub fn settle(
         let id = &e.rec.user_id;
         charge(&e.ledger, e.rec.max_budget.is_some(), &|| format!("e:{id}"));
     }
+}
+
+/// Longest key looked up: generated keys are 35 characters, custom ones rarely more than 100.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Whether `key` could be a virtual key at all: `sk-` and printable ASCII, bounded. Anything else is
+/// refused without a lookup.
+pub fn plausible_key(key: &str) -> bool {
+    key.len() <= MAX_KEY_CHARS
+        && key.starts_with("sk-")
+        && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A new key: `sk-` and 32 random URL-safe characters.

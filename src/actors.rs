@@ -25,36 +25,16 @@ pub mod shared;
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DeploymentConfig};
-use crate::deployment::live::{CooldownPolicy, Live};
 use crate::metrics::system::SystemMetrics;
-use crate::providers::openai;
 use crate::router::table::RoutingTable;
 use crate::store::Store;
 use actix::prelude::*;
-use actix_web::http::header::HeaderValue;
 use arc_swap::ArcSwap;
 use budget::BudgetActor;
-use deployment::DeploymentActor;
-use metrics::{DeploymentLabels, MetricsActor};
+use metrics::MetricsActor;
 use router::RouterActor;
 use shared::SharedStateActor;
 use std::sync::Arc;
-
-/// One `model_list` entry at run time: its config, its metric labels and its actor.
-pub struct Deployment {
-    pub cfg: DeploymentConfig,
-    /// The model group, shared with every request it serves.
-    pub group: Arc<str>,
-    pub labels: Arc<DeploymentLabels>,
-    pub addr: Addr<DeploymentActor>,
-    /// URLs and auth header of an HTTP upstream; `None` for the built-in mock.
-    pub target: Option<openai::Target>,
-    /// In flight, usage, cooldown gate, latency: what routing reads on every request.
-    pub live: Arc<Live>,
-    pub policy: CooldownPolicy,
-    /// `x-llm-model-id` and `x-llm-model-group` response header values, built once.
-    pub headers: (HeaderValue, HeaderValue),
-}
 
 /// Addresses of the running actors.
 #[derive(Clone)]

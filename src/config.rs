@@ -5,6 +5,7 @@
 
 pub mod raw;
 
+use crate::providers::ProviderKind;
 use crate::secret::Secret;
 use raw::{RawConfig, RawDeployment};
 use serde_json::{Map, Value as Json};
@@ -29,49 +30,6 @@ pub const DEFAULT_LATENCY_BUCKETS: [f64; 17] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 420.0,
     600.0,
 ];
-
-/// The wire format an upstream speaks. `OpenAi` covers every OpenAI-compatible server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    OpenAi,
-    HostedVllm,
-    OpenAiCompatible,
-    Mock,
-}
-
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
-        ProviderKind::OpenAi,
-        ProviderKind::HostedVllm,
-        ProviderKind::OpenAiCompatible,
-        ProviderKind::Mock,
-    ];
-
-    /// The prefix in `llm_params.model` and the `api_provider` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::HostedVllm => "hosted_vllm",
-            ProviderKind::OpenAiCompatible => "openai_compatible",
-            ProviderKind::Mock => "mock",
-        }
-    }
-
-    /// Prefix of the `exception_class` label: the provider with only its first letter upper-cased
-    /// (`Openai.RateLimitError`, `Hosted_vllm.InternalServerError`), as the reference does.
-    pub fn class_prefix(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "Openai",
-            ProviderKind::HostedVllm => "Hosted_vllm",
-            ProviderKind::OpenAiCompatible => "Openai_compatible",
-            ProviderKind::Mock => "Mock",
-        }
-    }
-
-    fn parse(prefix: &str) -> Option<ProviderKind> {
-        ProviderKind::ALL.into_iter().find(|p| p.as_str() == prefix)
-    }
-}
 
 /// One `model_list` entry, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -779,7 +737,7 @@ fn validate(
     }
     let mut duration = |key: &str, v: Option<String>| {
         let v = v.filter(|s| !s.trim().is_empty())?;
-        let d = crate::accounts::parse_duration(&v);
+        let d = crate::units::parse_duration(&v);
         if d.is_none() {
             problems.push(format!(
                 "`general_settings.{key}` must be a duration such as `30d`, `12h`, `30m` or `30s`, got `{v}`"
@@ -998,7 +956,7 @@ fn deployment(
     // The upstream target is built once here so that a deployment whose URL or key cannot be used is a
     // config error, never a deployment silently answered by the mock.
     if dep.provider != ProviderKind::Mock {
-        if let Err(e) = crate::providers::openai::Target::new(&dep) {
+        if let Err(e) = crate::providers::target::Target::new(&dep.api_base, dep.api_key.as_ref()) {
             problems.push(format!("`{at}.llm_params.{e}"));
             return None;
         }

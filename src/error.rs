@@ -2,7 +2,7 @@
 //! could help, and its class name for the `exception_class` label. [`ApiError`]'s `ResponseError` impl is
 //! the single place a request error becomes an HTTP response.
 
-use crate::config::ProviderKind;
+use crate::providers::ProviderKind;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use std::fmt;
@@ -185,22 +185,6 @@ impl ApiError {
             provider: Some(provider),
             ..ApiError::new(kind, status, message)
         }
-    }
-
-    /// A store call that failed: 503 with `retry-after` while the database is unreachable or slow (the
-    /// caller may try again), 500 when it refused the data.
-    pub fn store(e: &crate::store::StoreError) -> Self {
-        tracing::error!("store error: {e}");
-        if e.is_refusal() {
-            return Self::internal(format!("the database refused the change: {e}"));
-        }
-        let mut err = Self::new(
-            ErrorKind::ServiceUnavailableError,
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the database is unavailable, nothing was changed; try again shortly ({e})"),
-        );
-        err.retry_after = Some(1);
-        err
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

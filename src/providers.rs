@@ -6,7 +6,51 @@
 
 pub mod mock;
 pub mod openai;
+pub mod target;
 pub mod wire;
+
+/// The wire format an upstream speaks. `OpenAi` covers every OpenAI-compatible server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    HostedVllm,
+    OpenAiCompatible,
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::OpenAi,
+        ProviderKind::HostedVllm,
+        ProviderKind::OpenAiCompatible,
+        ProviderKind::Mock,
+    ];
+
+    /// The prefix in `llm_params.model` and the `api_provider` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::HostedVllm => "hosted_vllm",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    /// Prefix of the `exception_class` label: the provider with only its first letter upper-cased
+    /// (`Openai.RateLimitError`, `Hosted_vllm.InternalServerError`), as the reference does.
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "Openai",
+            ProviderKind::HostedVllm => "Hosted_vllm",
+            ProviderKind::OpenAiCompatible => "Openai_compatible",
+            ProviderKind::Mock => "Mock",
+        }
+    }
+
+    pub fn parse(prefix: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.into_iter().find(|p| p.as_str() == prefix)
+    }
+}
 
 /// The OpenAI endpoints the gateway proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use crate::accounts::Accounts;
 use crate::actors::{self, budget};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, state::AppState};
 use crate::store::Store;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;

@@ -6,251 +6,26 @@
 //! `spend_micros + delta` or a reset, so replicas writing at once never lose each other's spend. The spend
 //! log is append-only, written in batches, never read on the request path.
 
-use crate::actors::metrics::{DeploymentLabels, KeyLabels};
 use crate::metrics::system::ServiceMetrics;
-use crate::providers::wire::Usage;
 use crate::secret::Secret;
-use serde::{de::DeserializeOwned, Serialize};
+use crate::units::{now_ms, usd};
+use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod error;
+mod rows;
 mod sqlite_spend_log;
+pub use error::StoreError;
+use error::{err, Cause};
+pub use rows::{
+    decode, Change, KeyOwner, RecordRow, Row_, SpendEvent, SpendFilter, SpendLog, Table,
+};
+use rows::{spend_rows_json, SPEND_LOG_COLUMNS};
 use sqlite_spend_log::SpendLogWriter;
-
-/// The tables holding one entity kind each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Table {
-    Keys,
-    Teams,
-    Users,
-    EndUsers,
-    /// Deployments created through the management API (`store_model_in_db`); `data` is the entry as
-    /// `model_list` would hold it.
-    Models,
-}
-
-impl Table {
-    /// The account tables (the BudgetActor's).
-    pub const ALL: [Table; 4] = [Table::Keys, Table::Teams, Table::Users, Table::EndUsers];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Keys => "llm_keys",
-            Table::Teams => "llm_teams",
-            Table::Users => "llm_users",
-            Table::EndUsers => "llm_end_users",
-            Table::Models => "llm_models",
-        }
-    }
-
-    /// The table named `name` (as [`Table::name`] spells it).
-    pub fn named(name: &str) -> Option<Table> {
-        Table::ALL
-            .into_iter()
-            .chain([Table::Models])
-            .find(|t| t.name() == name)
-    }
-}
-
-/// One entity record to write: the record itself (stored as JSON) and the columns the store reads without
-/// decoding it.
-pub struct RecordRow<'a, T: Serialize> {
-    pub table: Table,
-    pub id: &'a str,
-    pub data: &'a T,
-    /// Unix ms when the budget period ends; `None` without one.
-    pub budget_reset_at: Option<i64>,
-    /// The team and user a key belongs to (a team's and a user's own ids for their rows).
-    pub team_id: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-}
-
-/// A record this replica wrote or deleted, announced to the other replicas (through Redis) so that they
-/// read it again at once instead of at their next read-back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub table: Table,
-    pub id: String,
-}
-
-/// One stored entity: its record (JSON), spend and reset time.
-#[derive(Debug, Clone)]
-pub struct Row_ {
-    pub id: String,
-    pub data: String,
-    pub spend_micros: i64,
-    pub budget_reset_at: Option<i64>,
-}
-
-/// One line of the append-only spend log.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct SpendLog {
-    pub request_id: String,
-    pub api_key: String,
-    pub key_alias: String,
-    pub team_id: String,
-    pub user: String,
-    pub end_user: String,
-    pub model_group: String,
-    pub model_id: String,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub total_tokens: i64,
-    /// USD, exact: the log stores micro-dollars.
-    pub spend: f64,
-    pub status: String,
-    pub start_time_ms: i64,
-    pub end_time_ms: i64,
-}
-
-/// A finished request as the spend log needs it, built on the request path without copying strings; the
-/// row is written from it directly.
-#[derive(Debug, Clone)]
-pub struct SpendEvent {
-    /// The row's `request_id`, drawn on the request path: a batch written again after a failure whose
-    /// commit may have happened anyway is recognised row by row (PostgreSQL: `ON CONFLICT DO NOTHING`).
-    pub id: u128,
-    pub key: Arc<KeyLabels>,
-    pub end_user: Option<String>,
-    pub model_group: Arc<str>,
-    pub deployment: Option<Arc<DeploymentLabels>>,
-    pub usage: Usage,
-    pub spend_micros: i64,
-    pub ok: bool,
-    pub start_ms: i64,
-    pub end_ms: i64,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct SpendFilter {
-    pub api_key: Option<String>,
-    pub team_id: Option<String>,
-    pub user_id: Option<String>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
-pub struct StoreError {
-    what: String,
-    #[source]
-    source: Cause,
-}
-
-/// What failed underneath: sqlx (everything but the SQLite spend log), or the SQLite spend log's own
-/// connection (`store/sqlite_spend_log.rs`).
-#[derive(Debug, thiserror::Error)]
-enum Cause {
-    #[error(transparent)]
-    Sqlx(#[from] sqlx::Error),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("{0}")]
-    Other(String),
-    #[error("the spend-log writer has stopped")]
-    Closed,
-    #[error("no answer within {0:?} (general_settings.database_timeout)")]
-    Timeout(Duration),
-    #[error("a call in the last second could not reach it")]
-    Down,
-}
-
-impl StoreError {
-    fn sqlite(what: &str, e: rusqlite::Error) -> StoreError {
-        StoreError {
-            what: what.to_owned(),
-            source: Cause::Sqlite(e),
-        }
-    }
-
-    fn other(what: &str, message: String) -> StoreError {
-        StoreError {
-            what: what.to_owned(),
-            source: Cause::Other(message),
-        }
-    }
-
-    fn closed() -> StoreError {
-        StoreError {
-            what: "cannot write the spend log".to_owned(),
-            source: Cause::Closed,
-        }
-    }
-
-    /// Whether the database refused the data itself (a value it cannot store, a constraint), as opposed to
-    /// being unreachable, busy or slow: the same rows would be refused again, so they must not be retried
-    /// forever ahead of the rows behind them.
-    pub fn is_refusal(&self) -> bool {
-        match &self.source {
-            Cause::Sqlx(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
-                // PostgreSQL SQLSTATE classes: 22 data exception (e.g. a NUL in text), 23 integrity
-                // constraint violation, 54 program limit exceeded.
-                c.starts_with("22") || c.starts_with("23") || c.starts_with("54")
-            }),
-            Cause::Sqlx(sqlx::Error::Encode(_)) => true,
-            Cause::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::ConstraintViolation
-                    | rusqlite::ErrorCode::TooBig
-                    | rusqlite::ErrorCode::TypeMismatch
-            ),
-            Cause::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
-            _ => false,
-        }
-    }
-
-    /// Whether the database could not be reached or did not answer in time (as opposed to answering with an
-    /// error): calls fail fast for a moment after one of these.
-    pub fn is_unreachable(&self) -> bool {
-        match &self.source {
-            Cause::Sqlx(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-            ),
-            Cause::Timeout(_) | Cause::Down => true,
-            _ => false,
-        }
-    }
-
-    /// The `error_class` label value: the kind of database error.
-    pub fn class(&self) -> &'static str {
-        let e = match &self.source {
-            Cause::Sqlx(e) => e,
-            Cause::Sqlite(rusqlite::Error::SqliteFailure(..)) => return "DatabaseError",
-            Cause::Sqlite(_) | Cause::Other(_) => return "OtherError",
-            Cause::Closed => return "PoolClosed",
-            Cause::Timeout(_) => return "Timeout",
-            Cause::Down => return "Unavailable",
-        };
-        match e {
-            sqlx::Error::Database(_) => "DatabaseError",
-            sqlx::Error::Io(_) => "IoError",
-            sqlx::Error::PoolTimedOut => "PoolTimedOut",
-            sqlx::Error::PoolClosed => "PoolClosed",
-            sqlx::Error::RowNotFound => "RowNotFound",
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "DecodeError",
-            sqlx::Error::Protocol(_) => "ProtocolError",
-            sqlx::Error::Tls(_) => "TlsError",
-            _ => "OtherError",
-        }
-    }
-}
-
-fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
-    let what = what.into();
-    move |source| StoreError {
-        what,
-        source: Cause::Sqlx(source),
-    }
-}
 
 /// The schema, by version: a database records the versions applied (`llm_schema`) and gets the later
 /// ones at start, each version's statements then its number. Version 1 is the schema as it was before
@@ -360,14 +135,6 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// How long a call waits for a free connection (within its own call timeout).
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn micros(usd: f64) -> i64 {
-    (usd * 1_000_000.0).round() as i64
-}
-
-pub fn usd(micros: i64) -> f64 {
-    micros as f64 / 1_000_000.0
-}
 
 impl Store {
     /// Connects (creating the SQLite file when needed) and applies the schema.
@@ -919,24 +686,6 @@ fn row(r: &AnyRow) -> Result<Row_, sqlx::Error> {
     })
 }
 
-pub fn decode<T: DeserializeOwned>(row: &Row_) -> Option<T> {
-    serde_json::from_str(&row.data).ok()
-}
-
-/// Who a key can belong to, for [`Store::keys_of`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOwner {
-    Team,
-    User,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Every database call, timed into the system metrics (`service_callback: ["prometheus_system"]`).
 impl Store {
     /// Reports this store's calls to `metrics` from now on.
@@ -1125,83 +874,3 @@ impl Store {
 
 /// Rows per `DELETE` of spend-log retention.
 const RETENTION_BATCH: i64 = 5000;
-
-const SPEND_LOG_COLUMNS: &str = "request_id, api_key, key_alias, team_id, user_id, end_user, model_group, model_id, prompt_tokens, completion_tokens, total_tokens, spend_micros, status, start_time_ms, end_time_ms";
-
-/// A spend-log row's values in the column order of [`SPEND_LOG_COLUMNS`].
-#[allow(clippy::type_complexity)]
-struct SpendRow<'a>(
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a str,
-    i64,
-    i64,
-    i64,
-    i64,
-    &'a str,
-    i64,
-    i64,
-);
-
-impl<'a> SpendRow<'a> {
-    fn of(l: &'a SpendEvent, id: &'a str) -> Self {
-        SpendRow(
-            id,
-            l.key.hashed_api_key.as_str(),
-            l.key.api_key_alias.as_str(),
-            l.key.team.as_str(),
-            l.key.user.as_str(),
-            l.end_user.as_deref().unwrap_or(""),
-            &l.model_group,
-            l.deployment
-                .as_ref()
-                .map(|d| d.model_id.as_str())
-                .unwrap_or(""),
-            l.usage.prompt_tokens as i64,
-            l.usage.completion_tokens as i64,
-            l.usage.total_tokens as i64,
-            l.spend_micros,
-            if l.ok { "success" } else { "failure" },
-            l.start_ms,
-            l.end_ms,
-        )
-    }
-}
-
-/// A row's 128-bit id in hex.
-fn row_id(id: u128) -> String {
-    let mut buf = [0u8; 32];
-    row_id_into(id, &mut buf).to_owned()
-}
-
-/// [`row_id`] written into `buf`.
-fn row_id_into(id: u128, buf: &mut [u8; 32]) -> &str {
-    let _ = hex::encode_to_slice(id.to_be_bytes(), buf);
-    // Hex digits are ASCII.
-    std::str::from_utf8(buf).unwrap_or_default()
-}
-
-/// Spend-log rows as one JSON array of 15-element arrays, in the order of [`SPEND_LOG_COLUMNS`].
-fn spend_rows_json(rows: &[SpendEvent]) -> String {
-    let mut out = Vec::with_capacity(rows.len() * 320 + 2);
-    out.push(b'[');
-    for (i, l) in rows.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let id = row_id(l.id);
-        let f = SpendRow::of(l, &id);
-        let row = (
-            f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, f.8, f.9, f.10, f.11, f.12, f.13, f.14,
-        );
-        // Serializing strings and integers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &row);
-    }
-    out.push(b']');
-    String::from_utf8(out).unwrap_or_default()
-}

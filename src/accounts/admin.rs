@@ -4,9 +4,10 @@
 //! half-written.
 
 use super::*;
-use crate::actors::metrics::{BudgetGauge, BudgetScope};
+use crate::labels::{BudgetGauge, BudgetScope};
 use crate::providers::wire::check_label_text;
-use crate::store::{now_ms, KeyOwner, RecordRow, Store, Table};
+use crate::store::{KeyOwner, RecordRow, Store, Table};
+use crate::units::now_ms;
 
 /// One management operation; `body` is the JSON object the client sent.
 #[derive(Debug, Clone)]
@@ -419,7 +420,7 @@ pub async fn run(
         AdminOp::KeyGenerate(body) => {
             let f = Fields { map: &body };
             let key = match f.string("key")? {
-                Some(Some(k)) if crate::http::auth::plausible_key(&k) && k.len() >= 8 => k,
+                Some(Some(k)) if plausible_key(&k) && k.len() >= 8 => k,
                 Some(Some(_)) => {
                     return Err(bad(
                         "`key` must start with `sk-`, be 8 to 256 printable ASCII characters, without spaces",

@@ -205,7 +205,7 @@ impl Lease {
 
     fn refused(st: &LeaseState, limit: i64) -> bool {
         st.refused_at
-            .is_some_and(|(at, when)| limit <= at && crate::store::now_ms() - when < REFUSAL_MS)
+            .is_some_and(|(at, when)| limit <= at && crate::units::now_ms() - when < REFUSAL_MS)
     }
 
     /// Marks the lease as asked for, and what was used beyond the grants as reported with the ask.
@@ -297,7 +297,7 @@ impl Lease {
         if let Some(mut st) = self.state_in(span) {
             st.granted += grant;
             if grant == 0 && limit > 0 {
-                st.refused_at = Some((limit, crate::store::now_ms()));
+                st.refused_at = Some((limit, crate::units::now_ms()));
             }
         }
     }
@@ -431,7 +431,7 @@ impl Quota {
     /// outage, and reported with the next ask).
     pub fn failed(&self) {
         self.failed_ms
-            .store(crate::store::now_ms(), Ordering::Release);
+            .store(crate::units::now_ms(), Ordering::Release);
     }
 
     fn record(&self, started: Instant, r: &Result<(), &redis::RedisError>, function: &str) {
@@ -497,7 +497,7 @@ impl Quota {
     /// Reports what a finished request used beyond its replica's grants, without waiting for the answer
     /// (not sent without Redis: the next ask reports it).
     pub fn report(self: &Arc<Self>, ask: Ask) {
-        if tokio::runtime::Handle::try_current().is_err() || !self.usable(crate::store::now_ms()) {
+        if tokio::runtime::Handle::try_current().is_err() || !self.usable(crate::units::now_ms()) {
             ask.lease.lease().unreported(ask.span, ask.debt);
             return;
         }
@@ -568,7 +568,7 @@ impl Quota {
             .key(&names.replicas)
             .arg(limit)
             .arg(&names.replica)
-            .arg(crate::store::now_ms())
+            .arg(crate::units::now_ms())
             .arg(super::REPLICA_ALIVE_MS)
             .arg(1)
             .invoke_async(&mut conn)

@@ -7,12 +7,15 @@
 //! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
 //! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
 
-use super::metrics::{BudgetScope, BudgetsChanged, MetricsActor};
+use super::metrics::{BudgetsChanged, MetricsActor};
 use crate::accounts::admin::{self, AdminOp};
 use crate::accounts::*;
 use crate::config::Retention;
 use crate::error::ApiError;
-use crate::store::{decode, now_ms, SpendEvent, Store, StoreError, Table};
+use crate::labels::BudgetScope;
+use crate::store::{decode, SpendEvent, Store, StoreError, Table};
+use crate::units::now_ms;
+use crate::units::parse_duration;
 use actix::prelude::*;
 use serde_json::Value as Json;
 use std::sync::Arc;

@@ -4,11 +4,11 @@
 //! cooldowns to the metrics actor. Cooldowns themselves start on the worker that saw the failure
 //! (`deployment/live.rs`), so no request reaches a deployment that is being taken out.
 
-use super::metrics::{DeploymentLabels, DeploymentStateChanged, HealthState, MetricsActor};
-use super::shared::CooldownShared;
+use super::metrics::{DeploymentStateChanged, MetricsActor};
 use crate::deployment::health::{Health, IDLE_RECOVERY};
 use crate::deployment::live::{CooldownStarted, Live};
-use crate::store::now_ms;
+use crate::labels::{DeploymentLabels, HealthState};
+use crate::units::now_ms;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,16 @@ pub struct AdoptCooldown {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RecoveredElsewhere;
+
+/// A cooldown this replica started (until `until_ms`), or, with `recovered`, the end of one: this
+/// replica's probe succeeded, every replica ends its probation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CooldownShared {
+    pub model_id: String,
+    pub until_ms: i64,
+    pub recovered: bool,
+}
 
 /// Where to report the cooldowns this replica starts (Redis sharing is on).
 #[derive(Message)]

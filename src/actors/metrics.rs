@@ -8,6 +8,7 @@
 
 use crate::accounts::{EndUserEntry, KeyEntry, Limits, TeamEntry, UserEntry};
 use crate::config::MetricsSettings;
+use crate::labels::{BudgetGauge, BudgetScope, DeploymentLabels, HealthState, KeyLabels};
 use crate::metrics::families::{Fam, Families};
 use crate::metrics::render::render;
 pub use crate::metrics::store::Cursor;
@@ -76,64 +77,6 @@ pub struct BudgetsChanged {
 }
 
 // ---- message payloads -----------------------------------------------------------------------------------
-
-/// Whose budget a gauge describes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BudgetScope {
-    Key {
-        hashed_api_key: String,
-        api_key_alias: String,
-    },
-    Team {
-        team_id: String,
-        team_alias: String,
-    },
-    User {
-        user_id: String,
-    },
-    EndUser {
-        end_user_id: String,
-    },
-}
-
-/// The budget of a key or a team as the gauges show it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetGauge {
-    pub scope: BudgetScope,
-    pub max_budget: Option<f64>,
-    /// USD.
-    pub spend: f64,
-    pub reset_at_ms: Option<i64>,
-}
-
-/// Labels describing the caller: virtual key, team and internal user. Empty until virtual keys exist.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
-pub struct KeyLabels {
-    pub hashed_api_key: String,
-    pub api_key_alias: String,
-    pub team: String,
-    pub team_alias: String,
-    pub user: String,
-}
-
-/// Labels describing one deployment, built once at startup.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DeploymentLabels {
-    pub model_group: String,
-    /// The model name the upstream knows (`gpt-4o` for `openai/gpt-4o`).
-    pub llm_model_name: String,
-    pub model_id: String,
-    pub api_base: String,
-    pub api_provider: &'static str,
-}
-
-/// Health of a deployment as `llm_deployment_state` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthState {
-    Healthy = 0,
-    PartialOutage = 1,
-    CompleteOutage = 2,
-}
 
 /// One upstream call.
 pub struct Attempt {
@@ -579,7 +522,7 @@ impl MetricsActor {
     }
 
     fn finish(&mut self, msg: RequestFinished) {
-        let now = crate::store::now_ms() as f64;
+        let now = crate::units::now_ms() as f64;
         if let Some(k) = &msg.key_entry {
             let labels = || BudgetScope::Key {
                 hashed_api_key: k.rec.token.clone(),
@@ -1040,7 +983,7 @@ impl MetricsActor {
                 set(
                     store,
                     handles.remaining,
-                    crate::store::usd(crate::store::micros(m) - spend_micros),
+                    crate::units::usd(crate::units::micros(m) - spend_micros),
                 );
             }
             (None, _) => set(store, handles.remaining, f64::INFINITY),
@@ -1052,7 +995,7 @@ impl MetricsActor {
 
     /// Budget changes from the management API or a reset: labels may have changed, so handles are rebuilt.
     fn set_budgets(&mut self, gauges: &[BudgetGauge]) {
-        let now = crate::store::now_ms() as f64;
+        let now = crate::units::now_ms() as f64;
         for g in gauges {
             let (kind, id) = Self::scope_id(&g.scope);
             let id = id.to_owned();
@@ -1061,7 +1004,7 @@ impl MetricsActor {
                 (kind, &id),
                 || g.scope.clone(),
                 g.max_budget,
-                crate::store::micros(g.spend),
+                crate::units::micros(g.spend),
                 g.reset_at_ms,
                 now,
             );
@@ -1070,7 +1013,7 @@ impl MetricsActor {
 
     /// What is left of a key's model-specific rpm / tpm in the current minute.
     fn set_model_limits(&mut self, k: &KeyEntry, model: &Arc<str>, limits: &Limits) {
-        let minute = crate::accounts::current_minute(crate::store::now_ms());
+        let minute = crate::window::current_minute(crate::units::now_ms());
         let rpm = k.rec.model_rpm_limit.get(&**model).copied();
         let tpm = k.rec.model_tpm_limit.get(&**model).copied();
         let per_key = self
@@ -1280,7 +1223,7 @@ mod tests {
         let mut a = actor("  prometheus_exclude_labels: [hashed_api_key]\n");
         a.before_updates();
         a.set_budgets(&[key_budget("a", "", Some(5.0))]);
-        let now = crate::store::now_ms() as f64;
+        let now = crate::units::now_ms() as f64;
         // B shares A's series and has no max: the max series goes.
         a.set_budget(
             (0, "b"),

@@ -7,7 +7,7 @@
 use super::budget::{BudgetActor, SpendLogged};
 use super::deployment::{AttemptDone, AttemptsDone};
 use super::metrics::{MetricsActor, RequestFinished, RequestsFinished};
-use super::Deployment;
+use crate::deployment::Deployment;
 use crate::store::SpendEvent;
 use actix::Addr;
 use std::cell::RefCell;

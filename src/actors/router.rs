@@ -17,15 +17,17 @@
 //! hundred nanoseconds. [`Route`] asks the actor for the same decision, for callers outside the HTTP
 //! workers and for the benchmark that compares the two (`benches/routing.rs`).
 
-use super::deployment::{DeploymentActor, ShareCooldowns, Stop};
-use super::metrics::{DeploymentLabels, DeploymentsRemoved, MetricsActor};
-use super::shared::CooldownShared;
-use super::Deployment;
-use crate::config::{Config, DeploymentConfig, ProviderKind, RouterSettings};
+use super::deployment::{CooldownShared, DeploymentActor, ShareCooldowns, Stop};
+use super::metrics::{DeploymentsRemoved, MetricsActor};
+use crate::config::{Config, DeploymentConfig, RouterSettings};
 use crate::deployment::live::{CooldownPolicy, Live};
-use crate::providers::openai;
+use crate::deployment::Deployment;
+use crate::labels::DeploymentLabels;
+use crate::providers::target::Target;
+use crate::providers::ProviderKind;
 use crate::router::table::{Pick, RoutingTable};
-use crate::store::{now_ms, Store, Table};
+use crate::store::{Store, Table};
+use crate::units::now_ms;
 use actix::prelude::*;
 use actix_web::http::header::HeaderValue;
 use arc_swap::ArcSwap;
@@ -104,11 +106,11 @@ fn policy_of(cfg: &DeploymentConfig, router: &RouterSettings) -> CooldownPolicy 
     }
 }
 
-fn target_of(cfg: &DeploymentConfig) -> Option<openai::Target> {
+fn target_of(cfg: &DeploymentConfig) -> Option<Target> {
     // Validation built every target once already (`Config::parse`, `Config::parse_deployment`), so this
     // cannot fail for a validated entry; a deployment is never silently turned into the mock.
     (cfg.provider != ProviderKind::Mock).then(|| {
-        openai::Target::new(cfg)
+        Target::new(&cfg.api_base, cfg.api_key.as_ref())
             .unwrap_or_else(|e| panic!("deployment `{}` passed validation but {e}", cfg.id))
     })
 }

@@ -18,13 +18,14 @@
 //! retries on its next tick (the connection manager reconnects).
 
 use super::budget::Refresh;
-use super::deployment::{AdoptCooldown, RecoveredElsewhere};
+use super::deployment::{AdoptCooldown, CooldownShared, RecoveredElsewhere};
 use super::router::ReloadStored;
-use crate::accounts::{current_minute, Accounts, Limits};
+use crate::accounts::{Accounts, Limits};
 use crate::metrics::system::ServiceMetrics;
 use crate::router::table::RoutingTable;
-use crate::store::now_ms;
 use crate::store::{Change, Table};
+use crate::units::now_ms;
+use crate::window::current_minute;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
@@ -50,16 +51,6 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A Redis command's (or pipeline's) limit: a hung Redis fails calls, never holds them.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A cooldown this replica started (until `until_ms`), or, with `recovered`, the end of one: this
-/// replica's probe succeeded, every replica ends its probation.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CooldownShared {
-    pub model_id: String,
-    pub until_ms: i64,
-    pub recovered: bool,
-}
 
 pub struct SharedStateActor {
     conn: Option<ConnectionManager>,

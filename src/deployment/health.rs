@@ -7,7 +7,7 @@
 //! outage), which holds until a request after the cooldown succeeds (the probe), or until the deployment
 //! has been idle for a [`IDLE_RECOVERY`] after its cooldown ended.
 
-use crate::actors::metrics::HealthState;
+use crate::labels::HealthState;
 use std::time::Duration;
 
 /// After a cooldown ends with no request to prove the deployment back, the state returns to 0 after this.

@@ -7,7 +7,7 @@
 //! never reach a deployment that has just been taken out while a message is on its way to its actor. Times
 //! are wall-clock milliseconds, the same clock a Redis-shared gate will use across replicas.
 
-use crate::accounts::Window;
+use crate::window::Window;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +93,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let l = &self.live;
         l.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.probe && l.on_probation() && !l.cooling(crate::store::now_ms()) {
+        if self.probe && l.on_probation() && !l.cooling(crate::units::now_ms()) {
             l.probe_at.store(0, Ordering::Release);
         }
     }
@@ -440,9 +440,9 @@ mod tests {
     #[test]
     fn an_abandoned_probe_frees_the_deployment() {
         let l = Arc::new(Live::default());
-        let t = crate::store::now_ms() - 10_000;
+        let t = crate::units::now_ms() - 10_000;
         l.record_failure(t, 429, None, &POLICY).unwrap();
-        let now = crate::store::now_ms();
+        let now = crate::units::now_ms();
         assert_eq!(l.claim(now, &POLICY), Some(true));
         let slot = l.start(now, true);
         assert!(!l.available(now, &POLICY));

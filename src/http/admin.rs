@@ -2,7 +2,8 @@
 //! end users (customers), spend logs and spend reports. Writes go to the BudgetActor, one at a time; reads
 //! come from memory (entities) or the store (spend log).
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::accounts::admin::{end_user_info, key_info, team_info, user_info, AdminOp};
 use crate::accounts::token_of;
 use crate::actors::budget::{Admin, Flush};
@@ -109,7 +110,7 @@ async fn mutate(
 ) -> Result<HttpResponse, ApiError> {
     auth::check_admin(&req, &state)?;
     // Read only now: a caller without the master key never gets its body read.
-    let body = super::read_body(&req, body, MAX_ADMIN_BODY_BYTES, &state).await?;
+    let body = super::body::read_body(&req, body, MAX_ADMIN_BODY_BYTES, &state).await?;
     let body = object(&body)?;
     let out = state
         .actors

@@ -3,13 +3,15 @@
 //! miss, unknown keys remembered briefly). Without a master key the gateway is open: requests without a
 //! known key are admitted anonymously.
 
-use super::AppState;
+use super::state::AppState;
 use crate::accounts::{
-    check_key, Caller, KeyEntry, KeyRecord, Ledger, TeamEntry, TeamRecord, NEGATIVE_TTL,
+    check_key, plausible_key, Caller, KeyEntry, KeyRecord, Ledger, TeamEntry, TeamRecord,
+    NEGATIVE_TTL,
 };
 use crate::error::ApiError;
 use crate::secret::{constant_time_eq, hash_key};
-use crate::store::{decode, now_ms, Table};
+use crate::store::{decode, Table};
+use crate::units::now_ms;
 use actix_web::HttpRequest;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,21 +51,8 @@ fn is_master(state: &AppState, key: &str) -> bool {
         .is_some_and(|m| constant_time_eq(key.as_bytes(), m.expose().as_bytes()))
 }
 
-/// Longest key looked up: generated keys are 35 characters, custom ones rarely more than 100.
-pub const MAX_KEY_CHARS: usize = 256;
-/// Store lookups of unknown keys running at once (the rest wait): a flood of random keys then holds at most
-/// this many database connections, and spend flushes and admin calls keep theirs.
-pub const KEY_LOOKUP_CONCURRENCY: usize = 2;
 /// How long a request waits for a lookup slot before it is told to come back (503).
 const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether `key` could be a virtual key at all: `sk-` and printable ASCII, bounded. Anything else is
-/// refused without a lookup.
-pub fn plausible_key(key: &str) -> bool {
-    key.len() <= MAX_KEY_CHARS
-        && key.starts_with("sk-")
-        && key.bytes().all(|b| b.is_ascii_graphic())
-}
 
 /// What a key lookup found.
 pub enum Lookup {

@@ -1,10 +1,11 @@
 //! Liveness, readiness and per-deployment health.
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::accounts::admin::iso;
 use crate::actors::deployment::Snapshot;
 use crate::error::ApiError;
-use crate::store::now_ms;
+use crate::units::now_ms;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 

@@ -4,7 +4,8 @@
 //! Prometheus does) gets the exposition gzipped, compressed on the blocking pool, not on the worker that
 //! serves requests.
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::actors::metrics::{Cursor, MetricsActor, RenderChunk};
 use crate::error::ApiError;
 use actix_web::http::header;

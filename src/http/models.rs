@@ -1,6 +1,7 @@
 //! `GET /models`: the model groups, in the OpenAI list shape.
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;

@@ -7,7 +7,8 @@
 //! other sections (`llm_settings`, `general_settings`) are read at start only; a change there needs a
 //! restart, and the answer says so.
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::actors::router::{ModelsApplied, SetModels};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -70,7 +71,8 @@ pub async fn reload(
 
 use crate::actors::router::load_stored;
 use crate::config::{is_secret_param, DeploymentConfig};
-use crate::store::{now_ms, Table};
+use crate::store::Table;
+use crate::units::now_ms;
 use serde_json::{Map, Value as Json};
 
 /// Model operations one at a time (per replica), so that a check and the write it guards cannot interleave.

@@ -4,20 +4,21 @@
 //! upstream (or the built-in mock), pass the answer through (streams without buffering), and send one
 //! [`RequestFinished`] event with everything the metrics need.
 
-use super::{auth, AppState};
+use super::auth;
+use super::state::AppState;
 use crate::accounts::quota::ProbeToken;
 use crate::accounts::{
     admit, check_model_access, limit_error, may_use, settle, Admission, Caller, Denied,
     EndUserEntry, Sharing,
 };
 use crate::actors::deployment::AttemptDone;
-use crate::actors::metrics::{
-    Attempt, FallbackTried, KeyLabels, Outcome, RequestFinished, OVERFLOW,
-};
-use crate::actors::{outbox, Deployment};
+use crate::actors::metrics::{Attempt, FallbackTried, Outcome, RequestFinished, OVERFLOW};
+use crate::actors::outbox;
 use crate::config::{CustomLabel, RedisOutageMode, RoutingStrategy};
 use crate::deployment::live::InFlight;
+use crate::deployment::Deployment;
 use crate::error::{ApiError, ErrorKind, Fallback};
+use crate::labels::KeyLabels;
 use crate::providers::wire::{
     check_messages, check_text, estimate_prompt_tokens, response_usage, InputShape, RequestView,
     SseTap, Usage, MAX_METADATA_CHARS,
@@ -25,7 +26,8 @@ use crate::providers::wire::{
 use crate::providers::{mock, openai, Endpoint};
 use crate::router::policy::{self, Recovery};
 use crate::router::table::{Group, Pick, RoutingTable};
-use crate::store::{micros, now_ms, usd, SpendEvent};
+use crate::store::SpendEvent;
+use crate::units::{micros, now_ms, usd};
 use actix::clock::{sleep, Instant, Sleep};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -363,7 +365,7 @@ async fn run(
     let caller = pending.caller.insert(auth::authenticate(req, state).await?);
     pending.key = caller.labels.clone();
     let body =
-        super::read_body(req, payload, state.config.general.max_request_bytes, state).await?;
+        super::body::read_body(req, payload, state.config.general.max_request_bytes, state).await?;
     let view = RequestView::parse(&body)?;
     let model = view.model()?;
     if let Ok(Some(user)) = view.user() {

@@ -19,8 +19,8 @@
 //! counted per family in `llm_metrics_series_dropped_total`. Series of deleted entities are removed by
 //! label value, and series idle longer than a TTL by a periodic sweep.
 
-use super::families::Kind;
-use super::render::fmt_f64_into;
+use super::catalog::Kind;
+use super::text::fmt_f64_into;
 use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -3,6 +3,7 @@
 //! One awc client per worker thread (awc is `!Send`), with pooled keep-alive connections and `TCP_NODELAY` on
 //! every upstream socket: without it a kept-alive request waits on Nagle's algorithm.
 
+use super::target::Target;
 use super::wire::{parse_remaining, parse_retry_after};
 use super::Endpoint;
 use crate::config::DeploymentConfig;
@@ -70,54 +71,6 @@ thread_local! {
 /// This worker's upstream client (a cheap handle to the shared pool).
 pub fn client() -> awc::Client {
     CLIENT.with(|c| c.clone())
-}
-
-/// Where and how one deployment is called, computed once at startup (URLs parsed, auth header built).
-pub struct Target {
-    chat: Uri,
-    completions: Uri,
-    embeddings: Uri,
-    auth: Option<HeaderValue>,
-}
-
-impl Target {
-    /// Fails, saying which setting is wrong, when the base URL does not make valid URLs or the key cannot
-    /// be sent as a header. Config validation calls this for every deployment, so a deployment that
-    /// passed `--check-config` always has its target.
-    pub fn new(dep: &DeploymentConfig) -> Result<Target, String> {
-        let url = |e: Endpoint| {
-            format!("{}{}", dep.api_base, e.path())
-                .parse::<Uri>()
-                .map_err(|_| "api_base`: does not make a valid URL".to_owned())
-        };
-        let auth = match &dep.api_key {
-            Some(key) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(
-                    |_| {
-                        "api_key`: cannot be sent as an HTTP header (it holds a control character or a line break)"
-                            .to_owned()
-                    },
-                )?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(Target {
-            chat: url(Endpoint::ChatCompletions)?,
-            completions: url(Endpoint::Completions)?,
-            embeddings: url(Endpoint::Embeddings)?,
-            auth,
-        })
-    }
-
-    fn url(&self, e: Endpoint) -> &Uri {
-        match e {
-            Endpoint::ChatCompletions => &self.chat,
-            Endpoint::Completions => &self.completions,
-            Endpoint::Embeddings => &self.embeddings,
-        }
-    }
 }
 
 /// An upstream answer whose status was 2xx; the body is still unread.

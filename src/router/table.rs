@@ -3,8 +3,8 @@
 //! latency) lives in each deployment's [`Live`](crate::deployment::live::Live) atomics, read at pick time.
 
 use super::strategy::{choose, shuffle_weights, Candidate};
-use crate::actors::Deployment;
 use crate::config::{RouterSettings, RoutingStrategy};
+use crate::deployment::Deployment;
 use std::collections::HashMap;
 use std::sync::Arc;
 

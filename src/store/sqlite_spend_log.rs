@@ -9,7 +9,8 @@
 //! about 6.5 us (budget actor and sqlx worker) to about 3.8 us (bench/README.md). Reads of the log still go
 //! through sqlx, on the same file (WAL: readers never block this writer, nor it them).
 
-use super::{SpendEvent, SpendRow, StoreError, SPEND_LOG_COLUMNS};
+use super::error::StoreError;
+use super::rows::{SpendEvent, SpendRow, SPEND_LOG_COLUMNS};
 use rusqlite::TransactionBehavior;
 use std::path::Path;
 use std::sync::mpsc;
@@ -146,7 +147,7 @@ fn bind_rows(
 ) -> rusqlite::Result<()> {
     let mut id = [0u8; 32];
     for (r, l) in rows.iter().enumerate() {
-        let f = SpendRow::of(l, super::row_id_into(l.id, &mut id));
+        let f = SpendRow::of(l, super::rows::row_id_into(l.id, &mut id));
         let at = r * 15;
         insert.raw_bind_parameter(at + 1, f.0)?;
         insert.raw_bind_parameter(at + 2, f.1)?;
@@ -170,7 +171,7 @@ fn bind_rows(
 #[cfg(test)]
 mod tests {
     use super::super::{RecordRow, SpendFilter, Store};
-    use crate::actors::metrics::{DeploymentLabels, KeyLabels};
+    use crate::labels::{DeploymentLabels, KeyLabels};
     use crate::providers::wire::Usage;
     use crate::store::SpendEvent;
     use std::sync::Arc;
@@ -316,7 +317,7 @@ mod tests {
                 (1_700_000_000_000 + n, n)
             );
             assert_eq!((l.completion_tokens, l.total_tokens), (2 * n, 3 * n));
-            assert_eq!(l.spend, crate::store::usd(1000 + n));
+            assert_eq!(l.spend, crate::units::usd(1000 + n));
         }
 
         // The table is gone: the batch fails as a whole and the caller still holds every row.
