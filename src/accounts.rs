@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod quota;
+pub mod requests;
+pub mod views;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::labels::KeyLabels;

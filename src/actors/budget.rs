@@ -9,6 +9,7 @@
 
 use super::metrics::{BudgetsChanged, MetricsActor};
 use crate::accounts::admin::{self, AdminOp};
+use crate::accounts::views;
 use crate::accounts::*;
 use crate::config::Retention;
 use crate::error::ApiError;
@@ -108,12 +109,12 @@ pub async fn load(accounts: &Accounts, store: &Store) -> Result<(), StoreError> 
 
 /// Budget gauges of every key, team, user and end user with a budget (`prometheus_initialize_budget_metrics`).
 pub fn all_gauges(accounts: &Accounts) -> BudgetsChanged {
-    let mut gauges: Vec<_> = accounts.keys.iter().map(|e| admin::key_gauge(&e)).collect();
-    gauges.extend(accounts.teams.iter().map(|e| admin::team_gauge(&e)));
-    gauges.extend(accounts.users.iter().map(|e| admin::user_gauge(&e)));
+    let mut gauges: Vec<_> = accounts.keys.iter().map(|e| views::key_gauge(&e)).collect();
+    gauges.extend(accounts.teams.iter().map(|e| views::team_gauge(&e)));
+    gauges.extend(accounts.users.iter().map(|e| views::user_gauge(&e)));
     let mut removed = Vec::new();
     for e in accounts.end_users.iter() {
-        admin::end_user_gauge(&e, &mut gauges, &mut removed);
+        views::end_user_gauge(&e, &mut gauges, &mut removed);
     }
     BudgetsChanged { gauges, removed }
 }
@@ -539,11 +540,11 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
             old.ledger.sync(row.spend_micros, row.budget_reset_at);
             if let Some(rec) = decode::<KeyRecord>(row).filter(|r| *r != old.rec) {
                 let entry = accounts.key_entry(rec, Some(&old), 0, row.budget_reset_at);
-                fx.gauges.push(admin::key_gauge(&entry));
+                fx.gauges.push(views::key_gauge(&entry));
                 accounts.keys.insert(row.id.clone(), Arc::new(entry));
             } else if moved {
                 // A new budget period another replica started: the gauges show it here too.
-                fx.gauges.push(admin::key_gauge(&old));
+                fx.gauges.push(views::key_gauge(&old));
             }
         }
         Table::Teams => {
@@ -552,7 +553,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                 let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
                 if moved {
-                    fx.gauges.push(admin::team_gauge(old));
+                    fx.gauges.push(views::team_gauge(old));
                 }
             }
             let Some(rec) = decode::<TeamRecord>(row) else {
@@ -571,7 +572,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                     limits: Default::default(),
                 },
             };
-            fx.gauges.push(admin::team_gauge(&entry));
+            fx.gauges.push(views::team_gauge(&entry));
             accounts.teams.insert(row.id.clone(), Arc::new(entry));
         }
         Table::Users => {
@@ -580,7 +581,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                 let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
                 if moved {
-                    fx.gauges.push(admin::user_gauge(old));
+                    fx.gauges.push(views::user_gauge(old));
                 }
             }
             let Some(rec) = decode::<UserRecord>(row) else {
@@ -599,7 +600,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                     limits: Default::default(),
                 },
             };
-            fx.gauges.push(admin::user_gauge(&entry));
+            fx.gauges.push(views::user_gauge(&entry));
             accounts.users.insert(row.id.clone(), Arc::new(entry));
         }
         Table::EndUsers => {
@@ -608,7 +609,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                 let moved = old.ledger.reset_at() != row.budget_reset_at;
                 old.ledger.sync(row.spend_micros, row.budget_reset_at);
                 if moved {
-                    admin::end_user_gauge(old, &mut fx.gauges, &mut fx.removed);
+                    views::end_user_gauge(old, &mut fx.gauges, &mut fx.removed);
                 }
             }
             let Some(rec) = decode::<EndUserRecord>(row) else {
@@ -625,7 +626,7 @@ fn apply_row(accounts: &Accounts, table: Table, row: &crate::store::Row_, fx: &m
                     ledger: Arc::new(Ledger::new(row.spend_micros, row.budget_reset_at)),
                 },
             };
-            admin::end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
+            views::end_user_gauge(&entry, &mut fx.gauges, &mut fx.removed);
             accounts.end_users.insert(row.id.clone(), Arc::new(entry));
         }
         Table::Models => {}
@@ -647,12 +648,12 @@ fn forget(accounts: &Accounts, table: Table, id: &str, fx: &mut BudgetsChanged) 
     match table {
         Table::Keys => {
             if let Some((_, e)) = accounts.keys.remove(id) {
-                fx.removed.push(admin::key_gauge(&e).scope);
+                fx.removed.push(views::key_gauge(&e).scope);
             }
         }
         Table::Teams => {
             if let Some((_, e)) = accounts.teams.remove(id) {
-                fx.removed.push(admin::team_gauge(&e).scope);
+                fx.removed.push(views::team_gauge(&e).scope);
             }
         }
         Table::Users => {
@@ -732,22 +733,22 @@ async fn resets(accounts: &Accounts, store: &Store, metrics: Option<&Addr<Metric
         match table {
             Table::Keys => {
                 if let Some(e) = accounts.keys.get(&id) {
-                    gauges.push(admin::key_gauge(&e));
+                    gauges.push(views::key_gauge(&e));
                 }
             }
             Table::Teams => {
                 if let Some(e) = accounts.teams.get(&id) {
-                    gauges.push(admin::team_gauge(&e));
+                    gauges.push(views::team_gauge(&e));
                 }
             }
             Table::Users => {
                 if let Some(e) = accounts.users.get(&id) {
-                    gauges.push(admin::user_gauge(&e));
+                    gauges.push(views::user_gauge(&e));
                 }
             }
             Table::EndUsers => {
                 if let Some(e) = accounts.end_users.get(&id) {
-                    admin::end_user_gauge(&e, &mut gauges, &mut removed);
+                    views::end_user_gauge(&e, &mut gauges, &mut removed);
                 }
             }
             Table::Models => {}

@@ -4,61 +4,54 @@
 
 use super::auth;
 use super::state::AppState;
-use crate::accounts::admin::{end_user_info, key_info, team_info, user_info, AdminOp};
+use crate::accounts::admin::AdminOp;
+use crate::accounts::requests;
 use crate::accounts::token_of;
+use crate::accounts::views::{end_user_info, key_info, team_info, user_info};
 use crate::actors::budget::{Admin, Flush};
 use crate::error::ApiError;
 use crate::store::SpendFilter;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value as Json};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 
+/// A mutation route: the body parsed as `T` (a typed request of `accounts/requests.rs`), made into its
+/// operation by `make`, run by the BudgetActor.
+fn mutation<T: DeserializeOwned + 'static>(
+    cfg: &mut web::ServiceConfig,
+    path: &str,
+    make: fn(T) -> AdminOp,
+) {
+    cfg.route(
+        path,
+        web::post().to(move |req, body, state| mutate(req, body, state, make)),
+    );
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let op = |f: fn(Map<String, Json>) -> AdminOp| {
-        move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| {
-            mutate(req, body, state, f)
-        }
-    };
-    cfg.route("/key/generate", web::post().to(op(AdminOp::KeyGenerate)))
-        .route("/key/update", web::post().to(op(AdminOp::KeyUpdate)))
-        .route("/key/delete", web::post().to(op(AdminOp::KeyDelete)))
-        .route(
-            "/key/block",
-            web::post().to(op(|b| AdminOp::KeyBlock(b, true))),
-        )
-        .route(
-            "/key/unblock",
-            web::post().to(op(|b| AdminOp::KeyBlock(b, false))),
-        )
-        .route("/key/info", web::get().to(key_info_handler))
+    mutation(cfg, "/key/generate", AdminOp::KeyGenerate);
+    mutation(cfg, "/key/update", AdminOp::KeyUpdate);
+    mutation(cfg, "/key/delete", AdminOp::KeyDelete);
+    mutation(cfg, "/key/block", |k| AdminOp::KeyBlock(k, true));
+    mutation(cfg, "/key/unblock", |k| AdminOp::KeyBlock(k, false));
+    mutation(cfg, "/team/new", AdminOp::TeamNew);
+    mutation(cfg, "/team/update", AdminOp::TeamUpdate);
+    mutation(cfg, "/team/delete", AdminOp::TeamDelete);
+    mutation(cfg, "/team/member_add", AdminOp::TeamMemberAdd);
+    mutation(cfg, "/team/member_delete", AdminOp::TeamMemberDelete);
+    mutation(cfg, "/user/new", AdminOp::UserNew);
+    mutation(cfg, "/user/update", AdminOp::UserUpdate);
+    mutation(cfg, "/user/delete", AdminOp::UserDelete);
+    mutation(cfg, "/customer/new", AdminOp::CustomerNew);
+    mutation(cfg, "/customer/update", AdminOp::CustomerUpdate);
+    mutation(cfg, "/customer/delete", AdminOp::CustomerDelete);
+    cfg.route("/key/info", web::get().to(key_info_handler))
         .route("/key/list", web::get().to(key_list))
-        .route("/team/new", web::post().to(op(AdminOp::TeamNew)))
-        .route("/team/update", web::post().to(op(AdminOp::TeamUpdate)))
-        .route("/team/delete", web::post().to(op(AdminOp::TeamDelete)))
-        .route(
-            "/team/member_add",
-            web::post().to(op(AdminOp::TeamMemberAdd)),
-        )
-        .route(
-            "/team/member_delete",
-            web::post().to(op(AdminOp::TeamMemberDelete)),
-        )
         .route("/team/info", web::get().to(team_info_handler))
         .route("/team/list", web::get().to(team_list))
-        .route("/user/new", web::post().to(op(AdminOp::UserNew)))
-        .route("/user/update", web::post().to(op(AdminOp::UserUpdate)))
-        .route("/user/delete", web::post().to(op(AdminOp::UserDelete)))
         .route("/user/info", web::get().to(user_info_handler))
         .route("/user/list", web::get().to(user_list))
-        .route("/customer/new", web::post().to(op(AdminOp::CustomerNew)))
-        .route(
-            "/customer/update",
-            web::post().to(op(AdminOp::CustomerUpdate)),
-        )
-        .route(
-            "/customer/delete",
-            web::post().to(op(AdminOp::CustomerDelete)),
-        )
         .route("/customer/info", web::get().to(customer_info_handler))
         .route("/spend/logs", web::get().to(spend_logs))
         .route("/global/spend/report", web::get().to(spend_report))
@@ -92,30 +85,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Largest management request body (a key or team with its metadata fits many times over).
 const MAX_ADMIN_BODY_BYTES: usize = 1024 * 1024;
 
-fn object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
-    match serde_json::from_slice::<Json>(body) {
-        Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-async fn mutate(
+async fn mutate<T: DeserializeOwned>(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    op: fn(Map<String, Json>) -> AdminOp,
+    make: fn(T) -> AdminOp,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_admin(&req, &state)?;
     // Read only now: a caller without the master key never gets its body read.
     let body = super::body::read_body(&req, body, MAX_ADMIN_BODY_BYTES, &state).await?;
-    let body = object(&body)?;
+    let op = make(requests::parse::<T>(&body)?);
     let out = state
         .actors
         .budget
-        .send(Admin(op(body)))
+        .send(Admin(op))
         .await
         .map_err(|e| ApiError::internal(format!("budget actor unavailable: {e}")))??;
     Ok(HttpResponse::Ok().json(out))

@@ -2,7 +2,7 @@
 
 use super::auth;
 use super::state::AppState;
-use crate::accounts::admin::iso;
+use crate::accounts::views::iso;
 use crate::actors::deployment::Snapshot;
 use crate::error::ApiError;
 use crate::units::now_ms;
