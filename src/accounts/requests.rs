@@ -255,6 +255,40 @@ pub struct UserDelete {
     pub user_ids: Vec<Text>,
 }
 
+/// `/model/new`: a deployment as a `model_list` entry (validated by the config's own rules).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelNew {
+    #[serde(default)]
+    pub model_name: Option<Json>,
+    /// LiteLLM's name; `llm_params` (this gateway's config name) is accepted too.
+    #[serde(alias = "llm_params")]
+    pub litellm_params: Map<String, Json>,
+    #[serde(default)]
+    pub model_info: Option<Map<String, Json>>,
+}
+
+/// `/model/update`: the deployment `model_info.id` (or `id`); only the fields given change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelUpdate {
+    #[serde(default)]
+    pub model_name: Option<Json>,
+    #[serde(default, alias = "llm_params")]
+    pub litellm_params: Option<Map<String, Json>>,
+    #[serde(default)]
+    pub model_info: Option<Map<String, Json>>,
+    #[serde(default)]
+    pub id: Option<Text>,
+}
+
+/// `/model/delete`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDelete {
+    pub id: Text,
+}
+
 /// A request body as `T`, or a 400 naming the field that is wrong (as `param`) without repeating its value.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Json = serde_json::from_slice(body)

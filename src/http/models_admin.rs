@@ -9,6 +9,7 @@
 
 use super::auth;
 use super::state::AppState;
+use crate::accounts::requests::{self, ModelDelete, ModelNew, ModelUpdate};
 use crate::actors::router::{ModelsApplied, SetModels};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -92,86 +93,33 @@ fn enabled(state: &AppState) -> Result<(), ApiError> {
     ))
 }
 
-async fn body_object(body: web::Payload) -> Result<Map<String, Json>, ApiError> {
+/// What every model change starts with: the master key, the API turned on, and the body (read after the
+/// key check) as the operation's typed request.
+async fn model_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    state: &AppState,
+    body: web::Payload,
+) -> Result<T, ApiError> {
+    auth::check_admin(req, state)?;
+    enabled(state)?;
     let bytes = body
         .to_bytes_limited(MAX_MODEL_BODY_BYTES)
         .await
         .map_err(|_| ApiError::payload_too_large(MAX_MODEL_BODY_BYTES))?
         .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-    match serde_json::from_slice::<Json>(&bytes) {
-        Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-/// What every model change starts with: the master key, the API turned on, a JSON object body with only
-/// the `allowed` fields (read after the key check).
-async fn model_body(
-    req: &HttpRequest,
-    state: &AppState,
-    body: web::Payload,
-    allowed: &[&str],
-) -> Result<Map<String, Json>, ApiError> {
-    auth::check_admin(req, state)?;
-    enabled(state)?;
-    let body = body_object(body).await?;
-    check_fields(&body, allowed)?;
-    Ok(body)
-}
-
-/// The fields a model body may have; anything else is refused by name.
-fn check_fields(body: &Map<String, Json>, allowed: &[&str]) -> Result<(), ApiError> {
-    for k in body.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown field `{k}` (known: {})",
-                allowed.join(", ")
-            ))
-            .with_param(k));
-        }
-    }
-    Ok(())
+    requests::parse(&bytes)
 }
 
 /// A deployment entry as stored: `model_name`, `llm_params`, `model_info` (with `id` and `created_at`).
-fn entry_from(body: &Map<String, Json>) -> Result<Map<String, Json>, ApiError> {
-    let params = match (body.get("litellm_params"), body.get("llm_params")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give `litellm_params` or `llm_params`, not both",
-            ))
-        }
-        (Some(p), None) | (None, Some(p)) => p.clone(),
-        (None, None) => {
-            return Err(
-                ApiError::bad_request("`litellm_params` is required").with_param("litellm_params")
-            )
-        }
-    };
-    if !params.is_object() {
-        return Err(ApiError::bad_request("`litellm_params` must be an object")
-            .with_param("litellm_params"));
-    }
+fn entry_from(body: ModelNew) -> Map<String, Json> {
     let mut entry = Map::new();
+    entry.insert("model_name".into(), body.model_name.unwrap_or(Json::Null));
+    entry.insert("llm_params".into(), Json::Object(body.litellm_params));
     entry.insert(
-        "model_name".into(),
-        body.get("model_name").cloned().unwrap_or(Json::Null),
+        "model_info".into(),
+        Json::Object(body.model_info.unwrap_or_default()),
     );
-    entry.insert("llm_params".into(), params);
-    let info = match body.get("model_info") {
-        None | Some(Json::Null) => Json::Object(Map::new()),
-        Some(Json::Object(m)) => Json::Object(m.clone()),
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("`model_info` must be an object").with_param("model_info")
-            )
-        }
-    };
-    entry.insert("model_info".into(), info);
-    Ok(entry)
+    entry
 }
 
 /// Validates `entry` as a `model_list` entry would be.
@@ -250,14 +198,8 @@ pub async fn model_new(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = model_body(
-        &req,
-        &state,
-        body,
-        &["model_name", "litellm_params", "llm_params", "model_info"],
-    )
-    .await?;
-    let mut entry = entry_from(&body)?;
+    let body: ModelNew = model_body(&req, &state, body).await?;
+    let mut entry = entry_from(body);
     let _one = MODEL_OPS.lock().await;
     let info = entry
         .get_mut("model_info")
@@ -346,25 +288,14 @@ pub async fn model_update(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = model_body(
-        &req,
-        &state,
-        body,
-        &[
-            "model_name",
-            "litellm_params",
-            "llm_params",
-            "model_info",
-            "id",
-        ],
-    )
-    .await?;
+    let body: ModelUpdate = model_body(&req, &state, body).await?;
     let id = body
-        .get("model_info")
+        .model_info
+        .as_ref()
         .and_then(|i| i.get("id"))
-        .or_else(|| body.get("id"))
         .and_then(Json::as_str)
         .map(str::to_owned)
+        .or_else(|| body.id.as_ref().map(|t| t.0.clone()))
         .ok_or_else(|| {
             ApiError::bad_request("`model_info.id` is required").with_param("model_info")
         })?;
@@ -386,24 +317,15 @@ pub async fn model_update(
     let mut entry: Map<String, Json> = serde_json::from_str(&row.data)
         .map_err(|e| ApiError::internal(format!("stored deployment `{id}` is not JSON: {e}")))?;
     let mut patch = Map::new();
-    if let Some(n) = body.get("model_name") {
-        patch.insert("model_name".into(), n.clone());
+    if let Some(n) = body.model_name {
+        patch.insert("model_name".into(), n);
     }
-    if let Some(p) = body
-        .get("litellm_params")
-        .or_else(|| body.get("llm_params"))
-    {
-        let Json::Object(p) = p else {
-            return Err(ApiError::bad_request("`litellm_params` must be an object")
-                .with_param("litellm_params"));
-        };
+    if let Some(mut p) = body.litellm_params {
         // A masked secret sent back (an info answer edited and returned) keeps the stored value.
-        let mut p = p.clone();
         drop_masked(&mut p);
         patch.insert("llm_params".into(), Json::Object(p));
     }
-    if let Some(Json::Object(info)) = body.get("model_info") {
-        let mut info = info.clone();
+    if let Some(mut info) = body.model_info {
         for fixed in ["id", "created_at", "db_model"] {
             info.remove(fixed);
         }
@@ -437,12 +359,8 @@ pub async fn model_delete(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = model_body(&req, &state, body, &["id"]).await?;
-    let id = body
-        .get("id")
-        .and_then(Json::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad_request("`id` is required").with_param("id"))?;
+    let body: ModelDelete = model_body(&req, &state, body).await?;
+    let id = body.id.0;
     let _one = MODEL_OPS.lock().await;
     let deleted = state
         .actors
