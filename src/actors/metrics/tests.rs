@@ -1,4 +1,6 @@
 use super::*;
+use crate::labels::BudgetGauge;
+use crate::providers::wire::Usage;
 
 fn dep(id: &str) -> Arc<DeploymentLabels> {
     Arc::new(DeploymentLabels {
