@@ -1,4 +1,7 @@
 use super::*;
+use crate::window::Window;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 #[test]
 fn durations() {

@@ -95,16 +95,6 @@ fn key(model_id: &str) -> String {
     format!("llm:cooldown:{model_id}")
 }
 
-pub fn class(e: &redis::RedisError) -> &'static str {
-    if e.is_timeout() {
-        "TimeoutError"
-    } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
-        "ConnectionError"
-    } else {
-        "ResponseError"
-    }
-}
-
 impl SharedStateActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -364,7 +354,7 @@ impl SharedStateActor {
         if let Some(m) = metrics {
             match r {
                 Ok(()) => m.ok(started.elapsed()),
-                Err(e) => m.fail(class(e), function),
+                Err(e) => m.fail(crate::accounts::quota::class(e), function),
             }
         }
     }
@@ -432,7 +422,7 @@ impl SharedStateActor {
             };
             let alive = beats
                 .values()
-                .filter(|&&t| now - t < crate::accounts::REPLICA_ALIVE_MS)
+                .filter(|&&t| now - t < crate::accounts::quota::REPLICA_ALIVE_MS)
                 .count()
                 .max(1) as u64;
             let view = &act.accounts.redis;
