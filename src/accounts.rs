@@ -11,6 +11,7 @@ mod admission;
 mod entries;
 mod lease;
 mod ledger;
+mod managed;
 pub mod quota;
 mod records;
 pub mod requests;
