@@ -5,12 +5,14 @@
 //! so an error leaves nothing half-written). Here is only what is particular to each operation: a key's
 //! secret, a team's members, the keys that go with a deleted team or user.
 
+pub use super::managed::Effects;
+use super::managed::{
+    create, delete, exist, next_reset, save, update, Ctx, Customer, Key, Team, User,
+};
 use super::requests::{
     CustomerFields, KeyDelete, KeyFields, KeyRef, MemberAdd, MemberDelete, MemberIn, Members,
     Patch, TeamDelete, TeamFields, Text, UserDelete, UserFields,
 };
-pub use super::managed::Effects;
-use super::managed::{create, delete, exist, next_reset, save, update, Ctx, Customer, Key, Team, User};
 use super::*;
 use crate::store::{KeyOwner, Store, Table};
 use crate::units::now_ms;

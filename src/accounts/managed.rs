@@ -81,7 +81,11 @@ pub(super) async fn save<K: Managed>(
 }
 
 /// Creates `id` (refused when it exists), its budget period starting now.
-pub(super) async fn create<K: Managed>(cx: &mut Ctx<'_>, id: &str, rec: K::Record) -> Result<Json, ApiError> {
+pub(super) async fn create<K: Managed>(
+    cx: &mut Ctx<'_>,
+    id: &str,
+    rec: K::Record,
+) -> Result<Json, ApiError> {
     if K::entries(cx.accounts).contains_key(id) {
         let param = if K::NOUN == "team" {
             "team_id"
