@@ -18,6 +18,10 @@
 //! folds into the family's one all-`other` series (totals stay exact), a gauge's is dropped, and either is
 //! counted per family in `llm_metrics_series_dropped_total`. Series of deleted entities are removed by
 //! label value, and series idle longer than a TTL by a periodic sweep.
+//!
+//! One cohesive thing, about 780 lines: the columns, the index, the interned labels, the free slots, the
+//! generations that invalidate handles and the render sequence keep invariants together that no part can
+//! keep alone; its tests are in `store/tests.rs`.
 
 use super::catalog::Kind;
 use super::text::fmt_f64_into;

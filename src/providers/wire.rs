@@ -1,6 +1,10 @@
 //! Pure parsers for the OpenAI wire format: the few request fields the gateway needs (borrowed, typed, the
 //! rest left as raw JSON), usage blocks, server-sent-event frames and rate-limit headers. None of them panic
-//! on bad input; they are table-tested below.
+//! on bad input; they are table-tested (`wire/tests.rs`).
+//!
+//! One cohesive thing, about 770 lines: every parser here reads the same lazily-parsed view of one body
+//! ([`RequestView`]) or the same frame format, and shares its error wording; split by field they would each
+//! re-read the body or repeat the rules.
 
 use crate::error::ApiError;
 use bytes::{Bytes, BytesMut};
