@@ -22,6 +22,8 @@ pub mod metrics;
 pub mod outbox;
 pub mod router;
 pub mod shared;
+#[cfg(test)]
+pub mod testing;
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DeploymentConfig};
@@ -121,7 +123,7 @@ pub fn start(
         let retention = config.general.spend_logs_retention;
         let max_unwritten = config.general.max_unwritten_spend_logs;
         BudgetActor::start_in_arbiter(&budget_arbiter, move |_| {
-            BudgetActor::new(a, s, m, retention, max_unwritten)
+            BudgetActor::new(a, s, m.map(|m| m.recipient()), retention, max_unwritten)
         })
     };
     // Redis: rate-limit windows and cooldowns shared across replicas.

@@ -448,8 +448,9 @@ impl Store {
         table: Table,
         id: &str,
         next_reset: Option<i64>,
+        now: i64,
     ) -> Result<bool, StoreError> {
-        // Only a period that is still due: another replica may have started the new one already, and its
+        // Only a period that is still due at `now` (the caller's clock): another replica may have started the new one already, and its
         // spend in it must not be zeroed.
         let sql = format!(
             "UPDATE {} SET spend_micros = 0, budget_reset_at = $1 WHERE id = $2 AND (budget_reset_at IS NULL OR budget_reset_at <= $3)",
@@ -458,7 +459,7 @@ impl Store {
         let r = sqlx::query(&sql)
             .bind(next_reset)
             .bind(id)
-            .bind(now_ms())
+            .bind(now)
             .execute(&self.pool)
             .await
             .map_err(err("cannot reset spend"))?;

@@ -1,5 +1,7 @@
 //! Units every layer shares: wall-clock milliseconds, money in micro-dollars, durations as LiteLLM writes them.
 //! Nothing here imports anything from the crate.
+//!
+//! [`Clock`]: actors read the time through one, so a test can run them on tokio's paused clock.
 
 use std::time::Duration;
 
@@ -37,4 +39,50 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// Where an actor reads the time. `System` is the wall clock. `Paused` follows tokio's clock from a fixed
+/// start: under `tokio::time::pause` a test moves the actor's clock and its timers together with
+/// `tokio::time::advance`, and nothing depends on how fast the machine is. `Manual` reads what a test set
+/// (for actors whose work waits on real I/O, where paused time would fire their timeouts).
+#[derive(Debug, Clone)]
+pub enum Clock {
+    System,
+    Paused {
+        start_ms: i64,
+        at: tokio::time::Instant,
+    },
+    Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// A clock that reads `start_ms` now and moves with tokio's (paused) time.
+    pub fn paused(start_ms: i64) -> Clock {
+        Clock::Paused {
+            start_ms,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A clock that reads `start_ms` until [`Clock::set`] moves it.
+    pub fn manual(start_ms: i64) -> Clock {
+        Clock::Manual(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            start_ms,
+        )))
+    }
+
+    /// Moves a manual clock to `ms` (other clocks ignore it).
+    pub fn set(&self, ms: i64) {
+        if let Clock::Manual(t) = self {
+            t.store(ms, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => now_ms(),
+            Clock::Paused { start_ms, at } => start_ms + at.elapsed().as_millis() as i64,
+            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
 }

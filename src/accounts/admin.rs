@@ -15,7 +15,6 @@ use super::requests::{
 };
 use super::*;
 use crate::store::{KeyOwner, Store, Table};
-use crate::units::now_ms;
 
 /// One management operation, its body already parsed and validated.
 #[derive(Debug, Clone)]
@@ -41,11 +40,12 @@ pub async fn run(
     accounts: &Accounts,
     store: &Store,
     op: AdminOp,
+    now: i64,
 ) -> Result<(Json, Effects), ApiError> {
     let mut cx = Ctx {
         accounts,
         store,
-        now: now_ms(),
+        now,
         fx: Effects::default(),
     };
     let out = match op {

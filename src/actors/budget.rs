@@ -7,14 +7,14 @@
 //! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
 //! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
 
-use super::metrics::{BudgetsChanged, MetricsActor};
+use super::metrics::BudgetsChanged;
 use crate::accounts::admin::{self, AdminOp};
 use crate::accounts::views;
 use crate::accounts::*;
 use crate::config::Retention;
 use crate::error::ApiError;
 use crate::store::{decode, SpendEvent, Store, StoreError, Table};
-use crate::units::now_ms;
+use crate::units::Clock;
 use actix::prelude::*;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -127,7 +127,9 @@ pub fn all_gauges(accounts: &Accounts) -> BudgetsChanged {
 pub struct BudgetActor {
     accounts: Arc<Accounts>,
     store: Store,
-    metrics: Option<Addr<MetricsActor>>,
+    /// Where budget gauge changes go (the MetricsActor).
+    metrics: Option<Recipient<BudgetsChanged>>,
+    clock: Clock,
     logs: Vec<SpendEvent>,
     retention: Option<Retention>,
     /// A retention pass is running (a long one is never started twice).
@@ -152,7 +154,7 @@ impl BudgetActor {
     pub fn new(
         accounts: Arc<Accounts>,
         store: Store,
-        metrics: Option<Addr<MetricsActor>>,
+        metrics: Option<Recipient<BudgetsChanged>>,
         retention: Option<Retention>,
         max_unwritten: usize,
     ) -> Self {
@@ -160,12 +162,19 @@ impl BudgetActor {
             accounts,
             store,
             metrics,
+            clock: Clock::System,
             logs: Vec::new(),
             retention,
             pruning: false,
             max_unwritten,
             unwritten_spend: None,
         }
+    }
+
+    /// The same actor reading time from `clock` (tests run it on tokio's paused clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -193,7 +202,7 @@ impl Handler<PruneSpendLogs> for BudgetActor {
             return;
         }
         let store = self.store.clone();
-        let cutoff = now_ms() - r.period.as_millis() as i64;
+        let cutoff = self.clock.now_ms() - r.period.as_millis() as i64;
         ctx.spawn(
             async move { store.delete_spend_logs_before(cutoff).await }
                 .into_actor(self)
@@ -243,9 +252,10 @@ impl Handler<Admin> for BudgetActor {
             self.store.clone(),
             self.metrics.clone(),
         );
+        let now = self.clock.now_ms();
         AtomicResponse::new(Box::pin(
             async move {
-                let (json, fx) = admin::run(&accounts, &store, msg.0).await?;
+                let (json, fx) = admin::run(&accounts, &store, msg.0, now).await?;
                 if let Some(m) = metrics {
                     if !fx.gauges.is_empty() || !fx.removed.is_empty() {
                         m.do_send(BudgetsChanged {
@@ -311,8 +321,9 @@ impl Handler<Flush> for BudgetActor {
         );
         let logs = std::mem::take(&mut self.logs);
         let spend = self.unwritten_spend.take();
+        let clock = self.clock.clone();
         AtomicResponse::new(Box::pin(
-            async move { flush(&accounts, &store, metrics.as_ref(), logs, spend).await }
+            async move { flush(&accounts, &store, metrics.as_ref(), logs, spend, clock).await }
                 .into_actor(self)
                 .map(|(unwritten, spend), act, _| {
                     act.unwritten_spend = spend;
@@ -331,3 +342,6 @@ impl Handler<Flush> for BudgetActor {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

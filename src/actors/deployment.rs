@@ -4,11 +4,11 @@
 //! cooldowns to the metrics actor. Cooldowns themselves start on the worker that saw the failure
 //! (`deployment/live.rs`), so no request reaches a deployment that is being taken out.
 
-use super::metrics::{DeploymentStateChanged, MetricsActor};
+use super::metrics::DeploymentStateChanged;
 use crate::deployment::health::{Health, IDLE_RECOVERY};
 use crate::deployment::live::{CooldownStarted, Live};
 use crate::labels::{DeploymentLabels, HealthState};
-use crate::units::now_ms;
+use crate::units::Clock;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,9 +89,11 @@ pub struct DeploymentSnapshot {
 
 pub struct DeploymentActor {
     labels: Arc<DeploymentLabels>,
-    metrics: Option<Addr<MetricsActor>>,
+    /// Where state changes go (the MetricsActor).
+    metrics: Option<Recipient<DeploymentStateChanged>>,
     live: Arc<Live>,
     health: Health,
+    clock: Clock,
     /// Counts cooldowns, so that a timer set for an older one does nothing.
     epoch: u64,
     shared: Option<Recipient<CooldownShared>>,
@@ -100,14 +102,16 @@ pub struct DeploymentActor {
 impl DeploymentActor {
     pub fn new(
         labels: Arc<DeploymentLabels>,
-        metrics: Option<Addr<MetricsActor>>,
+        metrics: Option<Recipient<DeploymentStateChanged>>,
         live: Arc<Live>,
+        clock: Clock,
     ) -> Self {
         DeploymentActor {
             labels,
             metrics,
             live,
             health: Health::default(),
+            clock,
             epoch: 0,
             shared: None,
         }
@@ -128,14 +132,14 @@ impl DeploymentActor {
 
     /// Follows the cooldown of `epoch`: when it is over, waits [`IDLE_RECOVERY`] for a probe.
     fn watch(&mut self, epoch: u64, ctx: &mut Context<Self>) {
-        let left = self.live.cooldown_until() - now_ms();
+        let left = self.live.cooldown_until() - self.clock.now_ms();
         if left > 0 {
             let wait = Duration::from_millis(left as u64 + 1);
             ctx.run_later(wait, move |act, ctx| act.watch(epoch, ctx));
             return;
         }
         ctx.run_later(IDLE_RECOVERY, move |act, _| {
-            if act.epoch == epoch && !act.live.cooling(now_ms()) {
+            if act.epoch == epoch && !act.live.cooling(act.clock.now_ms()) {
                 if let Some(s) = act.health.idle_recovery() {
                     act.publish(s, None);
                 }
@@ -170,7 +174,7 @@ impl Handler<AttemptsDone> for DeploymentActor {
                             recovered: true,
                         });
                     }
-                    let cooling = !a.recovered && self.live.cooling(now_ms());
+                    let cooling = !a.recovered && self.live.cooling(self.clock.now_ms());
                     let s = self.health.success(a.latency, cooling);
                     if let Some(avg) = self.health.latency_ewma {
                         self.live.set_latency(Duration::from_secs_f64(avg));
@@ -213,7 +217,7 @@ impl Handler<AdoptCooldown> for DeploymentActor {
     type Result = ();
 
     fn handle(&mut self, msg: AdoptCooldown, ctx: &mut Context<Self>) {
-        if !self.live.adopt_cooldown(now_ms(), msg.until_ms) {
+        if !self.live.adopt_cooldown(self.clock.now_ms(), msg.until_ms) {
             return;
         }
         tracing::info!(deployment = %self.labels.model_id, "cooldown from another replica adopted");
@@ -230,7 +234,7 @@ impl Handler<RecoveredElsewhere> for DeploymentActor {
     type Result = ();
 
     fn handle(&mut self, _: RecoveredElsewhere, _: &mut Context<Self>) {
-        if !self.live.recovered_elsewhere(now_ms()) {
+        if !self.live.recovered_elsewhere(self.clock.now_ms()) {
             return;
         }
         tracing::info!(deployment = %self.labels.model_id, "recovery seen by another replica's probe adopted");
@@ -272,3 +276,6 @@ impl Handler<Snapshot> for DeploymentActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

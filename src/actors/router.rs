@@ -28,6 +28,7 @@ use crate::providers::ProviderKind;
 use crate::router::table::{Pick, RoutingTable};
 use crate::store::{Store, Table};
 use crate::units::now_ms;
+use crate::units::Clock;
 use actix::prelude::*;
 use actix_web::http::header::HeaderValue;
 use arc_swap::ArcSwap;
@@ -122,7 +123,7 @@ impl DeploymentMaker {
         let live = Arc::new(Live::default());
         let (l, m, lv) = (labels.clone(), self.metrics.clone(), live.clone());
         let addr = DeploymentActor::start_in_arbiter(&self.arbiter, move |_| {
-            DeploymentActor::new(l, m, lv)
+            DeploymentActor::new(l, m.map(|m| m.recipient()), lv, Clock::System)
         });
         if let Some(shared) = &self.shared {
             addr.do_send(ShareCooldowns(shared.clone()));

@@ -126,8 +126,9 @@ impl Store {
         table: Table,
         id: &str,
         next_reset: Option<i64>,
+        now: i64,
     ) -> Result<bool, StoreError> {
-        let call = self.reset_spend_raw(table, id, next_reset);
+        let call = self.reset_spend_raw(table, id, next_reset, now);
         let reset = self.timed("reset_spend", call).await?;
         if reset {
             self.announce(table, &[id.to_owned()]);

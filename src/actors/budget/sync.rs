@@ -3,10 +3,9 @@
 
 use crate::accounts::views;
 use crate::accounts::*;
-use crate::actors::metrics::{BudgetsChanged, MetricsActor};
+use crate::actors::metrics::BudgetsChanged;
 use crate::labels::BudgetScope;
 use crate::store::{decode, Store, Table};
-use crate::units::now_ms;
 use crate::units::parse_duration;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 pub(super) async fn sync_from_store(
     accounts: &Accounts,
     store: &Store,
-    metrics: Option<&Addr<MetricsActor>>,
+    metrics: Option<&Recipient<BudgetsChanged>>,
 ) {
     let mut fx = no_changes();
     for table in Table::ALL {
@@ -56,7 +55,7 @@ pub(super) fn no_changes() -> BudgetsChanged {
 }
 
 /// Tells the metrics actor about gauges that records read back changed.
-pub(super) fn send_changes(metrics: Option<&Addr<MetricsActor>>, fx: BudgetsChanged) {
+pub(super) fn send_changes(metrics: Option<&Recipient<BudgetsChanged>>, fx: BudgetsChanged) {
     if let (Some(m), false) = (metrics, fx.gauges.is_empty() && fx.removed.is_empty()) {
         m.do_send(fx);
     }
@@ -219,9 +218,9 @@ pub(super) fn forget(accounts: &Accounts, table: Table, id: &str, fx: &mut Budge
 pub(super) async fn resets(
     accounts: &Accounts,
     store: &Store,
-    metrics: Option<&Addr<MetricsActor>>,
+    metrics: Option<&Recipient<BudgetsChanged>>,
+    now: i64,
 ) {
-    let now = now_ms();
     let due = |l: &Ledger| l.reset_at().is_some_and(|t| t <= now);
     let next = |d: &Option<String>| {
         d.as_deref()
@@ -263,7 +262,7 @@ pub(super) async fn resets(
         ));
     }
     for (table, id, ledger, next_reset) in todo {
-        match store.reset_spend(table, &id, next_reset).await {
+        match store.reset_spend(table, &id, next_reset, now).await {
             Ok(true) => {}
             // Another replica started the new period; the next read-back brings its state here.
             Ok(false) => continue,

@@ -3,8 +3,9 @@
 
 use super::sync::{resets, sync_from_store};
 use crate::accounts::*;
-use crate::actors::metrics::MetricsActor;
+use crate::actors::metrics::BudgetsChanged;
 use crate::store::{SpendEvent, Store, Table};
+use crate::units::Clock;
 use actix::prelude::*;
 use std::sync::Arc;
 
@@ -26,9 +27,10 @@ pub(super) const LOG_WRITE_BATCH: usize = 5000;
 pub(super) async fn flush(
     accounts: &Accounts,
     store: &Store,
-    metrics: Option<&Addr<MetricsActor>>,
+    metrics: Option<&Recipient<BudgetsChanged>>,
     logs: Vec<SpendEvent>,
     mut spend: Option<SpendBatch>,
+    clock: Clock,
 ) -> (Vec<SpendEvent>, Option<SpendBatch>) {
     if let Some(batch) = spend.take() {
         spend = write_spend(store, batch).await;
@@ -63,7 +65,7 @@ pub(super) async fn flush(
     if store.kind == "postgres" && spend.is_none() {
         sync_from_store(accounts, store, metrics).await;
     }
-    resets(accounts, store, metrics).await;
+    resets(accounts, store, metrics, clock.now_ms()).await;
     // Unknown keys are remembered for a few seconds only, so a flood of random keys cannot grow memory.
     accounts
         .missing_keys
