@@ -4,7 +4,7 @@
 //! ends, deletes spend-log rows past `maximum_spend_logs_retention_period`, and tells the metrics actor about
 //! budget changes that happen outside requests.
 //!
-//! Admission and settlement happen on the HTTP workers with atomic counters (`accounts.rs`); the actor sees
+//! Admission and settlement happen on the HTTP workers with atomic counters (`accounts/admission.rs`, `accounts/ledger.rs`); the actor sees
 //! their effect through the ledgers' unpersisted deltas, so a lost message can never lose spend.
 
 use super::metrics::BudgetsChanged;

@@ -1,6 +1,6 @@
 //! Retry and fallback policy, as pure functions of what happened: which group a failed request goes to
 //! next, how long a retry waits, whether it still fits the request's deadline, and when the first
-//! deployment of the groups tried may take requests again. The request path (`http/proxy.rs`) asks these
+//! deployment of the groups tried may take requests again. The request path (`http/proxy/attempts.rs`) asks these
 //! instead of deciding itself; what an error means (retry, which fallbacks, against the deployment) is
 //! `error::Meaning`.
 
