@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
             App::new().default_service(web::to(move |body: web::Bytes| {
                 let upstream = upstream.clone();
                 async move {
-                    let client = llm::providers::openai::client();
+                    let client = llm::providers::http::client();
                     match client
                         .post(upstream)
                         .insert_header(("content-type", "application/json"))

@@ -8,6 +8,7 @@ pub mod live;
 use crate::actors::deployment::DeploymentActor;
 use crate::config::DeploymentConfig;
 use crate::labels::DeploymentLabels;
+use crate::providers::adapter::Provider;
 use crate::providers::target::Target;
 use actix::Addr;
 use actix_web::http::header::HeaderValue;
@@ -21,8 +22,10 @@ pub struct Deployment {
     pub group: Arc<str>,
     pub labels: Arc<DeploymentLabels>,
     pub addr: Addr<DeploymentActor>,
-    /// URLs and auth header of an HTTP upstream; `None` for the built-in mock.
-    pub target: Option<Target>,
+    /// URLs and headers of its upstream (none for the built-in mock).
+    pub target: Target,
+    /// Its provider's adapter: how a call is sent and its answer read.
+    pub provider: &'static dyn Provider,
     /// In flight, usage, cooldown gate, latency: what routing reads on every request.
     pub live: Arc<Live>,
     pub policy: CooldownPolicy,

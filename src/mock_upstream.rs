@@ -1,5 +1,7 @@
-//! A standalone mock upstream speaking the OpenAI wire format (the `llm-mock` binary), for tests and
-//! benchmarks. It can be told, per model (`POST /__mock/rules`) or per request (a `"mock": {...}` object in
+//! A standalone mock upstream (the `llm-mock` binary) for tests and benchmarks, speaking the OpenAI wire
+//! format and the Azure OpenAI and Anthropic dialects (`/openai/deployments/{name}/...` with `api-key` and
+//! `api-version`; `/v1/messages` with `x-api-key` and `anthropic-version`, see `mock_upstream/anthropic.rs`),
+//! each refusing a request without its required headers as the real service does. It can be told, per model (`POST /__mock/rules`) or per request (a `"mock": {...}` object in
 //! the body, which the gateway passes through), to add latency, answer a status (with `retry-after`), send
 //! `x-ratelimit-*` headers, stream slowly, cut a stream halfway, omit usage, or answer malformed JSON.
 //!
@@ -9,67 +11,14 @@ use crate::providers::wire::{estimate_prompt_tokens, RequestView};
 use crate::providers::{mock, Endpoint};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+
+mod anthropic;
+mod rules;
+use rules::{lock, take};
+pub use rules::{MockState, Rule};
 use std::time::Duration;
-
-/// How to answer. Every field is optional; an empty rule answers normally.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    /// The model the rule is for (only in `POST /__mock/rules`).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Answer this HTTP status with an OpenAI error body.
-    pub status: Option<u16>,
-    /// With `status`: apply it only on calls whose number (from 1, per model) is a multiple of `every`.
-    pub every: Option<u64>,
-    /// With `status`: apply it only to the first `times` calls after the rule was set.
-    pub times: Option<u64>,
-    pub message: Option<String>,
-    /// Seconds, sent as `retry-after`.
-    pub retry_after: Option<f64>,
-    pub latency_ms: Option<u64>,
-    pub remaining_requests: Option<f64>,
-    pub remaining_tokens: Option<f64>,
-    /// Streams: send this many frames, then break the connection.
-    pub cut_stream_after: Option<usize>,
-    /// Streams: wait this long between frames.
-    pub frame_delay_ms: Option<u64>,
-    /// 200 with a body that is not JSON.
-    #[serde(default)]
-    pub malformed: bool,
-    /// Leave `usage` out of the answer (and out of streams).
-    #[serde(default)]
-    pub omit_usage: bool,
-    /// With `status` (a 3xx): the `location` header to send.
-    pub location: Option<String>,
-    /// Streams: after the first frame, send this many bytes that never end a frame.
-    pub endless_frame_bytes: Option<usize>,
-    /// Streams: send content frames forever (every `frame_delay_ms`, default 10).
-    #[serde(default)]
-    pub endless: bool,
-    pub reply: Option<String>,
-}
-
-#[derive(Default)]
-struct ModelState {
-    rule: Rule,
-    calls: u64,
-    calls_since_rule: u64,
-}
-
-#[derive(Default, Clone)]
-pub struct MockState {
-    models: Arc<Mutex<HashMap<String, ModelState>>>,
-}
-
-fn lock(state: &MockState) -> std::sync::MutexGuard<'_, HashMap<String, ModelState>> {
-    // A poisoned lock only means a panicking test thread; the counts are still usable.
-    state.models.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn error_body(status: u16, message: &str) -> serde_json::Value {
     let kind = match status {
@@ -82,28 +31,60 @@ fn error_body(status: u16, message: &str) -> serde_json::Value {
 }
 
 async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) -> HttpResponse {
+    answer_as(endpoint, body, state, None).await
+}
+
+/// Azure's dialect: `/openai/deployments/{deployment}/...?api-version=...` with an `api-key` (or a bearer
+/// token); the deployment name stands for the model (rules and counts are kept under it).
+async fn azure(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    deployment: web::Path<String>,
+    body: Bytes,
+    state: web::Data<MockState>,
+) -> HttpResponse {
+    let has_version = req
+        .query_string()
+        .split('&')
+        .any(|p| p.starts_with("api-version=") && p.len() > "api-version=".len());
+    if !has_version {
+        return HttpResponse::NotFound()
+            .json(json!({"error": {"code": "404", "message": "Resource not found"}}));
+    }
+    let key = req.headers().get("api-key").is_some()
+        || req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+    if !key {
+        return HttpResponse::Unauthorized().json(json!({"error": {"code": "401",
+            "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}));
+    }
+    answer_as(endpoint, body, state, Some(deployment.into_inner())).await
+}
+
+async fn answer_as(
+    endpoint: Endpoint,
+    body: Bytes,
+    state: web::Data<MockState>,
+    model: Option<String>,
+) -> HttpResponse {
     let view = match RequestView::parse(&body) {
         Ok(v) => v,
         Err(e) => return HttpResponse::BadRequest().json(error_body(400, &e.message)),
     };
-    let model = match view.model() {
-        Ok(m) => m.into_owned(),
+    let model = match model
+        .map(Ok)
+        .unwrap_or_else(|| view.model().map(|m| m.into_owned()))
+    {
+        Ok(m) => m,
         Err(e) => return HttpResponse::BadRequest().json(error_body(400, &e.message)),
     };
     let per_request: Option<Rule> = view
         .get("mock")
         .and_then(|raw| serde_json::from_str(raw.get()).ok());
-    let (rule, call, since) = {
-        let mut models = lock(&state);
-        let m = models.entry(model.clone()).or_default();
-        m.calls += 1;
-        m.calls_since_rule += 1;
-        (
-            per_request.unwrap_or_else(|| m.rule.clone()),
-            m.calls,
-            m.calls_since_rule,
-        )
-    };
+    let (rule, call, since) = take(&state, &model, per_request);
     if let Some(ms) = rule.latency_ms {
         actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -114,10 +95,8 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
     if let Some(v) = rule.remaining_tokens {
         resp.insert_header(("x-ratelimit-remaining-tokens", v.to_string()));
     }
-    if let Some(status) = rule.status {
-        let applies = rule.every.is_none_or(|n| n > 0 && call % n == 0)
-            && rule.times.is_none_or(|n| since <= n);
-        if applies {
+    if let Some(status) = rule.status_for(call, since) {
+        {
             let code = actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
             resp.status(code);
@@ -131,7 +110,11 @@ async fn answer(endpoint: Endpoint, body: Bytes, state: web::Data<MockState>) ->
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("mock upstream answered {status}"));
-            return resp.json(error_body(status, &msg));
+            let mut body = error_body(status, &msg);
+            if let Some(code) = &rule.code {
+                body["error"]["code"] = json!(code);
+            }
+            return resp.json(body);
         }
     }
     if rule.malformed {
@@ -280,7 +263,20 @@ pub async fn serve(
             .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
             .route("/__mock/rules", web::post().to(set_rule))
             .route("/__mock/rules", web::delete().to(reset))
-            .route("/__mock/calls", web::get().to(calls));
+            .route("/__mock/calls", web::get().to(calls))
+            .route("/v1/messages", web::post().to(anthropic::messages))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                web::post().to(|r, p, b, s| azure(Endpoint::ChatCompletions, r, p, b, s)),
+            )
+            .route(
+                "/openai/deployments/{deployment}/completions",
+                web::post().to(|r, p, b, s| azure(Endpoint::Completions, r, p, b, s)),
+            )
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                web::post().to(|r, p, b, s| azure(Endpoint::Embeddings, r, p, b, s)),
+            );
         for prefix in ["", "/v1"] {
             app = app
                 .route(

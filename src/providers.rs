@@ -1,11 +1,24 @@
 //! Provider adapters: how a request reaches an upstream and how its answer is read.
 //!
+//! - [`adapter`]: what the request path asks of every provider ([`adapter::Provider`]);
+//! - [`registry`]: which adapter and target builder serve which [`ProviderKind`];
+//! - [`http`]: the HTTP exchange the HTTP providers share (pooled awc client, errors, stream translation);
+//! - [`target`]: a deployment's URLs and headers, built once;
 //! - [`wire`]: pure parsers of the OpenAI wire format (request fields, usage, SSE frames, rate-limit headers);
-//! - [`openai`]: any OpenAI-compatible server over awc (`openai/`, `hosted_vllm/`, `openai_compatible/`);
+//! - [`openai_error`]: what an OpenAI-shaped error answer means;
+//! - [`openai`]: any OpenAI-compatible server (`openai/`, `hosted_vllm/`, `openai_compatible/`);
+//! - [`azure`]: Azure OpenAI (`azure/<deployment>`);
+//! - [`anthropic`]: Anthropic's Messages API (`anthropic/claude-...`), translated both ways;
 //! - [`mock`]: the built-in `mock/` provider that answers in-process, offline.
 
+pub mod adapter;
+pub mod anthropic;
+pub mod azure;
+pub mod http;
 pub mod mock;
 pub mod openai;
+pub mod openai_error;
+pub mod registry;
 pub mod target;
 pub mod wire;
 
@@ -15,14 +28,18 @@ pub enum ProviderKind {
     OpenAi,
     HostedVllm,
     OpenAiCompatible,
+    Azure,
+    Anthropic,
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
+    pub const ALL: [ProviderKind; 6] = [
         ProviderKind::OpenAi,
         ProviderKind::HostedVllm,
         ProviderKind::OpenAiCompatible,
+        ProviderKind::Azure,
+        ProviderKind::Anthropic,
         ProviderKind::Mock,
     ];
 
@@ -32,6 +49,8 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::HostedVllm => "hosted_vllm",
             ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
         }
     }
@@ -43,6 +62,8 @@ impl ProviderKind {
             ProviderKind::OpenAi => "Openai",
             ProviderKind::HostedVllm => "Hosted_vllm",
             ProviderKind::OpenAiCompatible => "Openai_compatible",
+            ProviderKind::Azure => "Azure",
+            ProviderKind::Anthropic => "Anthropic",
             ProviderKind::Mock => "Mock",
         }
     }

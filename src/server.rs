@@ -80,7 +80,7 @@ pub async fn run(config: Config, opts: ServerOptions) -> Result<(), StartError> 
     let server = HttpServer::new(move || {
         // Runs once on each worker thread: building the upstream client loads OpenSSL's roots (hundreds of
         // millions of instructions in callgrind), which would otherwise land on that worker's first request.
-        drop(crate::providers::openai::client());
+        drop(crate::providers::http::client());
         App::new()
             .app_data(state.clone())
             .configure(http::routes)

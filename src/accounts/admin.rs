@@ -55,7 +55,7 @@ pub async fn run(
             update::<Key>(&mut cx, &token, |cx, rec| apply_key(cx, rec, &f)).await?
         }
         AdminOp::KeyBlock(r, blocked) => {
-            let token = token_of(&r.key.0);
+            let token = token_of(&nonempty(r.key, "key")?);
             update::<Key>(&mut cx, &token, |_, rec| {
                 rec.blocked = blocked;
                 Ok(false)
@@ -131,6 +131,13 @@ fn required(v: &Patch<Text>, name: &str) -> Result<String, ApiError> {
         Some(Some(t)) if !t.0.is_empty() => Ok(t.0.clone()),
         _ => Err(ApiError::bad_request(format!("`{name}` is required")).with_param(name)),
     }
+}
+
+fn nonempty(t: Text, name: &str) -> Result<String, ApiError> {
+    if t.0.is_empty() {
+        return Err(ApiError::bad_request(format!("`{name}` is required")).with_param(name));
+    }
+    Ok(t.0)
 }
 
 fn given_or_new(v: &Patch<Text>) -> String {
@@ -328,7 +335,8 @@ async fn member_add(cx: &mut Ctx<'_>, m: MemberAdd) -> Result<Json, ApiError> {
                 .with_param("member"),
         );
     }
-    update::<Team>(cx, &m.team_id.0, |_, rec| {
+    let team_id = nonempty(m.team_id, "team_id")?;
+    update::<Team>(cx, &team_id, |_, rec| {
         for m in members.into_iter().map(Member::from) {
             let known = rec
                 .members_with_roles
@@ -344,6 +352,7 @@ async fn member_add(cx: &mut Ctx<'_>, m: MemberAdd) -> Result<Json, ApiError> {
 }
 
 async fn member_delete(cx: &mut Ctx<'_>, m: MemberDelete) -> Result<Json, ApiError> {
+    let team_id = nonempty(m.team_id, "team_id")?;
     let user_id = m.user_id.map(|t| t.0);
     let email = m.user_email.map(|t| t.0);
     if user_id.is_none() && email.is_none() {
@@ -351,7 +360,7 @@ async fn member_delete(cx: &mut Ctx<'_>, m: MemberDelete) -> Result<Json, ApiErr
             ApiError::bad_request("`user_id` or `user_email` is required").with_param("user_id"),
         );
     }
-    update::<Team>(cx, &m.team_id.0, |_, rec| {
+    update::<Team>(cx, &team_id, |_, rec| {
         let before = rec.members_with_roles.len();
         rec.members_with_roles.retain(|m| {
             !((user_id.is_some() && m.user_id == user_id)

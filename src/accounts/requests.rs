@@ -69,27 +69,47 @@ impl<'de> Deserialize<'de> for Period {
     }
 }
 
-/// A team member as LiteLLM writes one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A team member as LiteLLM writes one: an object (never a list of values by position).
+#[derive(Debug, Clone)]
 pub struct MemberIn {
-    #[serde(default)]
     pub user_id: Option<Text>,
-    #[serde(default)]
     pub user_email: Option<Text>,
-    #[serde(default)]
     pub role: Option<Text>,
 }
 
-/// `member` of `/team/member_add`: one member or a list of them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberFields {
+    #[serde(default)]
+    user_id: Option<Text>,
+    #[serde(default)]
+    user_email: Option<Text>,
+    #[serde(default)]
+    role: Option<Text>,
+}
+
+impl<'de> Deserialize<'de> for MemberIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // An object first: serde would otherwise take `["alice", "bob"]` as fields by position.
+        let map = Map::<String, Json>::deserialize(d)?;
+        let f = MemberFields::deserialize(Json::Object(map)).map_err(serde::de::Error::custom)?;
+        Ok(MemberIn {
+            user_id: f.user_id,
+            user_email: f.user_email,
+            role: f.role,
+        })
+    }
+}
+
+/// `member` of `/team/member_add`: a list of members or one member.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     untagged,
     expecting = "a member object {user_id, role} or a list of them"
 )]
 pub enum Members {
-    One(MemberIn),
     Many(Vec<MemberIn>),
+    One(MemberIn),
 }
 
 /// `/key/generate` and `/key/update` (`key` names the key to update; on generate, a custom key).
@@ -272,10 +292,11 @@ pub struct ModelNew {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelUpdate {
-    #[serde(default)]
-    pub model_name: Option<Json>,
-    #[serde(default, alias = "llm_params")]
-    pub litellm_params: Option<Map<String, Json>>,
+    /// `null` is kept (and refused by validation): a deployment needs its group name.
+    #[serde(default, deserialize_with = "present")]
+    pub model_name: Patch<Json>,
+    #[serde(default, alias = "llm_params", deserialize_with = "present")]
+    pub litellm_params: Patch<Map<String, Json>>,
     #[serde(default)]
     pub model_info: Option<Map<String, Json>>,
     #[serde(default)]
@@ -328,7 +349,15 @@ fn field_error(path: &str, inner: &str) -> ApiError {
     }
     // Type and value errors repeat the value ("invalid type: string \"sk-…\", expected …"): only what was
     // expected is kept.
-    let what = match inner.split_once(", expected ") {
+    if let Some(rest) = inner.strip_prefix("duplicate field ") {
+        let field = rest.split('`').nth(1).unwrap_or("");
+        return ApiError::bad_request(format!(
+            "`{field}` is given twice (under one of its names, e.g. `litellm_params` and `llm_params`)"
+        ))
+        .with_param(field);
+    }
+    // The last ", expected ": a value that itself holds the words is never repeated.
+    let what = match inner.rsplit_once(", expected ") {
         Some((_, expected)) => format!("must be {}", plain(expected)),
         None => inner.to_owned(),
     };
@@ -393,5 +422,15 @@ mod tests {
         assert!(matches!(m.member, Members::One(_)));
         let m: MemberAdd = parse(br#"{"team_id": "t", "member": [{"user_id": "u"}]}"#).unwrap();
         assert!(matches!(m.member, Members::Many(ref v) if v.len() == 1));
+        let m: MemberAdd = parse(br#"{"team_id": "t", "member": []}"#).unwrap();
+        assert!(matches!(m.member, Members::Many(ref v) if v.is_empty()));
+        // A list of values is not a member by position.
+        assert!(parse::<MemberAdd>(br#"{"team_id": "t", "member": ["alice", "bob"]}"#).is_err());
+        assert!(parse::<TeamFields>(br#"{"members_with_roles": [["u"]]}"#).is_err());
+        let e = parse::<ModelUpdate>(br#"{"id": "x", "litellm_params": {}, "llm_params": {}}"#)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("litellm_params"));
+        let u: ModelUpdate = parse(br#"{"id": "x", "model_name": null}"#).unwrap();
+        assert_eq!(u.model_name, Some(None));
     }
 }

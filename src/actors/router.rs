@@ -23,8 +23,8 @@ use crate::config::{Config, DeploymentConfig, RouterSettings};
 use crate::deployment::live::{CooldownPolicy, Live};
 use crate::deployment::Deployment;
 use crate::labels::DeploymentLabels;
+use crate::providers::registry;
 use crate::providers::target::Target;
-use crate::providers::ProviderKind;
 use crate::router::table::{Pick, RoutingTable};
 use crate::store::{Store, Table};
 use crate::units::now_ms;
@@ -107,13 +107,11 @@ fn policy_of(cfg: &DeploymentConfig, router: &RouterSettings) -> CooldownPolicy 
     }
 }
 
-fn target_of(cfg: &DeploymentConfig) -> Option<Target> {
+fn target_of(cfg: &DeploymentConfig) -> Target {
     // Validation built every target once already (`Config::parse`, `Config::parse_deployment`), so this
     // cannot fail for a validated entry; a deployment is never silently turned into the mock.
-    (cfg.provider != ProviderKind::Mock).then(|| {
-        Target::new(&cfg.api_base, cfg.api_key.as_ref())
-            .unwrap_or_else(|e| panic!("deployment `{}` passed validation but {e}", cfg.id))
-    })
+    registry::target(cfg.provider, &cfg.target_params())
+        .unwrap_or_else(|e| panic!("deployment `{}` passed validation but {e}", cfg.id))
 }
 
 impl DeploymentMaker {
@@ -134,6 +132,7 @@ impl DeploymentMaker {
             labels,
             addr,
             target: target_of(cfg),
+            provider: registry::provider(cfg.provider),
             live,
             policy: policy_of(cfg, router),
             headers: (header_value(&cfg.id), header_value(&cfg.model_name)),
@@ -152,6 +151,7 @@ impl DeploymentMaker {
             labels: old.labels.clone(),
             addr: old.addr.clone(),
             target: target_of(cfg),
+            provider: registry::provider(cfg.provider),
             live: old.live.clone(),
             policy: policy_of(cfg, router),
             headers: (header_value(&cfg.id), header_value(&cfg.model_name)),

@@ -56,6 +56,13 @@ pub(super) fn deployment(
             base.trim_end_matches('/').to_owned()
         }
         (ProviderKind::OpenAi, None) => "https://api.openai.com/v1".to_owned(),
+        (ProviderKind::Anthropic, None) => "https://api.anthropic.com".to_owned(),
+        (ProviderKind::Azure, None) => {
+            problems.push(format!(
+                "`{at}.llm_params.api_base` is required for `azure` deployments (the resource endpoint, e.g. https://my-resource.openai.azure.com)"
+            ));
+            String::new()
+        }
         (kind, None) => {
             problems.push(format!(
                 "`{at}.llm_params.api_base` is required for `{}` deployments (the server's base URL, e.g. http://127.0.0.1:8000/v1)",
@@ -105,8 +112,11 @@ pub(super) fn deployment(
     if problems.len() > before {
         return None;
     }
+    // Priced by `model_info.base_model` when set (an Azure deployment's name is often not a model name,
+    // as LiteLLM has it), else by the model name.
+    let base_model = d.model_info.get("base_model").and_then(Json::as_str);
     let listed = (provider != ProviderKind::Mock)
-        .then(|| list_price(&model))
+        .then(|| list_price(base_model.unwrap_or(&model)))
         .flatten();
     let dep = DeploymentConfig {
         model_name: d.model_name,
@@ -132,8 +142,8 @@ pub(super) fn deployment(
     };
     // The upstream target is built once here so that a deployment whose URL or key cannot be used is a
     // config error, never a deployment silently answered by the mock.
-    if dep.provider != ProviderKind::Mock {
-        if let Err(e) = crate::providers::target::Target::new(&dep.api_base, dep.api_key.as_ref()) {
+    {
+        if let Err(e) = crate::providers::registry::target(dep.provider, &dep.target_params()) {
             problems.push(format!("`{at}.llm_params.{e}"));
             return None;
         }

@@ -180,3 +180,35 @@ fn built_in_prices_by_name_and_dated_snapshot() {
     assert_eq!(c.model_list[1].output_cost_per_token, Some(0.00001));
     assert_eq!(c.model_list[2].input_cost_per_token, None);
 }
+
+#[test]
+fn azure_and_anthropic_deployments_are_checked_at_load() {
+    let c = parse("model_list:\n  - model_name: a\n    llm_params: {model: azure/my-dep, api_base: https://r.openai.azure.com, api_version: 2024-10-21, api_key: k}\n    model_info: {base_model: gpt-4o}\n  - model_name: c\n    llm_params: {model: anthropic/claude-3-5-sonnet-20241022, api_key: k}\n").unwrap();
+    assert_eq!(c.model_list[0].provider, ProviderKind::Azure);
+    assert_eq!(c.model_list[0].model, "my-dep");
+    // Priced by its base model.
+    assert_eq!(c.model_list[0].input_cost_per_token, Some(0.0000025));
+    assert_eq!(c.model_list[1].provider, ProviderKind::Anthropic);
+    assert_eq!(c.model_list[1].api_base, "https://api.anthropic.com");
+    assert!(c.model_list[1].input_cost_per_token.is_some());
+    let problems = parse("model_list:\n  - model_name: a\n    llm_params: {model: azure/d, api_key: k}\n  - model_name: b\n    llm_params: {model: azure/d, api_base: https://r.openai.azure.com, api_key: k}\n  - model_name: c\n    llm_params: {model: azure/d, api_base: https://r.openai.azure.com, api_version: v1}\n  - model_name: d\n    llm_params: {model: anthropic/claude-x}\n")
+        .unwrap_err()
+        .problems
+        .join("\n");
+    assert!(
+        problems.contains("`model_list[0].llm_params.api_base` is required for `azure`"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("`model_list[1].llm_params.api_version` is required"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("`model_list[2].llm_params.api_key` (or `azure_ad_token`) is required"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("`model_list[3].llm_params.api_key` is required for anthropic"),
+        "{problems}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The validated configuration: what the rest of the gateway reads, with every default applied.
 
+use crate::providers::target::TargetParams;
 use crate::providers::ProviderKind;
 use crate::secret::Secret;
 use serde_json::{Map, Value as Json};
@@ -53,6 +54,19 @@ pub struct DeploymentConfig {
     pub mock_latency: Duration,
     pub extra_params: Map<String, Json>,
     pub model_info: Map<String, Json>,
+}
+
+impl DeploymentConfig {
+    /// What its provider builds its target from.
+    pub fn target_params(&self) -> TargetParams<'_> {
+        TargetParams {
+            api_base: &self.api_base,
+            api_key: self.api_key.as_ref(),
+            api_version: self.api_version.as_deref(),
+            model: &self.model,
+            extra: &self.extra_params,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

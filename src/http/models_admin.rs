@@ -318,9 +318,13 @@ pub async fn model_update(
         .map_err(|e| ApiError::internal(format!("stored deployment `{id}` is not JSON: {e}")))?;
     let mut patch = Map::new();
     if let Some(n) = body.model_name {
-        patch.insert("model_name".into(), n);
+        patch.insert("model_name".into(), n.unwrap_or(Json::Null));
     }
-    if let Some(mut p) = body.litellm_params {
+    if let Some(p) = body.litellm_params {
+        let Some(mut p) = p else {
+            return Err(ApiError::bad_request("`litellm_params` must be an object")
+                .with_param("litellm_params"));
+        };
         // A masked secret sent back (an info answer edited and returned) keeps the stored value.
         drop_masked(&mut p);
         patch.insert("llm_params".into(), Json::Object(p));

@@ -2,9 +2,80 @@
 //! gateway runs offline with no API keys. Also used by the standalone mock upstream (`llm-mock`) to build
 //! its OpenAI-shaped bodies.
 
+use super::adapter::{Frames, Provider, Reply, Sent, UpstreamCall};
+use super::wire::{estimate_prompt_tokens, InputShape};
 use super::wire::{estimate_tokens, Usage};
 use super::Endpoint;
+use crate::error::ApiError;
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use serde_json::json;
+
+/// The built-in `mock/` provider: answers in-process, offline, in the OpenAI shape (a stream as frames).
+pub struct Mock;
+
+impl Provider for Mock {
+    fn send<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> LocalBoxFuture<'a, Result<Sent, ApiError>> {
+        Box::pin(answer(call))
+    }
+}
+
+async fn answer(call: &UpstreamCall<'_>) -> Result<Sent, ApiError> {
+    let (endpoint, view) = (call.endpoint, call.view);
+    let reply = match view.mock_response()? {
+        Some(r) => r.into_owned(),
+        None => call
+            .mock_reply
+            .map(str::to_owned)
+            .unwrap_or_else(|| default_reply(call.model)),
+    };
+    let prompt_tokens = estimate_prompt_tokens(view);
+    if !call.mock_latency.is_zero() {
+        actix_rt::time::sleep(call.mock_latency).await;
+    }
+    let none = (None, None);
+    if call.stream {
+        let frames = stream_frames(endpoint, call.model, &reply, prompt_tokens, true);
+        let frames: Frames = Box::pin(futures_util::stream::iter(
+            frames.into_iter().map(|f| Ok(Bytes::from(f))),
+        ));
+        return Ok(Sent {
+            reply: Reply::Stream(frames),
+            remaining: none,
+        });
+    }
+    let inputs = view
+        .get("input")
+        .and_then(|r| InputShape::of(r.get()))
+        .map_or(1, |s| s.inputs.max(1));
+    let dims = view
+        .get("dimensions")
+        .and_then(|r| r.get().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS)
+        .clamp(1, MAX_EMBEDDING_DIMENSIONS);
+    if endpoint == Endpoint::Embeddings {
+        if inputs > MAX_EMBEDDING_INPUTS {
+            return Err(ApiError::bad_request(format!(
+                "`input` holds {inputs} inputs; at most {MAX_EMBEDDING_INPUTS} are allowed per request"
+            ))
+            .with_param("input"));
+        }
+        if inputs * dims > MAX_EMBEDDING_VALUES {
+            return Err(ApiError::bad_request(format!(
+                "{inputs} inputs of {dims} dimensions is more than the mock answers at once ({MAX_EMBEDDING_VALUES} numbers); send fewer inputs or fewer `dimensions`"
+            ))
+            .with_param("input"));
+        }
+    }
+    let (bytes, _) = response_body(endpoint, call.model, &reply, prompt_tokens, dims, inputs);
+    Ok(Sent {
+        reply: Reply::Body(Bytes::from(bytes)),
+        remaining: none,
+    })
+}
 
 /// Embedding size when the request does not set `dimensions` (OpenAI's text-embedding-3-small).
 pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 1536;

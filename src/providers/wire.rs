@@ -195,6 +195,18 @@ impl<'a> RequestView<'a> {
         }
     }
 
+    /// The body as a JSON object, for a provider that translates it into its own format.
+    pub fn to_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.fields
+            .iter()
+            .filter_map(|(k, v)| {
+                serde_json::from_str(v.get())
+                    .ok()
+                    .map(|v| (k.to_string(), v))
+            })
+            .collect()
+    }
+
     /// The body to send upstream: `model` replaced by the deployment's model name, the gateway's own fields
     /// (`metadata`, `mock_response`, `fallbacks`, `num_retries`) dropped, and `stream_options.include_usage` forced on when `force_usage`.
     /// Every other field is copied byte for byte.

@@ -10,6 +10,7 @@ mod fuzz;
 mod hardening;
 mod metrics;
 mod models;
+mod providers;
 mod proxy;
 mod replicas;
 mod routing;

@@ -9,7 +9,7 @@ const CONFIG: &str = "model_list:\n  - model_name: m\n    llm_params: {model: mo
 /// The status of one chat request with `key`. Sent with the gateway's own upstream client (pooled,
 /// `TCP_NODELAY`): the propagation times measured with it are not padded by the test client's Nagle waits.
 async fn call(gw: &Gateway, key: &str, model: &str) -> u16 {
-    let mut sent = llm::providers::openai::client()
+    let mut sent = llm::providers::http::client()
         .post(gw.url("/v1/chat/completions"))
         .insert_header(("authorization", format!("Bearer {key}")))
         .timeout(Duration::from_secs(30))

@@ -1,5 +1,5 @@
-//! One call to one deployment: the upstream over HTTP (or the built-in mock), the answer read or passed
-//! through as a stream, the attempt recorded.
+//! One call to one deployment through its provider's adapter (`providers/adapter.rs`): the answer, in the
+//! OpenAI shape whatever the provider, read or passed through as a stream, the attempt recorded.
 
 use super::metered::Metered;
 use super::pending::{success, Answer, Pending};
@@ -7,11 +7,10 @@ use crate::config::RoutingStrategy;
 use crate::deployment::live::InFlight;
 use crate::deployment::Deployment;
 use crate::error::{ApiError, ErrorKind};
-use crate::providers::wire::{
-    estimate_prompt_tokens, response_usage, InputShape, RequestView, SseTap, Usage,
-};
-use crate::providers::{mock, openai, Endpoint};
-use actix::clock::{sleep, Instant};
+use crate::providers::adapter::{Reply, Sent, UpstreamCall};
+use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
+use crate::providers::Endpoint;
+use actix::clock::Instant;
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
@@ -68,8 +67,9 @@ impl Call<'_> {
     }
 }
 
-/// One upstream call to `dep`. For a stream, the first chunk is read before anything reaches the client,
-/// so that a stream failing at once is still retried; after that the stream is the client's.
+/// One upstream call to `dep`, through its provider's adapter. For a stream, the first chunk is read before
+/// anything reaches the client, so that a stream failing at once is still retried; after that the stream is
+/// the client's.
 pub(super) async fn attempt(
     dep: &Arc<Deployment>,
     slot: InFlight,
@@ -77,92 +77,81 @@ pub(super) async fn attempt(
     pending: &mut Pending,
 ) -> Result<Answer, ApiError> {
     let api_start = Instant::now();
-    let Some(target) = &dep.target else {
-        return mock_answer(call, dep.clone(), api_start, slot, pending).await;
-    };
-    let upstream_body = call.view.upstream_body(&dep.cfg.model, call.stream);
     let base = if call.stream {
         dep.cfg.stream_timeout
     } else {
         dep.cfg.timeout
     };
-    let sent = openai::send(
-        &dep.cfg,
-        target,
-        call.endpoint,
-        upstream_body,
-        call.stream,
-        call.timeout(base),
-    )
-    .await;
-    let openai::UpstreamResponse {
-        mut response,
-        remaining_requests,
-        remaining_tokens,
-    } = match sent {
-        Ok(up) => up,
+    let upstream = UpstreamCall {
+        endpoint: call.endpoint,
+        view: call.view,
+        stream: call.stream,
+        provider: dep.cfg.provider,
+        model: &dep.cfg.model,
+        target: &dep.target,
+        timeout: call.timeout(base),
+        body_timeout: call.timeout(dep.cfg.timeout),
+        mock_reply: dep.cfg.mock_response.as_deref(),
+        mock_latency: dep.cfg.mock_latency,
+    };
+    let Sent { reply, remaining } = match dep.provider.send(&upstream).await {
+        Ok(sent) => sent,
         Err(err) => {
             let err = call.blame(err);
             pending.attempt(dep, Err(&err), api_start.elapsed(), (None, None));
             return Err(err);
         }
     };
-    let remaining = (remaining_requests, remaining_tokens);
-    if call.stream {
-        let first =
-            match actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), response.next())
-                .await
-            {
-                Ok(Some(Ok(chunk))) => Ok(chunk),
-                Ok(Some(Err(e))) => Err((
-                    ErrorKind::APIConnectionError,
-                    format!("upstream stream for `{}` broke: {e}", dep.cfg.model),
-                )),
-                Ok(None) => Err((
-                    ErrorKind::APIConnectionError,
-                    format!(
-                        "upstream stream for `{}` ended before any data",
-                        dep.cfg.model
-                    ),
-                )),
-                Err(_) => Err((
-                    ErrorKind::Timeout,
-                    format!(
-                        "upstream stream for `{}` sent nothing within {:?}",
-                        dep.cfg.model, dep.cfg.stream_timeout
-                    ),
-                )),
+    let bytes = match reply {
+        Reply::Body(bytes) => bytes,
+        Reply::Stream(mut frames) => {
+            let first =
+                match actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), frames.next())
+                    .await
+                {
+                    Ok(Some(Ok(chunk))) => Ok(chunk),
+                    Ok(Some(Err(e))) => Err((
+                        ErrorKind::APIConnectionError,
+                        format!("upstream stream for `{}` broke: {e}", dep.cfg.model),
+                    )),
+                    Ok(None) => Err((
+                        ErrorKind::APIConnectionError,
+                        format!(
+                            "upstream stream for `{}` ended before any data",
+                            dep.cfg.model
+                        ),
+                    )),
+                    Err(_) => Err((
+                        ErrorKind::Timeout,
+                        format!(
+                            "upstream stream for `{}` sent nothing within {:?}",
+                            dep.cfg.model, dep.cfg.stream_timeout
+                        ),
+                    )),
+                };
+            let first = match first {
+                Ok(chunk) => chunk,
+                Err((kind, message)) => {
+                    let err =
+                        call.blame(ApiError::upstream_failure(dep.cfg.provider, kind, message));
+                    pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
+                    return Err(err);
+                }
             };
-        let first = match first {
-            Ok(chunk) => chunk,
-            Err((kind, message)) => {
-                let err = call.blame(ApiError::upstream_failure(dep.cfg.provider, kind, message));
-                pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
-                return Err(err);
-            }
-        };
-        let inner = futures_util::stream::once(std::future::ready(Ok(first))).chain(response);
-        let metered = Metered::new(
-            inner,
-            SseTap::new(!call.client_wants_usage),
-            std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
-            dep.clone(),
-            call.body.clone(),
-            api_start,
-            remaining,
-            slot,
-        );
-        return Ok(Answer::Streaming(stream_response(dep, metered)));
-    }
-    let bytes =
-        match openai::read_body(&dep.cfg, &mut response, call.timeout(dep.cfg.timeout)).await {
-            Ok(b) => b,
-            Err(err) => {
-                let err = call.blame(err);
-                pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
-                return Err(err);
-            }
-        };
+            let inner = futures_util::stream::once(std::future::ready(Ok(first))).chain(frames);
+            let metered = Metered::new(
+                inner,
+                SseTap::new(!call.client_wants_usage),
+                std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
+                dep.clone(),
+                call.body.clone(),
+                api_start,
+                remaining,
+                slot,
+            );
+            return Ok(Answer::Streaming(stream_response(dep, metered)));
+        }
+    };
     let api_latency = api_start.elapsed();
     let usage = match response_usage(&bytes) {
         Ok(Some(u)) => u,
@@ -210,86 +199,4 @@ where
         .insert_header((MODEL_ID, dep.headers.0.clone()))
         .insert_header((MODEL_GROUP, dep.headers.1.clone()))
         .streaming(body)
-}
-
-pub(super) async fn mock_answer(
-    call: &Call<'_>,
-    dep: Arc<Deployment>,
-    api_start: Instant,
-    slot: InFlight,
-    pending: &mut Pending,
-) -> Result<Answer, ApiError> {
-    let (endpoint, view, stream) = (call.endpoint, call.view, call.stream);
-    let reply = match view.mock_response()? {
-        Some(r) => r.into_owned(),
-        None => dep
-            .cfg
-            .mock_response
-            .clone()
-            .unwrap_or_else(|| mock::default_reply(&dep.cfg.model)),
-    };
-    let prompt_tokens = estimate_prompt_tokens(view);
-    if !dep.cfg.mock_latency.is_zero() {
-        sleep(dep.cfg.mock_latency).await;
-    }
-    if stream {
-        let frames = mock::stream_frames(endpoint, &dep.cfg.model, &reply, prompt_tokens, true);
-        let chunks = futures_util::stream::iter(
-            frames
-                .into_iter()
-                .map(|f| Ok::<Bytes, awc::error::PayloadError>(Bytes::from(f))),
-        );
-        let metered = Metered::new(
-            chunks,
-            SseTap::new(!call.client_wants_usage),
-            std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
-            dep.clone(),
-            call.body.clone(),
-            api_start,
-            (None, None),
-            slot,
-        );
-        return Ok(Answer::Streaming(stream_response(&dep, metered)));
-    }
-    let inputs = view
-        .get("input")
-        .and_then(|r| InputShape::of(r.get()))
-        .map_or(1, |s| s.inputs.max(1));
-    let dims = view
-        .get("dimensions")
-        .and_then(|r| r.get().parse::<usize>().ok())
-        .unwrap_or(mock::DEFAULT_EMBEDDING_DIMENSIONS)
-        .clamp(1, mock::MAX_EMBEDDING_DIMENSIONS);
-    if endpoint == Endpoint::Embeddings {
-        if inputs > mock::MAX_EMBEDDING_INPUTS {
-            return Err(ApiError::bad_request(format!(
-                "`input` holds {inputs} inputs; at most {} are allowed per request",
-                mock::MAX_EMBEDDING_INPUTS
-            ))
-            .with_param("input"));
-        }
-        if inputs * dims > mock::MAX_EMBEDDING_VALUES {
-            return Err(ApiError::bad_request(format!(
-                "{inputs} inputs of {dims} dimensions is more than the mock answers at once ({} numbers); send fewer inputs or fewer `dimensions`",
-                mock::MAX_EMBEDDING_VALUES
-            ))
-            .with_param("input"));
-        }
-    }
-    let (bytes, usage) = mock::response_body(
-        endpoint,
-        &dep.cfg.model,
-        &reply,
-        prompt_tokens,
-        dims,
-        inputs,
-    );
-    let api_latency = api_start.elapsed();
-    pending.attempt(&dep, Ok(()), api_latency, (None, None));
-    drop(slot);
-    let outcome = success(&dep, usage, pending.started.elapsed(), api_latency, None);
-    Ok(Answer::Done(
-        json_response(&dep, Bytes::from(bytes)),
-        outcome,
-    ))
 }

@@ -1,0 +1,228 @@
+//! The mock's Anthropic dialect: `POST /v1/messages` as the Messages API answers it. Requires `x-api-key`
+//! (401 `authentication_error`) and `anthropic-version` and `max_tokens` (400 `invalid_request_error`);
+//! answers a message with usage, or the stream's events (`message_start`, `content_block_*`, `ping`,
+//! `message_delta` with usage, `message_stop`). A request with `tools` and a `tool_choice` of `any` or
+//! `tool` is answered with a `tool_use` block. Rules (per model) apply as in the OpenAI dialect: status
+//! (Anthropic's error body; 529 is `overloaded_error`), `retry_after`, latency, remaining headers
+//! (`anthropic-ratelimit-*-remaining`), frame delay, a cut stream.
+
+use super::rules::{take, MockState, Rule};
+use crate::providers::mock::default_reply;
+use crate::providers::wire::estimate_tokens;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde_json::{json, Value as Json};
+use std::time::Duration;
+
+fn error(status: u16, kind: &str, message: &str) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(code)
+        .json(json!({"type": "error", "error": {"type": kind, "message": message}}))
+}
+
+fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// Input tokens, estimated from the text of `system` and the messages.
+fn input_tokens(body: &Json) -> u64 {
+    let mut text = String::new();
+    let mut add = |v: &Json| match v {
+        Json::String(s) => text.push_str(s),
+        Json::Array(blocks) => {
+            for b in blocks {
+                if let Some(t) = b.get("text").and_then(Json::as_str) {
+                    text.push_str(t);
+                }
+                if let Some(Json::String(t)) = b.get("content") {
+                    text.push_str(t);
+                }
+            }
+        }
+        _ => {}
+    };
+    add(body.get("system").unwrap_or(&Json::Null));
+    for m in body
+        .get("messages")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(m.get("content").unwrap_or(&Json::Null));
+    }
+    estimate_tokens(&text).max(1)
+}
+
+/// The tool the request makes the model call, if it does.
+fn forced_tool(body: &Json) -> Option<String> {
+    let tools = body.get("tools")?.as_array()?;
+    let choice = body.get("tool_choice")?;
+    match choice.get("type").and_then(Json::as_str)? {
+        "tool" => choice.get("name").and_then(Json::as_str).map(str::to_owned),
+        "any" => tools
+            .first()?
+            .get("name")
+            .and_then(Json::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn frame(event: &str, data: Json) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if req.headers().get("x-api-key").is_none() {
+        return error(401, "authentication_error", "x-api-key header is required");
+    }
+    if req.headers().get("anthropic-version").is_none() {
+        return error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Json>(&body) else {
+        return error(400, "invalid_request_error", "the body is not valid JSON");
+    };
+    let Some(model) = body.get("model").and_then(Json::as_str).map(str::to_owned) else {
+        return error(400, "invalid_request_error", "model: Field required");
+    };
+    if body.get("max_tokens").and_then(Json::as_u64).is_none() {
+        return error(400, "invalid_request_error", "max_tokens: Field required");
+    }
+    if !body.get("messages").is_some_and(Json::is_array) {
+        return error(400, "invalid_request_error", "messages: Field required");
+    }
+    let (rule, call, since): (Rule, u64, u64) = take(&state, &model, None);
+    if let Some(ms) = rule.latency_ms {
+        actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = HttpResponse::Ok();
+    if let Some(v) = rule.remaining_requests {
+        resp.insert_header(("anthropic-ratelimit-requests-remaining", v.to_string()));
+    }
+    if let Some(v) = rule.remaining_tokens {
+        resp.insert_header(("anthropic-ratelimit-tokens-remaining", v.to_string()));
+    }
+    if let Some(status) = rule.status_for(call, since) {
+        let msg = rule
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("mock upstream answered {status}"));
+        let mut r = error(status, error_type(status), &msg);
+        if let Some(s) = rule.retry_after {
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_str(&s.to_string())
+                    .unwrap_or(actix_web::http::header::HeaderValue::from_static("1")),
+            );
+        }
+        return r;
+    }
+    let reply = rule.reply.clone().unwrap_or_else(|| default_reply(&model));
+    let input = input_tokens(&body);
+    let output = estimate_tokens(&reply).max(1);
+    let id = format!("msg_mock_{call}");
+    let tool = forced_tool(&body);
+    let stop = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    let usage = json!({"input_tokens": input, "output_tokens": output,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    if !body.get("stream").and_then(Json::as_bool).unwrap_or(false) {
+        let content = match &tool {
+            Some(name) => {
+                json!([{"type": "tool_use", "id": "toolu_mock", "name": name, "input": {"query": reply}}])
+            }
+            None => json!([{"type": "text", "text": reply}]),
+        };
+        return resp.json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage,
+        }));
+    }
+    let mut frames = vec![
+        frame(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+                "model": model, "content": [], "stop_reason": null,
+                "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        ),
+        frame("ping", json!({"type": "ping"})),
+    ];
+    match &tool {
+        Some(name) => {
+            frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_mock", "name": name, "input": {}}})));
+            let args = json!({"query": reply}).to_string();
+            let (a, b) = args.split_at(args.len() / 2);
+            for part in [a, b] {
+                frames.push(frame(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}),
+                ));
+            }
+        }
+        None => {
+            frames.push(frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
+            for word in reply.split_inclusive(' ') {
+                frames.push(frame(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": word}}),
+                ));
+            }
+        }
+    }
+    frames.push(frame(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push(frame(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+            "usage": {"output_tokens": output}}),
+    ));
+    frames.push(frame("message_stop", json!({"type": "message_stop"})));
+    let cut = rule.cut_stream_after;
+    let delay = rule.frame_delay_ms.map(Duration::from_millis);
+    let body = futures_util::stream::unfold(0usize, move |i| {
+        let frames = frames.clone();
+        async move {
+            if cut.is_some_and(|n| i == n) {
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                return Some((
+                    Err(std::io::Error::other("mock upstream cut the stream")),
+                    i + 1,
+                ));
+            }
+            if cut.is_some_and(|n| i > n) || i >= frames.len() {
+                return None;
+            }
+            if let (Some(d), true) = (delay, i > 0) {
+                actix_web::rt::time::sleep(d).await;
+            }
+            Some((Ok(frames[i].clone()), i + 1))
+        }
+    });
+    resp.content_type("text/event-stream").streaming(body)
+}
