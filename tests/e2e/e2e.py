@@ -132,6 +132,11 @@ def main():
         + dep("gpt-doomed", "e2e-doomed", "doomed-1")
         + dep("gpt-doomed-backup", "e2e-doomed-backup", "doomed-backup-1")
         + dep("text-embed", "e2e-embed", "embed-1")
+        # Azure OpenAI and Anthropic, on the mock's dialects of them.
+        + f"  - model_name: gpt-azure\n    llm_params: {{model: azure/e2e-azure-dep, api_base: \"{mock_base}\","
+          " api_version: 2024-10-21, api_key: az-up}\n    model_info: {id: azure-1, base_model: gpt-4o}\n"
+        + f"  - model_name: claude\n    llm_params: {{model: anthropic/claude-3-5-sonnet-20241022,"
+          f" api_base: \"{mock_base}\", api_key: sk-ant-up}}\n    model_info: {{id: claude-1}}\n"
         + "llm_settings:\n  callbacks: [prometheus]\n  service_callback: [prometheus_system]\n"
         + "  prometheus_initialize_budget_metrics: true\n"
         + "router_settings:\n  num_retries: 2\n  allowed_fails: 1\n  cooldown_time: 2\n"
@@ -200,6 +205,28 @@ def main():
     check(chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0, "usage in the last chunk")
     e = client.embeddings.create(model="text-embed", input=["one", "two"])
     check(len(e.data) == 2 and len(e.data[0].embedding) > 0, "embeddings")
+
+    # --- Azure OpenAI and Anthropic deployments through the same SDK -------------------------------------------
+    for group in ("gpt-azure", "claude"):
+        r = client.chat.completions.create(model=group, messages=[
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}])
+        check(r.choices[0].message.content and r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0,
+              f"{group}: a chat answer with usage")
+        chunks = list(client.chat.completions.create(
+            model=group, messages=[{"role": "user", "content": "stream please"}], stream=True,
+            stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        check(text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0,
+              f"{group}: streamed text and usage")
+    e = client.embeddings.create(model="gpt-azure", input=["one", "two"])
+    check(len(e.data) == 2, "Azure embeddings")
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "Look it up",
+              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    r = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "find it"}],
+                                       tools=tools, tool_choice="required")
+    calls = r.choices[0].message.tool_calls or []
+    check(r.choices[0].finish_reason == "tool_calls" and calls and calls[0].function.name == "lookup"
+          and json.loads(calls[0].function.arguments), f"Anthropic tool call: {r}")
 
     # --- a deployment added through the management API, used through the SDK at once -------------------------
     _, made = http("POST", base + "/model/new", {
