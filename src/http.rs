@@ -16,6 +16,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/messages", web::post().to(proxy::messages))
+        .route("/anthropic/v1/messages", web::post().to(proxy::messages));
     for prefix in ["", "/v1"] {
         cfg.route(
             &format!("{prefix}/chat/completions"),

@@ -9,12 +9,14 @@
 //! - [`openai`]: any OpenAI-compatible server (`openai/`, `hosted_vllm/`, `openai_compatible/`);
 //! - [`azure`]: Azure OpenAI (`azure/<deployment>`);
 //! - [`anthropic`]: Anthropic's Messages API (`anthropic/claude-...`), translated both ways;
+//! - [`messages`]: the gateway's own Messages API endpoint, translated to and from chat completions;
 //! - [`mock`]: the built-in `mock/` provider that answers in-process, offline.
 
 pub mod adapter;
 pub mod anthropic;
 pub mod azure;
 pub mod http;
+pub mod messages;
 pub mod mock;
 pub mod openai;
 pub mod openai_error;

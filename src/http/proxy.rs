@@ -21,10 +21,13 @@ use crate::accounts::check_model_access;
 use crate::actors::metrics::OVERFLOW;
 use crate::config::{CustomLabel, RoutingStrategy};
 use crate::error::ApiError;
+use crate::providers::adapter::translated;
+use crate::providers::messages;
 use crate::providers::wire::{
     check_messages, check_text, estimate_prompt_tokens, RequestView, MAX_METADATA_CHARS,
 };
 use crate::providers::Endpoint;
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use admission::{admit_shared, spend_log_has_room};
 use pending::{Answer, Pending};
@@ -55,6 +58,67 @@ pub async fn embeddings(
     handle(Endpoint::Embeddings, req, body, state).await
 }
 
+/// `POST /v1/messages` (and `/anthropic/v1/messages`): the Messages API, for Anthropic SDK clients. The
+/// request is served as a chat completion (`providers/messages.rs` translates both ways), so it gets the
+/// same accounting, limits, budgets, metrics and fallbacks, whatever the deployment's provider.
+pub async fn messages(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let mut pending = Pending::new(&state);
+    let answer = run(
+        Endpoint::ChatCompletions,
+        Dialect::Messages,
+        &req,
+        body,
+        &state,
+        &mut pending,
+    )
+    .await;
+    match answer {
+        Ok(Answer::Done(resp, outcome)) => {
+            pending.send(outcome);
+            let (head, body) = resp.into_parts();
+            let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let out = serde_json::to_vec(&messages::from_openai(&v)).unwrap_or_default();
+            head.set_body(out).map_into_boxed_body()
+        }
+        Ok(Answer::Streaming(resp)) => resp.map_body(|_, body| {
+            let chunks = futures_util::stream::unfold(body, |mut body| async move {
+                let next = futures_util::future::poll_fn(|cx| {
+                    actix_web::body::MessageBody::poll_next(std::pin::Pin::new(&mut body), cx)
+                })
+                .await?;
+                let item = next.map_err(|e| {
+                    awc::error::PayloadError::Io(std::io::Error::other(e.to_string()))
+                });
+                Some((item, body))
+            });
+            let events = translated(Box::pin(chunks), Box::new(messages::EventWriter::default()));
+            actix_web::body::BoxBody::new(actix_web::body::BodyStream::new(events))
+        }),
+        Err(err) => {
+            log_error(&err);
+            let mut resp = HttpResponse::build(err.status);
+            if let Some(secs) = err.retry_after {
+                resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            let out = resp.json(messages::error_body(&err));
+            pending.fail(&err);
+            out
+        }
+    }
+}
+
+/// The API a client speaks: OpenAI's, or Anthropic's Messages API (translated to a chat completion).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Messages,
+}
+
 async fn handle(
     endpoint: Endpoint,
     req: HttpRequest,
@@ -62,7 +126,16 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let mut pending = Pending::new(&state);
-    match run(endpoint, &req, payload, &state, &mut pending).await {
+    match run(
+        endpoint,
+        Dialect::OpenAi,
+        &req,
+        payload,
+        &state,
+        &mut pending,
+    )
+    .await
+    {
         Ok(Answer::Done(resp, outcome)) => {
             pending.send(outcome);
             resp
@@ -127,6 +200,7 @@ fn validate_fields(endpoint: Endpoint, view: &RequestView<'_>) -> Result<(), Api
 
 async fn run(
     endpoint: Endpoint,
+    dialect: Dialect,
     req: &HttpRequest,
     payload: web::Payload,
     state: &web::Data<AppState>,
@@ -136,8 +210,15 @@ async fn run(
     // and down, on lines every worker shares).
     let caller = pending.caller.insert(auth::authenticate(req, state).await?);
     pending.key = caller.labels.clone();
-    let body =
+    let mut body =
         super::body::read_body(req, payload, state.config.general.max_request_bytes, state).await?;
+    if dialect == Dialect::Messages {
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        body = serde_json::to_vec(&messages::to_openai(&v)?)
+            .unwrap_or_default()
+            .into();
+    }
     let view = RequestView::parse(&body)?;
     let model = view.model()?;
     if let Ok(Some(user)) = view.user() {

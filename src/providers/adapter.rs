@@ -224,7 +224,16 @@ where
     }
 }
 
-/// A provider's stream made into OpenAI frames by its [`Translate`].
+/// `inner` made into another stream format by `translate` (a provider's stream into OpenAI frames, or
+/// OpenAI frames into the Messages API's events).
+pub fn translated<S>(inner: S, translate: Box<dyn Translate>) -> Frames
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+{
+    Box::pin(Translated::new(inner, translate))
+}
+
+/// A stream made into another format by its [`Translate`].
 struct Translated<S> {
     inner: S,
     translate: Box<dyn Translate>,

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import anthropic
 import openai
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -227,6 +228,19 @@ def main():
     calls = r.choices[0].message.tool_calls or []
     check(r.choices[0].finish_reason == "tool_calls" and calls and calls[0].function.name == "lookup"
           and json.loads(calls[0].function.arguments), f"Anthropic tool call: {r}")
+
+    # --- the Messages API through the official `anthropic` SDK, on an Anthropic and an Azure group ----------
+    ac = anthropic.Anthropic(base_url=base, api_key=main_key, max_retries=0, timeout=30)
+    for group in ("claude", "gpt-azure"):
+        m = ac.messages.create(model=group, max_tokens=64, system="Be brief.",
+                               messages=[{"role": "user", "content": "hello"}])
+        check(m.content and m.content[0].text and m.usage.output_tokens > 0, f"/v1/messages on {group}: {m}")
+        with ac.messages.stream(model=group, max_tokens=64,
+                                messages=[{"role": "user", "content": "stream please"}]) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        check(text and final.usage.output_tokens > 0 and final.stop_reason == "end_turn",
+              f"/v1/messages stream on {group}: {final}")
 
     # --- a deployment added through the management API, used through the SDK at once -------------------------
     _, made = http("POST", base + "/model/new", {
