@@ -65,6 +65,11 @@ pub trait Translate {
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String>;
     /// The provider's stream ended: whatever is still to send.
     fn finish(&mut self) -> Bytes;
+    /// The provider's stream broke (a transport error follows): what is still to send before it, such as
+    /// the usage of what was generated, so the request is charged for it.
+    fn interrupted(&mut self) -> Bytes {
+        Bytes::new()
+    }
 }
 
 pub trait Provider: Sync {
@@ -238,6 +243,9 @@ struct Translated<S> {
     inner: S,
     translate: Box<dyn Translate>,
     done: bool,
+    /// An upstream error held back one item, after what the translator still had to say (the usage of a
+    /// cut stream, so it is charged).
+    error: Option<PayloadError>,
 }
 
 impl<S> Translated<S> {
@@ -246,6 +254,7 @@ impl<S> Translated<S> {
             inner,
             translate,
             done: false,
+            error: None,
         }
     }
 }
@@ -258,12 +267,23 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            if let Some(e) = self.error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
             if self.done {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut self.inner).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    let rest = self.translate.interrupted();
+                    if rest.is_empty() {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    self.error = Some(e);
+                    return Poll::Ready(Some(Ok(rest)));
+                }
                 Poll::Ready(Some(Ok(chunk))) => match self.translate.feed(&chunk) {
                     Ok(out) if out.is_empty() => continue,
                     Ok(out) => return Poll::Ready(Some(Ok(out))),

@@ -18,7 +18,7 @@
 use super::adapter::{Provider, Translate, UpstreamCall};
 use super::mock::unix_now;
 use super::target::{Target, TargetParams};
-use super::wire::parse_remaining;
+use super::wire::{find_frame_end, parse_remaining};
 use super::{Endpoint, ProviderKind};
 use crate::error::{ApiError, ErrorKind};
 use actix_web::http::header::HeaderMap;
@@ -326,12 +326,15 @@ fn finish_reason(stop: Option<&str>) -> Json {
 fn usage_of(u: &Json) -> Json {
     let n = |k: &str| u.get(k).and_then(Json::as_u64).unwrap_or(0);
     let cached = n("cache_read_input_tokens");
-    let prompt = n("input_tokens") + n("cache_creation_input_tokens") + cached;
+    // Saturating: an upstream's numbers never wrap (they are bounded later, `Usage::normalized`).
+    let prompt = n("input_tokens")
+        .saturating_add(n("cache_creation_input_tokens"))
+        .saturating_add(cached);
     let completion = n("output_tokens");
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
@@ -402,12 +405,17 @@ pub fn error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiError {
 /// Anthropic's stream events in, OpenAI chunks out.
 pub struct StreamTranslator {
     buf: BytesMut,
+    /// How far into `buf` no event end can start.
+    scanned: usize,
+    started: bool,
+    /// Characters of text and tool arguments generated, for a count when the stream is cut before its usage.
+    generated: u64,
     id: String,
     model: String,
     created: u64,
     usage: Map<String, Json>,
-    /// Content block index -> tool call index, for `input_json_delta`s.
-    tools: Vec<(u64, usize)>,
+    /// Content block index -> (tool call index, arguments sent), for `input_json_delta`s.
+    tools: Vec<(u64, usize, bool)>,
     finish: Option<String>,
     done: bool,
 }
@@ -416,6 +424,9 @@ impl StreamTranslator {
     pub fn new(model: &str) -> Self {
         StreamTranslator {
             buf: BytesMut::new(),
+            scanned: 0,
+            started: false,
+            generated: 0,
             id: String::new(),
             model: model.to_owned(),
             created: unix_now(),
@@ -455,12 +466,40 @@ impl StreamTranslator {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
+    /// A stream that ends before `message_stop` (cut, or an `error` event): the usage chunk with what is
+    /// known, the input from `message_start` and at least the output generated so far (about four
+    /// characters a token), so the request is charged for it.
+    fn partial_usage(&mut self, out: &mut BytesMut) {
+        if self.done || !self.started {
+            return;
+        }
+        self.done = true;
+        let seen = self
+            .usage
+            .get("output_tokens")
+            .and_then(Json::as_u64)
+            .unwrap_or(0);
+        self.usage.insert(
+            "output_tokens".into(),
+            seen.max(self.generated.div_ceil(4)).into(),
+        );
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage_of(&Json::Object(self.usage.clone())),
+        });
+        frame(out, &c);
+    }
+
     fn event(&mut self, ev: &Json, out: &mut BytesMut) {
         let merge_usage = |usage: &mut Map<String, Json>, u: Option<&Json>| {
             if let Some(Json::Object(u)) = u {
-                for (k, v) in u {
-                    if v.is_u64() {
-                        usage.insert(k.clone(), v.clone());
+                for k in USAGE_FIELDS {
+                    if let Some(v) = u.get(k).filter(|v| v.is_u64()) {
+                        usage.insert(k.into(), v.clone());
                     }
                 }
             }
@@ -475,6 +514,7 @@ impl StreamTranslator {
                     self.model = model.to_owned();
                 }
                 merge_usage(&mut self.usage, m.get("usage"));
+                self.started = true;
                 self.chunk(out, json!({"role": "assistant", "content": ""}), None);
             }
             Some("content_block_start") => {
@@ -482,7 +522,10 @@ impl StreamTranslator {
                 if b.get("type").and_then(Json::as_str) == Some("tool_use") {
                     let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
                     let n = self.tools.len();
-                    self.tools.push((index, n));
+                    if n >= MAX_TOOL_CALLS {
+                        return;
+                    }
+                    self.tools.push((index, n, false));
                     self.chunk(
                         out,
                         json!({"tool_calls": [{
@@ -500,12 +543,19 @@ impl StreamTranslator {
                 match d.get("type").and_then(Json::as_str) {
                     Some("text_delta") => {
                         let text = d.get("text").and_then(Json::as_str).unwrap_or("");
+                        self.generated += text.chars().count() as u64;
                         self.chunk(out, json!({"content": text}), None);
                     }
                     Some("input_json_delta") => {
                         let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
-                        if let Some(&(_, n)) = self.tools.iter().find(|(i, _)| *i == index) {
+                        if let Some(t) = self.tools.iter_mut().find(|t| t.0 == index) {
                             let part = d.get("partial_json").and_then(Json::as_str).unwrap_or("");
+                            if part.is_empty() {
+                                return;
+                            }
+                            t.2 = true;
+                            let n = t.1;
+                            self.generated += part.chars().count() as u64;
                             self.chunk(
                                 out,
                                 json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
@@ -514,6 +564,19 @@ impl StreamTranslator {
                         }
                     }
                     _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                // A tool called with no arguments: `{}`, as a complete answer has it (never `""`).
+                let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
+                if let Some(t) = self.tools.iter_mut().find(|t| t.0 == index && !t.2) {
+                    t.2 = true;
+                    let n = t.1;
+                    self.chunk(
+                        out,
+                        json!({"tool_calls": [{"index": n, "function": {"arguments": "{}"}}]}),
+                        None,
+                    );
                 }
             }
             Some("message_delta") => {
@@ -532,6 +595,8 @@ impl StreamTranslator {
                 self.end(out);
             }
             Some("error") => {
+                // What was generated so far is charged: the usage comes before the error.
+                self.partial_usage(out);
                 let e = ev.get("error").unwrap_or(&Json::Null);
                 let body = json!({"error": {
                     "message": e.get("message").cloned().unwrap_or(Json::Null),
@@ -539,7 +604,7 @@ impl StreamTranslator {
                 }});
                 frame(out, &body);
             }
-            // `ping`, `content_block_stop` and events added later carry nothing for the client.
+            // `ping` and events added later carry nothing for the client.
             _ => {}
         }
     }
@@ -553,17 +618,27 @@ fn frame(out: &mut BytesMut, v: &Json) {
 
 /// Longest event the translator holds while it waits for its end.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Tool calls of one answer the translator follows (more are not passed on).
+const MAX_TOOL_CALLS: usize = 128;
+/// The usage fields read from the stream.
+const USAGE_FIELDS: [&str; 4] = [
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+];
 
 impl Translate for StreamTranslator {
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
         self.buf.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
+        while let Some((end, sep)) = find_frame_end(&self.buf, self.scanned) {
             let event = self.buf.split_to(end + sep);
+            self.scanned = 0;
             let text = String::from_utf8_lossy(&event[..end]);
             let data: String = text
                 .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect::<Vec<_>>()
                 .join("\n");
@@ -575,6 +650,8 @@ impl Translate for StreamTranslator {
                 Err(_) => return Err("the upstream stream sent an event that is not JSON".into()),
             }
         }
+        // No event ends before the last byte (a separator may still start there).
+        self.scanned = self.buf.len().saturating_sub(2);
         if self.buf.len() > MAX_EVENT_BYTES {
             return Err("the upstream stream sent an event larger than 4 MiB".into());
         }
@@ -582,22 +659,24 @@ impl Translate for StreamTranslator {
     }
 
     fn finish(&mut self) -> Bytes {
-        // A stream that ended without `message_stop` ends without `[DONE]`: the client sees it was cut,
-        // and the request is charged for what it generated.
-        Bytes::new()
+        // A stream that ended without `message_stop` was cut: the usage chunk of what it generated (which
+        // the request is charged), then an error event (no `[DONE]`), so the client and the metrics see
+        // it failed.
+        let mut out = BytesMut::new();
+        if !self.done && self.started {
+            self.partial_usage(&mut out);
+            frame(
+                &mut out,
+                &json!({"error": {"message": "the upstream stream ended before `message_stop`", "type": "api_error"}}),
+            );
+        }
+        out.freeze()
     }
-}
 
-/// The end of the first event in `buf` (`\n\n` or `\r\n\r\n`): its length and the separator's.
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+    fn interrupted(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.partial_usage(&mut out);
+        out.freeze()
     }
 }
 

@@ -5,6 +5,7 @@
 //! and fallbacks as a chat completion.
 
 use super::adapter::Translate;
+use super::wire::find_frame_end;
 use crate::error::{ApiError, ErrorKind};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value as Json};
@@ -230,12 +231,21 @@ pub fn error_body(err: &ApiError) -> Json {
     json!({"type": "error", "error": {"type": kind, "message": err.message}})
 }
 
+/// Longest frame the writer holds while it waits for its end.
+const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Tool calls of one answer the writer follows.
+const MAX_TOOL_CALLS: usize = 128;
+
 /// OpenAI chunks in, Messages API events out.
 pub struct EventWriter {
     buf: BytesMut,
+    /// How far into `buf` no frame end can start.
+    scanned: usize,
     started: bool,
     /// The open content block: its index and whether it is text.
     block: Option<(u64, bool)>,
+    /// OpenAI tool call index -> its `tool_use` block index.
+    tools: Vec<(u64, u64)>,
     next_index: u64,
     stop: &'static str,
     usage: (u64, u64),
@@ -246,8 +256,10 @@ impl Default for EventWriter {
     fn default() -> Self {
         EventWriter {
             buf: BytesMut::new(),
+            scanned: 0,
             started: false,
             block: None,
+            tools: Vec::new(),
             next_index: 0,
             stop: "end_turn",
             usage: (0, 0),
@@ -270,11 +282,17 @@ impl EventWriter {
             return;
         }
         self.started = true;
+        // Azure's first chunk (prompt filter results) has an empty id and model.
+        let id = chunk["id"]
+            .as_str()
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("msg_{:032x}", rand::random::<u128>()));
         event(
             out,
             "message_start",
             json!({"type": "message_start", "message": {
-            "id": chunk["id"], "type": "message", "role": "assistant", "model": chunk["model"],
+            "id": id, "type": "message", "role": "assistant", "model": chunk["model"],
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": 0, "output_tokens": 0}}}),
         );
@@ -337,24 +355,28 @@ impl EventWriter {
             );
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            if call.get("id").is_some_and(|i| i.is_string()) {
-                self.open_block(
-                    false,
-                    json!({"type": "tool_use", "id": call["id"],
-                    "name": call["function"]["name"], "input": {}}),
-                    out,
-                );
-            }
-            if let (Some(args), Some((index, false))) = (
-                call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty()),
-                self.block,
-            ) {
+            // Calls are told apart by `index` (some servers repeat `id` on every fragment).
+            let n = call["index"].as_u64().unwrap_or(0);
+            let block = match self.tools.iter().find(|t| t.0 == n) {
+                Some(&(_, b)) => b,
+                None if self.tools.len() < MAX_TOOL_CALLS => {
+                    let b = self.open_block(false, json!({"type": "tool_use",
+                        "id": call["id"].as_str().map(str::to_owned)
+                            .unwrap_or_else(|| format!("toolu_{:024x}", rand::random::<u128>() >> 32)),
+                        "name": call["function"]["name"], "input": {}}), out);
+                    self.tools.push((n, b));
+                    b
+                }
+                None => continue,
+            };
+            if let Some(args) = call["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
                 event(
                     out,
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": index,
+                    json!({"type": "content_block_delta", "index": block,
                     "delta": {"type": "input_json_delta", "partial_json": args}}),
                 );
             }
@@ -369,6 +391,7 @@ impl EventWriter {
             return;
         }
         self.done = true;
+        self.start(&Json::Null, out);
         self.close_block(out);
         event(
             out,
@@ -385,20 +408,30 @@ impl Translate for EventWriter {
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
         self.buf.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-            let frame = self.buf.split_to(end + 2);
+        while let Some((end, sep)) = find_frame_end(&self.buf, self.scanned) {
+            let frame = self.buf.split_to(end + sep);
+            self.scanned = 0;
             let text = String::from_utf8_lossy(&frame[..end]);
-            let Some(data) = text.lines().find_map(|l| l.strip_prefix("data:")) else {
+            let data: String = text
+                .lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if data.is_empty() {
                 continue;
-            };
-            let data = data.trim_start();
+            }
             if data == "[DONE]" {
                 self.end(&mut out);
                 continue;
             }
-            if let Ok(c) = serde_json::from_str::<Json>(data) {
+            if let Ok(c) = serde_json::from_str::<Json>(&data) {
                 self.chunk(&c, &mut out);
             }
+        }
+        self.scanned = self.buf.len().saturating_sub(2);
+        if self.buf.len() > MAX_FRAME_BYTES {
+            return Err("a frame of the answer is larger than 4 MiB".into());
         }
         Ok(out.freeze())
     }

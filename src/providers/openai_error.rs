@@ -34,6 +34,7 @@ pub fn refined_kind(status: u16, body: &[u8], message: &str) -> Option<ErrorKind
         || m.contains("context window")
         || m.contains("too many tokens")
         || m.contains("prompt is too long")
+        || m.contains("exceed context limit")
     {
         return Some(ErrorKind::ContextWindowExceededError);
     }

@@ -765,7 +765,9 @@ impl SseTap {
 
 /// Finds the end of the first complete SSE frame, looking from `from` on: (frame length, separator
 /// length).
-fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+/// The end of the first SSE frame in `buf` at or after `from` (`\n\n`, or `\n\r\n` of CRLF lines): its
+/// length and the separator's.
+pub fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {

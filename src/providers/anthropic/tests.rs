@@ -269,3 +269,46 @@ fn errors_say_what_they_mean() {
     );
     assert_eq!(e.kind, ErrorKind::AuthenticationError);
 }
+
+#[test]
+fn a_cut_stream_still_reports_its_usage_and_crlf_events_are_read() {
+    let text = sse(&[
+        json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "abcdefghijklmnop"}}),
+    ])
+    .replace("\n", "\r\n");
+    let mut t = StreamTranslator::new("m");
+    let mut out = t.feed(text.as_bytes()).unwrap().to_vec();
+    out.extend_from_slice(&t.finish());
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("[DONE]"));
+    let c = chunks(&out);
+    assert!(c.last().unwrap()["error"]["message"].is_string(), "{out}");
+    let usage = &c[c.len() - 2]["usage"];
+    assert_eq!(usage["prompt_tokens"], 40);
+    assert_eq!(
+        usage["completion_tokens"], 4,
+        "16 characters generated: {out}"
+    );
+    // Once: a second finish adds nothing.
+    assert!(t.finish().is_empty());
+}
+
+#[test]
+fn a_tool_called_without_arguments_gets_an_empty_object() {
+    let text = sse(&[
+        json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t1", "name": "now", "input": {}}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
+        json!({"type": "message_stop"}),
+    ]);
+    let mut t = StreamTranslator::new("m");
+    let out = String::from_utf8(t.feed(text.as_bytes()).unwrap().to_vec()).unwrap();
+    let args: String = chunks(&out)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, "{}");
+}

@@ -157,3 +157,35 @@ fn errors_take_the_messages_shape() {
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
     );
 }
+
+#[test]
+fn crlf_frames_fragmented_tool_calls_and_a_bare_done_are_handled() {
+    let frame = |v: Json| format!("data: {v}\r\n\r\n");
+    let mut text = frame(json!({"id": "", "model": "", "choices": []}));
+    // Some servers repeat the id on every fragment: one call, by its index.
+    for part in ["{\"a\"", ":1}"] {
+        text += &frame(
+            json!({"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": part}}]}, "finish_reason": null}]}),
+        );
+    }
+    text += "data: [DONE]\r\n\r\n";
+    let mut w = EventWriter::default();
+    let out = String::from_utf8(w.feed(text.as_bytes()).unwrap().to_vec()).unwrap();
+    let starts = out.matches("event: content_block_start").count();
+    assert_eq!(starts, 1, "{out}");
+    assert!(out.starts_with("event: message_start"), "{out}");
+    assert!(
+        !out.contains("\"id\":\"\""),
+        "an empty id is replaced: {out}"
+    );
+    assert!(out.contains("{\\\"a\\\"") && out.contains(":1}"), "{out}");
+    assert!(
+        out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{out}"
+    );
+    // A stream of nothing but [DONE] still starts its message.
+    let mut w = EventWriter::default();
+    let out = String::from_utf8(w.feed(b"data: [DONE]\n\n").unwrap().to_vec()).unwrap();
+    assert!(out.starts_with("event: message_start"), "{out}");
+}
