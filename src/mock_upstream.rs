@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 mod anthropic;
 mod rules;
-use rules::{lock, take};
+use rules::{lock, paced, take};
 pub use rules::{MockState, Rule};
 use std::time::Duration;
 
@@ -136,28 +136,8 @@ async fn answer_as(
     if stream {
         let include_usage = view.include_usage().unwrap_or(false) && !rule.omit_usage;
         let frames = mock::stream_frames(endpoint, &model, &reply, prompt_tokens, include_usage);
-        let cut = rule.cut_stream_after;
-        let delay = rule.frame_delay_ms.map(Duration::from_millis);
-        let body = futures_util::stream::unfold(0usize, move |i| {
-            let frames = frames.clone();
-            async move {
-                if cut.is_some_and(|n| i == n) {
-                    // Let the frames already produced reach the wire before the connection breaks.
-                    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-                    return Some((
-                        Err(std::io::Error::other("mock upstream cut the stream")),
-                        i + 1,
-                    ));
-                }
-                if cut.is_some_and(|n| i > n) || i >= frames.len() {
-                    return None;
-                }
-                if let (Some(d), true) = (delay, i > 0) {
-                    actix_web::rt::time::sleep(d).await;
-                }
-                Some((Ok(Bytes::from(frames[i].clone())), i + 1))
-            }
-        });
+        let frames: Vec<Bytes> = frames.into_iter().map(Bytes::from).collect();
+        let body = paced(frames, &rule);
         return resp.content_type("text/event-stream").streaming(body);
     }
     let inputs = view

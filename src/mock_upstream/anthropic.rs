@@ -6,7 +6,7 @@
 //! (Anthropic's error body; 529 is `overloaded_error`), `retry_after`, latency, remaining headers
 //! (`anthropic-ratelimit-*-remaining`), frame delay, a cut stream.
 
-use super::rules::{take, MockState, Rule};
+use super::rules::{paced, take, MockState, Rule};
 use crate::providers::mock::default_reply;
 use crate::providers::wire::estimate_tokens;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -203,26 +203,6 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
             "usage": {"output_tokens": output}}),
     ));
     frames.push(frame("message_stop", json!({"type": "message_stop"})));
-    let cut = rule.cut_stream_after;
-    let delay = rule.frame_delay_ms.map(Duration::from_millis);
-    let body = futures_util::stream::unfold(0usize, move |i| {
-        let frames = frames.clone();
-        async move {
-            if cut.is_some_and(|n| i == n) {
-                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-                return Some((
-                    Err(std::io::Error::other("mock upstream cut the stream")),
-                    i + 1,
-                ));
-            }
-            if cut.is_some_and(|n| i > n) || i >= frames.len() {
-                return None;
-            }
-            if let (Some(d), true) = (delay, i > 0) {
-                actix_web::rt::time::sleep(d).await;
-            }
-            Some((Ok(frames[i].clone()), i + 1))
-        }
-    });
+    let body = paced(frames, &rule);
     resp.content_type("text/event-stream").streaming(body)
 }

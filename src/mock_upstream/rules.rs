@@ -1,8 +1,10 @@
 //! What the mock upstream is told to do (per model or per request), and its call counts.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// How to answer. Every field is optional; an empty rule answers normally.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,4 +86,35 @@ impl Rule {
             && self.times.is_none_or(|n| since <= n);
         applies.then_some(status)
     }
+}
+
+/// A stream's frames as the rule paces them: `frame_delay_ms` between frames, the connection broken after
+/// `cut_stream_after` frames.
+pub fn paced(
+    frames: Vec<Bytes>,
+    rule: &Rule,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let cut = rule.cut_stream_after;
+    let delay = rule.frame_delay_ms.map(Duration::from_millis);
+    futures_util::stream::unfold(0usize, move |i| {
+        let frame = frames.get(i).cloned();
+        async move {
+            if cut.is_some_and(|n| i == n) {
+                // Let the frames already produced reach the wire before the connection breaks.
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                return Some((
+                    Err(std::io::Error::other("mock upstream cut the stream")),
+                    i + 1,
+                ));
+            }
+            if cut.is_some_and(|n| i > n) {
+                return None;
+            }
+            let frame = frame?;
+            if let (Some(d), true) = (delay, i > 0) {
+                actix_web::rt::time::sleep(d).await;
+            }
+            Some((Ok(frame), i + 1))
+        }
+    })
 }

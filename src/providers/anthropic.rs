@@ -18,7 +18,7 @@
 use super::adapter::{Provider, Translate, UpstreamCall};
 use super::mock::unix_now;
 use super::target::{Target, TargetParams};
-use super::wire::{find_frame_end, parse_remaining};
+use super::wire::{parse_remaining, SseFrames};
 use super::{Endpoint, ProviderKind};
 use crate::error::{ApiError, ErrorKind};
 use actix_web::http::header::HeaderMap;
@@ -404,9 +404,7 @@ pub fn error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiError {
 
 /// Anthropic's stream events in, OpenAI chunks out.
 pub struct StreamTranslator {
-    buf: BytesMut,
-    /// How far into `buf` no event end can start.
-    scanned: usize,
+    frames: SseFrames,
     started: bool,
     /// Characters of text and tool arguments generated, for a count when the stream is cut before its usage.
     generated: u64,
@@ -423,8 +421,7 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     pub fn new(model: &str) -> Self {
         StreamTranslator {
-            buf: BytesMut::new(),
-            scanned: 0,
+            frames: SseFrames::default(),
             started: false,
             generated: 0,
             id: String::new(),
@@ -630,29 +627,15 @@ const USAGE_FIELDS: [&str; 4] = [
 
 impl Translate for StreamTranslator {
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
-        self.buf.extend_from_slice(chunk);
+        self.frames.push(chunk);
         let mut out = BytesMut::new();
-        while let Some((end, sep)) = find_frame_end(&self.buf, self.scanned) {
-            let event = self.buf.split_to(end + sep);
-            self.scanned = 0;
-            let text = String::from_utf8_lossy(&event[..end]);
-            let data: String = text
-                .lines()
-                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if data.is_empty() {
-                continue;
-            }
+        while let Some(data) = self.frames.next_data() {
             match serde_json::from_str::<Json>(&data) {
                 Ok(ev) => self.event(&ev, &mut out),
                 Err(_) => return Err("the upstream stream sent an event that is not JSON".into()),
             }
         }
-        // No event ends before the last byte (a separator may still start there).
-        self.scanned = self.buf.len().saturating_sub(2);
-        if self.buf.len() > MAX_EVENT_BYTES {
+        if self.frames.pending() > MAX_EVENT_BYTES {
             return Err("the upstream stream sent an event larger than 4 MiB".into());
         }
         Ok(out.freeze())

@@ -5,7 +5,7 @@
 //! and fallbacks as a chat completion.
 
 use super::adapter::Translate;
-use super::wire::find_frame_end;
+use super::wire::SseFrames;
 use crate::error::{ApiError, ErrorKind};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value as Json};
@@ -238,9 +238,7 @@ const MAX_TOOL_CALLS: usize = 128;
 
 /// OpenAI chunks in, Messages API events out.
 pub struct EventWriter {
-    buf: BytesMut,
-    /// How far into `buf` no frame end can start.
-    scanned: usize,
+    frames: SseFrames,
     started: bool,
     /// The open content block: its index and whether it is text.
     block: Option<(u64, bool)>,
@@ -255,8 +253,7 @@ pub struct EventWriter {
 impl Default for EventWriter {
     fn default() -> Self {
         EventWriter {
-            buf: BytesMut::new(),
-            scanned: 0,
+            frames: SseFrames::default(),
             started: false,
             block: None,
             tools: Vec::new(),
@@ -406,31 +403,16 @@ impl EventWriter {
 
 impl Translate for EventWriter {
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
-        self.buf.extend_from_slice(chunk);
+        self.frames.push(chunk);
         let mut out = BytesMut::new();
-        while let Some((end, sep)) = find_frame_end(&self.buf, self.scanned) {
-            let frame = self.buf.split_to(end + sep);
-            self.scanned = 0;
-            let text = String::from_utf8_lossy(&frame[..end]);
-            let data: String = text
-                .lines()
-                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if data.is_empty() {
-                continue;
-            }
+        while let Some(data) = self.frames.next_data() {
             if data == "[DONE]" {
                 self.end(&mut out);
-                continue;
-            }
-            if let Ok(c) = serde_json::from_str::<Json>(&data) {
+            } else if let Ok(c) = serde_json::from_str::<Json>(&data) {
                 self.chunk(&c, &mut out);
             }
         }
-        self.scanned = self.buf.len().saturating_sub(2);
-        if self.buf.len() > MAX_FRAME_BYTES {
+        if self.frames.pending() > MAX_FRAME_BYTES {
             return Err("a frame of the answer is larger than 4 MiB".into());
         }
         Ok(out.freeze())

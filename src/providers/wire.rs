@@ -765,6 +765,46 @@ impl SseTap {
 
 /// Finds the end of the first complete SSE frame, looking from `from` on: (frame length, separator
 /// length).
+/// SSE frames taken one at a time from a stream's bytes as they arrive: the `data:` lines of each complete
+/// frame, joined (frames with no data are skipped). Each byte is scanned for a frame end once.
+#[derive(Debug, Default)]
+pub struct SseFrames {
+    buf: BytesMut,
+    /// How far into `buf` no frame end can start.
+    scanned: usize,
+}
+
+impl SseFrames {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The data of the next complete frame, if one has arrived.
+    pub fn next_data(&mut self) -> Option<String> {
+        while let Some((end, sep)) = find_frame_end(&self.buf, self.scanned) {
+            let frame = self.buf.split_to(end + sep);
+            self.scanned = 0;
+            let text = String::from_utf8_lossy(&frame[..end]);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                return Some(data.join("\n"));
+            }
+        }
+        // No frame ends before the last bytes (a separator may still start there).
+        self.scanned = self.buf.len().saturating_sub(2);
+        None
+    }
+
+    /// Bytes held for a frame that is not complete yet.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// The end of the first SSE frame in `buf` at or after `from` (`\n\n`, or `\n\r\n` of CRLF lines): its
 /// length and the separator's.
 pub fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
