@@ -42,6 +42,21 @@ pub struct UpstreamCall<'a> {
     pub mock_latency: Duration,
 }
 
+/// Remaining requests and tokens from the two headers a provider names them in.
+pub fn remaining_in(
+    headers: &HeaderMap,
+    requests: &str,
+    tokens: &str,
+) -> (Option<f64>, Option<f64>) {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_remaining)
+    };
+    (get(requests), get(tokens))
+}
+
 /// OpenAI SSE frames, as the client will get them.
 pub type Frames = LocalBoxStream<'static, Result<Bytes, awc::error::PayloadError>>;
 
@@ -90,15 +105,10 @@ pub trait Provider: Sync {
 
     /// The upstream's remaining requests and tokens, from its rate-limit headers.
     fn remaining(&self, headers: &HeaderMap) -> (Option<f64>, Option<f64>) {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_remaining)
-        };
-        (
-            get("x-ratelimit-remaining-requests"),
-            get("x-ratelimit-remaining-tokens"),
+        remaining_in(
+            headers,
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-remaining-tokens",
         )
     }
 

@@ -15,10 +15,10 @@
 //! Errors keep Anthropic's message; 529 `overloaded_error` is a retryable service-unavailable error, and a
 //! 400 whose message says the prompt is too long is a context-window error.
 
-use super::adapter::{Provider, Translate, UpstreamCall};
+use super::adapter::{remaining_in, Provider, Translate, UpstreamCall};
 use super::mock::unix_now;
 use super::target::{Target, TargetParams};
-use super::wire::{parse_remaining, SseFrames};
+use super::wire::SseFrames;
 use super::{Endpoint, ProviderKind};
 use crate::error::{ApiError, ErrorKind};
 use actix_web::http::header::HeaderMap;
@@ -65,15 +65,10 @@ impl Provider for Anthropic {
     }
 
     fn remaining(&self, headers: &HeaderMap) -> (Option<f64>, Option<f64>) {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_remaining)
-        };
-        (
-            get("anthropic-ratelimit-requests-remaining"),
-            get("anthropic-ratelimit-tokens-remaining"),
+        remaining_in(
+            headers,
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-tokens-remaining",
         )
     }
 

@@ -483,3 +483,68 @@ async fn the_messages_api_serves_anthropic_clients_on_any_provider() {
         6.0
     );
 }
+
+#[actix_rt::test]
+async fn the_messages_api_holds_an_ordinary_key_to_its_models_and_budget() {
+    let mock = Mock::start();
+    let cfg = config(&mock, "  fallbacks: [{gpt-az: [claude]}]\n")
+        + "general_settings:\n  master_key: sk-master\n";
+    let gw = Gateway::start(&cfg).await;
+    rules(&mock).await;
+    // A key for the Azure group only (priced), with a tiny budget.
+    let key = gw
+        .admin(
+            "/key/generate",
+            &json!({"key_alias": "narrow", "models": ["gpt-az"], "max_budget": 0.000001}),
+        )
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let headers = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let ask = |model: &str| json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    // Another group through the other API: refused, in Anthropic's shape, before any upstream call.
+    let r = gw.post_with("/v1/messages", &ask("claude"), &headers).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(
+        mock.calls()
+            .await
+            .get("claude-3-5-sonnet-20241022")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    // Its own group fails upstream: the fallback to a group the key may not use is never taken.
+    mock.rule(json!({"model": "my-gpt4o-deployment", "status": 500}))
+        .await;
+    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(
+        mock.calls()
+            .await
+            .get("claude-3-5-sonnet-20241022")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    // One answer spends the budget; the next request is refused.
+    mock.rule(json!({"model": "my-gpt4o-deployment", "reply": REPLY}))
+        .await;
+    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("udget"),
+        "{}",
+        r.body
+    );
+}
