@@ -10,6 +10,7 @@ pub mod models;
 pub mod models_admin;
 pub mod proxy;
 pub mod state;
+pub mod ui;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -34,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(&format!("{prefix}/models"), web::get().to(models::list));
     }
     admin::routes(cfg);
+    ui::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))

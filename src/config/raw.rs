@@ -154,6 +154,8 @@ pub struct RawGeneralSettings {
     pub redis_outage_mode: Option<String>,
     /// Deployments created through `/model/new` are stored (and the management API for models is on).
     pub store_model_in_db: Option<bool>,
+    /// The admin web UI at `/ui` (on by default when a master key is set).
+    pub ui: Option<bool>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }

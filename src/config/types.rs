@@ -178,6 +178,8 @@ pub struct GeneralSettings {
     /// `store_model_in_db`: the model management API (`/model/new`, `/model/update`, `/model/delete`) is
     /// on, and what it creates is stored and comes back after a restart.
     pub store_model_in_db: bool,
+    /// `ui`: the admin web UI at `/ui`. Served only when a master key is set; `ui: false` turns it off.
+    pub ui: bool,
 }
 
 /// What a replica does with rpm/tpm limits shared through Redis while Redis cannot be reached.

@@ -380,6 +380,7 @@ pub(super) fn validate(
         max_request_bytes,
         spend_logs_retention,
         metrics_require_master_key: g.metrics_require_master_key.unwrap_or(false),
+        ui: g.ui.unwrap_or(true),
         request_body_timeout: setting_secs(
             "request_body_timeout",
             g.request_body_timeout,

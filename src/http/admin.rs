@@ -53,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/user/info", web::get().to(user_info_handler))
         .route("/user/list", web::get().to(user_list))
         .route("/customer/info", web::get().to(customer_info_handler))
+        .route("/customer/list", web::get().to(customer_list))
         .route("/spend/logs", web::get().to(spend_logs))
         .route("/global/spend/report", web::get().to(spend_report))
         .route(
@@ -313,6 +314,23 @@ async fn user_info_handler(
         .collect();
     Ok(HttpResponse::Ok()
         .json(json!({"user_id": id, "user_info": user_info(&e), "keys": keys, "teams": teams})))
+}
+
+/// `GET /customer/list`: every end user (customer) with its budget and spend, oldest first.
+async fn customer_list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::check_admin(&req, &state)?;
+    let mut all: Vec<_> = state
+        .actors
+        .accounts
+        .end_users
+        .iter()
+        .map(|e| (e.rec.created_at, end_user_info(&e)))
+        .collect();
+    all.sort_by_key(|t| t.0);
+    Ok(HttpResponse::Ok().json(all.into_iter().map(|t| t.1).collect::<Vec<_>>()))
 }
 
 async fn customer_info_handler(
