@@ -10,6 +10,7 @@ use crate::config::DeploymentConfig;
 use crate::labels::DeploymentLabels;
 use crate::providers::adapter::Provider;
 use crate::providers::target::Target;
+use crate::providers::Endpoint;
 use actix::Addr;
 use actix_web::http::header::HeaderValue;
 use live::{CooldownPolicy, Live};
@@ -31,4 +32,11 @@ pub struct Deployment {
     pub policy: CooldownPolicy,
     /// `x-llm-model-id` and `x-llm-model-group` response header values, built once.
     pub headers: (HeaderValue, HeaderValue),
+}
+
+impl Deployment {
+    /// Whether this deployment's provider has `endpoint` (an Anthropic deployment has no embeddings).
+    pub fn serves(&self, endpoint: Endpoint) -> bool {
+        self.provider.serves(endpoint, &self.target)
+    }
 }

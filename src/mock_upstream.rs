@@ -133,6 +133,14 @@ async fn answer_as(
             .content_type("text/event-stream")
             .streaming(endless(endpoint, &model, &rule));
     }
+    if let (true, Some(kind)) = (stream, rule.stream_error_for(call, since)) {
+        let body =
+            json!({"error": {"message": format!("mock upstream stream {kind}"), "type": kind}});
+        let frames = vec![Bytes::from(format!("data: {body}\n\n"))];
+        return resp
+            .content_type("text/event-stream")
+            .streaming(paced(frames, &rule));
+    }
     if stream {
         let include_usage = view.include_usage().unwrap_or(false) && !rule.omit_usage;
         let frames = mock::stream_frames(endpoint, &model, &reply, prompt_tokens, include_usage);

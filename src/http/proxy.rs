@@ -21,7 +21,7 @@ use crate::accounts::check_model_access;
 use crate::actors::metrics::OVERFLOW;
 use crate::config::{CustomLabel, RoutingStrategy};
 use crate::error::ApiError;
-use crate::providers::adapter::translated;
+use crate::providers::adapter::{translated, MessagesRequest};
 use crate::providers::messages;
 use crate::providers::wire::{
     check_messages, check_text, estimate_prompt_tokens, RequestView, MAX_METADATA_CHARS,
@@ -59,8 +59,10 @@ pub async fn embeddings(
 }
 
 /// `POST /v1/messages` (and `/anthropic/v1/messages`): the Messages API, for Anthropic SDK clients. The
-/// request is served as a chat completion (`providers/messages.rs` translates both ways), so it gets the
-/// same accounting, limits, budgets, metrics and fallbacks, whatever the deployment's provider.
+/// request is served as a chat completion, so it gets the same accounting, limits, budgets, metrics and
+/// fallbacks, whatever the deployment's provider. A deployment that speaks the Messages API (Anthropic)
+/// gets the request as it came and its answer goes back as it came (marked [`upstream::Native`]); any
+/// other gets it translated (`providers/messages.rs`, both ways).
 pub async fn messages(
     req: HttpRequest,
     body: web::Payload,
@@ -77,6 +79,11 @@ pub async fn messages(
     )
     .await;
     match answer {
+        Ok(Answer::Done(resp, outcome)) if resp.extensions().contains::<upstream::Native>() => {
+            pending.send(outcome);
+            resp
+        }
+        Ok(Answer::Streaming(resp)) if resp.extensions().contains::<upstream::Native>() => resp,
         Ok(Answer::Done(resp, outcome)) => {
             pending.send(outcome);
             let (head, body) = resp.into_parts();
@@ -111,6 +118,9 @@ pub async fn messages(
         }
     }
 }
+
+/// Longest `anthropic-beta` header passed on to an Anthropic deployment (a longer one is not sent).
+const MAX_BETA_HEADER_BYTES: usize = 1024;
 
 /// The API a client speaks: OpenAI's, or Anthropic's Messages API (translated to a chat completion).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -212,6 +222,7 @@ async fn run(
     pending.key = caller.labels.clone();
     let mut body =
         super::body::read_body(req, payload, state.config.general.max_request_bytes, state).await?;
+    let original = body.clone();
     if dialect == Dialect::Messages {
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
@@ -248,6 +259,14 @@ async fn run(
         return Err(err);
     };
     pending.requested_model = group.name.clone();
+    if !group.serves(endpoint) {
+        return Err(ApiError::bad_request(format!(
+            "model group `{}` has no deployment that serves {}",
+            group.name,
+            endpoint.path()
+        ))
+        .with_param("model"));
+    }
     spend_log_has_room(state)?;
     view.user()?;
     view.metadata()?;
@@ -291,6 +310,13 @@ async fn run(
         tokens,
         num_retries,
         max_retry_after_secs: state.config.general.max_retry_after.as_secs().max(1),
+        messages: (dialect == Dialect::Messages).then(|| MessagesRequest {
+            body: &original,
+            beta: req
+                .headers()
+                .get("anthropic-beta")
+                .filter(|v| v.len() <= MAX_BETA_HEADER_BYTES),
+        }),
     };
     attempts::serve(&table, group, &call, request_fallbacks.as_ref(), pending).await
 }

@@ -82,6 +82,11 @@ fn frame(event: &str, data: Json) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// Cache-read tokens an answer reports when the request marked a `cache_control` breakpoint.
+pub const CACHE_READ_TOKENS: u64 = 7;
+/// The reasoning of a thinking block (when the request enabled `thinking`).
+const THINKING: &str = "The mock considers the question.";
+
 pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>) -> HttpResponse {
     if req.headers().get("x-api-key").is_none() {
         return error(401, "authentication_error", "x-api-key header is required");
@@ -105,7 +110,11 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
     if !body.get("messages").is_some_and(Json::is_array) {
         return error(400, "invalid_request_error", "messages: Field required");
     }
-    let (rule, call, since): (Rule, u64, u64) = take(&state, &model, None);
+    // A per-request rule arrives only on a request passed through as the client wrote it.
+    let per_request = body
+        .get("mock")
+        .and_then(|m| serde_json::from_value(m.clone()).ok());
+    let (rule, call, since): (Rule, u64, u64) = take(&state, &model, per_request);
     if let Some(ms) = rule.latency_ms {
         actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -141,15 +150,41 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
     } else {
         "end_turn"
     };
+    // Only a request sent as the client wrote it (not translated from a chat completion) can carry
+    // `cache_control` and `thinking`: the answer shows they arrived (cache reads, a thinking block).
+    let cache_read = if body.to_string().contains("\"cache_control\"") {
+        CACHE_READ_TOKENS
+    } else {
+        0
+    };
+    let thinking = body.get("thinking").is_some_and(Json::is_object);
     let usage = json!({"input_tokens": input, "output_tokens": output,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
-    if !body.get("stream").and_then(Json::as_bool).unwrap_or(false) {
-        let content = match &tool {
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read});
+    let stream = body.get("stream").and_then(Json::as_bool).unwrap_or(false);
+    if let (true, Some(kind)) = (stream, rule.stream_error_for(call, since)) {
+        let frames = vec![frame(
+            "error",
+            json!({"type": "error", "error": {"type": kind, "message": format!("mock upstream stream {kind}")}}),
+        )];
+        return resp
+            .content_type("text/event-stream")
+            .streaming(paced(frames, &rule));
+    }
+    if !stream {
+        let mut content = match &tool {
             Some(name) => {
                 json!([{"type": "tool_use", "id": "toolu_mock", "name": name, "input": {"query": reply}}])
             }
             None => json!([{"type": "text", "text": reply}]),
         };
+        if thinking {
+            if let Some(blocks) = content.as_array_mut() {
+                blocks.insert(
+                    0,
+                    json!({"type": "thinking", "thinking": THINKING, "signature": "sig_mock"}),
+                );
+            }
+        }
         return resp.json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage,
@@ -160,20 +195,46 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
             "message_start",
             json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
                 "model": model, "content": [], "stop_reason": null,
-                "usage": {"input_tokens": input, "output_tokens": 1}}}),
+                "usage": {"input_tokens": input, "output_tokens": 1, "cache_read_input_tokens": cache_read}}}),
         ),
         frame("ping", json!({"type": "ping"})),
     ];
+    for _ in 0..rule.pings.unwrap_or(0) {
+        frames.push(frame("ping", json!({"type": "ping"})));
+    }
+    // Content blocks after a thinking block are numbered after it.
+    let first = usize::from(thinking);
+    if thinking {
+        frames.push(frame(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""}}),
+        ));
+        frames.push(frame(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": THINKING}}),
+        ));
+        frames.push(frame(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": "sig_mock"}}),
+        ));
+        frames.push(frame(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+    }
     match &tool {
         Some(name) => {
-            frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0,
+            frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": first,
                 "content_block": {"type": "tool_use", "id": "toolu_mock", "name": name, "input": {}}})));
             let args = json!({"query": reply}).to_string();
             let (a, b) = args.split_at(args.len() / 2);
             for part in [a, b] {
                 frames.push(frame(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 0,
+                    json!({"type": "content_block_delta", "index": first,
                     "delta": {"type": "input_json_delta", "partial_json": part}}),
                 ));
             }
@@ -181,13 +242,13 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
         None => {
             frames.push(frame(
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 0,
+                json!({"type": "content_block_start", "index": first,
                 "content_block": {"type": "text", "text": ""}}),
             ));
             for word in reply.split_inclusive(' ') {
                 frames.push(frame(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 0,
+                    json!({"type": "content_block_delta", "index": first,
                     "delta": {"type": "text_delta", "text": word}}),
                 ));
             }
@@ -195,7 +256,7 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
     }
     frames.push(frame(
         "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_stop", "index": first}),
     ));
     frames.push(frame(
         "message_delta",

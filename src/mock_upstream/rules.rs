@@ -45,6 +45,11 @@ pub struct Rule {
     #[serde(default)]
     pub endless: bool,
     pub reply: Option<String>,
+    /// Streams: answer 200, then open the stream with an error event of this type (Anthropic's
+    /// `overloaded_error`, say; an OpenAI stream gets an `{"error": ...}` frame). Honours `every` / `times`.
+    pub stream_error: Option<String>,
+    /// Anthropic streams: this many `ping` events (`frame_delay_ms` apart) before the content.
+    pub pings: Option<usize>,
 }
 
 #[derive(Default)]
@@ -82,9 +87,17 @@ impl Rule {
     /// The status this call answers, if the rule sets one and it applies to this call.
     pub fn status_for(&self, call: u64, since: u64) -> Option<u16> {
         let status = self.status?;
-        let applies = self.every.is_none_or(|n| n > 0 && call % n == 0)
-            && self.times.is_none_or(|n| since <= n);
-        applies.then_some(status)
+        self.applies(call, since).then_some(status)
+    }
+
+    /// The stream error this call opens with, if the rule sets one and it applies to this call.
+    pub fn stream_error_for(&self, call: u64, since: u64) -> Option<&str> {
+        let kind = self.stream_error.as_deref()?;
+        self.applies(call, since).then_some(kind)
+    }
+
+    fn applies(&self, call: u64, since: u64) -> bool {
+        self.every.is_none_or(|n| n > 0 && call % n == 0) && self.times.is_none_or(|n| since <= n)
     }
 }
 

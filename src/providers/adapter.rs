@@ -40,6 +40,19 @@ pub struct UpstreamCall<'a> {
     /// The deployment's `mock_response` and `mock_latency` (the built-in mock only).
     pub mock_reply: Option<&'a str>,
     pub mock_latency: Duration,
+    /// The client's request as it came, when it spoke the Messages API (`/v1/messages`).
+    pub messages: Option<MessagesRequest<'a>>,
+}
+
+/// A request in Anthropic's Messages API as the client sent it. A provider that speaks the Messages API
+/// ([`Provider::native_body`]) sends it as it came (only `model` replaced) and its answer goes back as it
+/// came: nothing the translation to a chat completion cannot carry (`cache_control`, `thinking`, citations,
+/// new block types) is lost.
+#[derive(Clone, Copy)]
+pub struct MessagesRequest<'a> {
+    pub body: &'a [u8],
+    /// The client's `anthropic-beta` header (features it opted into), passed on.
+    pub beta: Option<&'a HeaderValue>,
 }
 
 /// Remaining requests and tokens from the two headers a provider names them in.
@@ -60,12 +73,18 @@ pub fn remaining_in(
 /// OpenAI SSE frames, as the client will get them.
 pub type Frames = LocalBoxStream<'static, Result<Bytes, awc::error::PayloadError>>;
 
-/// A 2xx answer in the OpenAI shape.
+/// A 2xx answer: in the OpenAI shape, or in the client's own dialect, passed through.
 pub enum Reply {
     /// A complete body.
     Body(Bytes),
     /// A stream of OpenAI SSE frames (the gateway asked for the final usage chunk).
     Stream(Frames),
+    /// The answer in the client's own dialect (a native Messages API answer), and the same answer in the
+    /// OpenAI shape, from which the request is accounted.
+    Native(Bytes, Bytes),
+    /// A stream in the client's own dialect, passed through untouched; the translator reads a copy of it
+    /// into OpenAI frames, from which the request is accounted.
+    NativeStream(Frames, Box<dyn Translate>),
 }
 
 pub struct Sent {
@@ -97,6 +116,19 @@ pub trait Provider: Sync {
         Box::pin(exchange(self, call))
     }
 
+    /// Whether deployments of this provider, called at `target`, have `endpoint`. Routing passes over those
+    /// that do not.
+    fn serves(&self, endpoint: Endpoint, target: &Target) -> bool {
+        target.url(endpoint).is_some()
+    }
+
+    /// The body to send for a request that came in the Messages API, as it came, if this provider speaks it
+    /// (its answers, errors and streams are then the Messages API's too, and `response` / `translator`
+    /// read them for the accounting). `None`: the request is sent translated, as a chat completion.
+    fn native_body(&self, _call: &UpstreamCall<'_>) -> Option<Result<Vec<u8>, ApiError>> {
+        None
+    }
+
     /// The body to send for `call`.
     fn body(&self, call: &UpstreamCall<'_>) -> Result<Vec<u8>, ApiError> {
         // The gateway always asks a stream for its final usage chunk: it is what the request is charged.
@@ -115,6 +147,12 @@ pub trait Provider: Sync {
     /// A non-2xx answer as an error in the OpenAI shape, with its kind (context window, content policy, ...).
     fn error(&self, call: &UpstreamCall<'_>, status: u16, body: &[u8]) -> ApiError {
         super::openai_error::error(call.provider, status, body)
+    }
+
+    /// An error event that opened a 2xx stream (its `data`, with an `error` object), as an error: the
+    /// call failed before anything reached the client, and is retried or falls back like any other.
+    fn stream_error(&self, call: &UpstreamCall<'_>, data: &[u8]) -> ApiError {
+        self.error(call, 500, data)
     }
 
     /// A complete 2xx body in the OpenAI shape.
@@ -140,7 +178,15 @@ pub async fn exchange<P: Provider + ?Sized>(
             call.endpoint.path()
         )));
     };
-    let body = provider.body(call)?;
+    let native = match provider.native_body(call) {
+        Some(body) => Some(body?),
+        None => None,
+    };
+    let is_native = native.is_some();
+    let body = match native {
+        Some(body) => body,
+        None => provider.body(call)?,
+    };
     let mut req = client().post(url).timeout(call.timeout).insert_header((
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -153,6 +199,9 @@ pub async fn exchange<P: Provider + ?Sized>(
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         ));
+    }
+    if let (true, Some(beta)) = (is_native, call.messages.and_then(|m| m.beta)) {
+        req = req.insert_header(("anthropic-beta", beta.clone()));
     }
     let mut resp = req
         .send_body(body)
@@ -178,8 +227,16 @@ pub async fn exchange<P: Provider + ?Sized>(
         return Err(err);
     }
     if call.stream {
+        if is_native {
+            if let Some(meter) = provider.translator(call) {
+                return Ok(Sent {
+                    reply: Reply::NativeStream(Box::pin(resp), meter),
+                    remaining,
+                });
+            }
+        }
         let frames: Frames = match provider.translator(call) {
-            Some(t) => Box::pin(Translated::new(resp, t)),
+            Some(t) => Box::pin(Translated::new(resp, t, true)),
             None => Box::pin(resp),
         };
         return Ok(Sent {
@@ -188,10 +245,12 @@ pub async fn exchange<P: Provider + ?Sized>(
         });
     }
     let bytes = read_body(call, &mut resp).await?;
-    Ok(Sent {
-        reply: Reply::Body(provider.response(call, bytes)?),
-        remaining,
-    })
+    let reply = if is_native {
+        Reply::Native(bytes.clone(), provider.response(call, bytes)?)
+    } else {
+        Reply::Body(provider.response(call, bytes)?)
+    };
+    Ok(Sent { reply, remaining })
 }
 
 fn transport_error(call: &UpstreamCall<'_>, e: &SendRequestError) -> ApiError {
@@ -245,7 +304,7 @@ pub fn translated<S>(inner: S, translate: Box<dyn Translate>) -> Frames
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
 {
-    Box::pin(Translated::new(inner, translate))
+    Box::pin(Translated::new(inner, translate, false))
 }
 
 /// A stream made into another format by its [`Translate`].
@@ -256,15 +315,19 @@ struct Translated<S> {
     /// An upstream error held back one item, after what the translator still had to say (the usage of a
     /// cut stream, so it is charged).
     error: Option<PayloadError>,
+    /// Empty chunks come out for events that translate to nothing (an upstream's stream, read by the
+    /// metered stream, which drops them); never for what goes straight to a client.
+    keep_alive: bool,
 }
 
 impl<S> Translated<S> {
-    fn new(inner: S, translate: Box<dyn Translate>) -> Self {
+    fn new(inner: S, translate: Box<dyn Translate>, keep_alive: bool) -> Self {
         Translated {
             inner,
             translate,
             done: false,
             error: None,
+            keep_alive,
         }
     }
 }
@@ -294,8 +357,10 @@ where
                     self.error = Some(e);
                     return Poll::Ready(Some(Ok(rest)));
                 }
+                // An upstream event that translates to nothing (a `ping`) still comes out, empty, when
+                // `keep_alive`: it shows the upstream is alive (the metered stream resets its idle timer).
                 Poll::Ready(Some(Ok(chunk))) => match self.translate.feed(&chunk) {
-                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) if out.is_empty() && !self.keep_alive => continue,
                     Ok(out) => return Poll::Ready(Some(Ok(out))),
                     Err(e) => {
                         self.done = true;

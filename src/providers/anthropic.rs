@@ -76,6 +76,30 @@ impl Provider for Anthropic {
         error(call.provider, status, body)
     }
 
+    fn native_body(&self, call: &UpstreamCall<'_>) -> Option<Result<Vec<u8>, ApiError>> {
+        let m = call
+            .messages
+            .filter(|_| call.endpoint == Endpoint::ChatCompletions)?;
+        Some(native_body(m.body, call.model))
+    }
+
+    fn stream_error(&self, call: &UpstreamCall<'_>, data: &[u8]) -> ApiError {
+        let kind = serde_json::from_slice::<Json>(data)
+            .ok()
+            .and_then(|v| v.get("error")?.get("type")?.as_str().map(str::to_owned));
+        let status = match kind.as_deref() {
+            Some("overloaded_error") => 529,
+            Some("rate_limit_error") => 429,
+            Some("invalid_request_error") => 400,
+            Some("authentication_error") => 401,
+            Some("permission_error") => 403,
+            Some("not_found_error") => 404,
+            Some("request_too_large") => 413,
+            _ => 500,
+        };
+        error(call.provider, status, data)
+    }
+
     fn response(&self, call: &UpstreamCall<'_>, body: Bytes) -> Result<Bytes, ApiError> {
         let msg: Json = serde_json::from_slice(&body).map_err(|e| {
             ApiError::upstream_failure(
@@ -92,6 +116,15 @@ impl Provider for Anthropic {
     fn translator(&self, call: &UpstreamCall<'_>) -> Option<Box<dyn Translate>> {
         Some(Box::new(StreamTranslator::new(call.model)))
     }
+}
+
+/// A Messages API request as the client sent it, for the deployment: only `model` is replaced (by the
+/// deployment's). Everything else, `cache_control`, `thinking` and fields added later included, goes as it came.
+pub fn native_body(body: &[u8], model: &str) -> Result<Vec<u8>, ApiError> {
+    let mut req: Map<String, Json> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))?;
+    req.insert("model".into(), Json::String(model.to_owned()));
+    Ok(serde_json::to_vec(&req).unwrap_or_default())
 }
 
 fn bad(param: &str, message: impl Into<String>) -> ApiError {

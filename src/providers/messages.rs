@@ -231,6 +231,13 @@ pub fn error_body(err: &ApiError) -> Json {
     json!({"type": "error", "error": {"type": kind, "message": err.message}})
 }
 
+/// An error as a Messages API stream event.
+pub fn error_event(err: &ApiError) -> Bytes {
+    let mut out = BytesMut::new();
+    event(&mut out, "error", error_body(err));
+    out.freeze()
+}
+
 /// Longest frame the writer holds while it waits for its end.
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Tool calls of one answer the writer follows.

@@ -3,6 +3,7 @@
 //! its OpenAI-shaped bodies.
 
 use super::adapter::{Frames, Provider, Reply, Sent, UpstreamCall};
+use super::target::Target;
 use super::wire::{estimate_prompt_tokens, InputShape};
 use super::wire::{estimate_tokens, Usage};
 use super::Endpoint;
@@ -15,6 +16,11 @@ use serde_json::json;
 pub struct Mock;
 
 impl Provider for Mock {
+    /// The built-in mock answers every endpoint.
+    fn serves(&self, _: Endpoint, _: &Target) -> bool {
+        true
+    }
+
     fn send<'a>(
         &'a self,
         call: &'a UpstreamCall<'a>,

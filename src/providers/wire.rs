@@ -825,3 +825,14 @@ pub fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests;
+
+/// The `data` of a stream's first event when that event is an error (it has an `error` object: OpenAI's
+/// `{"error": {...}}` and Anthropic's `{"type": "error", "error": {...}}` alike). A stream that fails
+/// before its first token is retried like any failed call.
+pub fn leading_error(chunk: &[u8]) -> Option<String> {
+    let mut frames = SseFrames::default();
+    frames.push(chunk);
+    let data = frames.next_data()?;
+    let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+    v.get("error")?.is_object().then_some(data)
+}

@@ -5,6 +5,7 @@
 use super::strategy::{choose, shuffle_weights, Candidate};
 use crate::config::{RouterSettings, RoutingStrategy};
 use crate::deployment::Deployment;
+use crate::providers::Endpoint;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -33,11 +34,18 @@ impl Group {
             .any(|d| d.live.available(now_ms, &d.policy))
     }
 
-    /// The deployment `strategy` picks among those not in `exclude` and available now. `r` is uniform in
-    /// [0, 1); `tokens` is the request's estimated size.
+    /// Whether any deployment of the group has `endpoint`.
+    pub fn serves(&self, endpoint: Endpoint) -> bool {
+        self.deployments.iter().any(|d| d.serves(endpoint))
+    }
+
+    /// The deployment `strategy` picks among those that serve `endpoint`, not in `exclude` and available
+    /// now. `r` is uniform in [0, 1); `tokens` is the request's estimated size.
+    #[allow(clippy::too_many_arguments)]
     pub fn pick(
         &self,
         strategy: RoutingStrategy,
+        endpoint: Endpoint,
         exclude: &[Arc<Deployment>],
         now_ms: i64,
         r: f64,
@@ -46,7 +54,7 @@ impl Group {
         let mut cands: Vec<Candidate> = Vec::with_capacity(self.deployments.len());
         let mut until_ms = i64::MAX;
         for (i, d) in self.deployments.iter().enumerate() {
-            if exclude.iter().any(|e| Arc::ptr_eq(e, d)) {
+            if exclude.iter().any(|e| Arc::ptr_eq(e, d)) || !d.serves(endpoint) {
                 continue;
             }
             if !d.live.available(now_ms, &d.policy) {
@@ -153,10 +161,18 @@ impl RoutingTable {
         self.groups.get(model)
     }
 
-    /// Picks a deployment of `model` with the table's strategy, as a request's first attempt does.
+    /// Picks a deployment of `model` for chat completions with the table's strategy, as a request's first
+    /// attempt does.
     pub fn pick(&self, model: &str, now_ms: i64, r: f64, tokens: u64) -> Option<Pick> {
-        self.groups
-            .get(model)
-            .map(|g| g.pick(self.strategy, &[], now_ms, r, tokens))
+        self.groups.get(model).map(|g| {
+            g.pick(
+                self.strategy,
+                Endpoint::ChatCompletions,
+                &[],
+                now_ms,
+                r,
+                tokens,
+            )
+        })
     }
 }

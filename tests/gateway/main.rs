@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod fuzz;
 mod hardening;
+mod messages;
 mod metrics;
 mod models;
 mod providers;

@@ -5,9 +5,9 @@
 use crate::support::*;
 use serde_json::{json, Value};
 
-const REPLY: &str = "Hello from the mock upstream";
+pub(crate) const REPLY: &str = "Hello from the mock upstream";
 
-fn config(mock: &Mock, router: &str) -> String {
+pub(crate) fn config(mock: &Mock, router: &str) -> String {
     let base = format!("http://127.0.0.1:{}", mock.port);
     format!(
         "model_list:
@@ -43,7 +43,7 @@ router_settings:
     )
 }
 
-async fn rules(mock: &Mock) {
+pub(crate) async fn rules(mock: &Mock) {
     for model in [
         "my-gpt4o-deployment",
         "claude-3-5-sonnet-20241022",
@@ -381,170 +381,4 @@ async fn the_mock_refuses_requests_without_the_headers_each_dialect_requires() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-}
-
-/// The events of a Messages API stream: (name, data).
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut lines = e.lines();
-            let name = lines
-                .next()
-                .unwrap()
-                .strip_prefix("event: ")
-                .unwrap()
-                .to_owned();
-            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect()
-}
-
-#[actix_rt::test]
-async fn the_messages_api_serves_anthropic_clients_on_any_provider() {
-    let mock = Mock::start();
-    let cfg = config(&mock, "") + "general_settings:\n  master_key: sk-master\n";
-    let gw = Gateway::start(&cfg).await;
-    rules(&mock).await;
-    let key = gw
-        .admin("/key/generate", &json!({"key_alias": "anthropic-sdk"}))
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let headers = [
-        ("x-api-key", key.as_str()),
-        ("anthropic-version", "2023-06-01"),
-    ];
-    for (path, group) in [
-        ("/v1/messages", "claude"),
-        ("/anthropic/v1/messages", "gpt"),
-        ("/v1/messages", "gpt-az"),
-    ] {
-        let body = json!({"model": group, "max_tokens": 64, "system": "Be brief.",
-            "messages": [{"role": "user", "content": "Say hello"}]});
-        let r = gw.post_with(path, &body, &headers).await;
-        assert_eq!(r.status, 200, "{group}: {}", r.body);
-        let v = r.json();
-        assert_eq!(v["type"], "message", "{v}");
-        assert_eq!(v["content"][0]["text"], REPLY);
-        assert_eq!(v["stop_reason"], "end_turn");
-        assert!(v["usage"]["input_tokens"].as_u64() > Some(0), "{v}");
-        assert!(v["usage"]["output_tokens"].as_u64() > Some(0), "{v}");
-
-        let mut stream = body.clone();
-        stream["stream"] = json!(true);
-        let r = gw.post_with(path, &stream, &headers).await;
-        assert_eq!(r.status, 200, "{group}: {}", r.body);
-        let ev = events(&r.body);
-        assert_eq!(ev.first().unwrap().0, "message_start", "{}", r.body);
-        assert_eq!(ev.last().unwrap().0, "message_stop", "{}", r.body);
-        let text: String = ev
-            .iter()
-            .filter_map(|(_, d)| d["delta"]["text"].as_str())
-            .collect();
-        assert_eq!(text, REPLY, "{group}");
-        let delta = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
-        assert!(
-            delta.1["usage"]["output_tokens"].as_u64() > Some(0),
-            "{}",
-            r.body
-        );
-    }
-    // Errors in the Messages API's shape.
-    let body =
-        json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
-    let r = gw.post_with("/v1/messages", &body, &headers).await;
-    assert_eq!(r.status, 404);
-    assert_eq!(r.json()["type"], "error");
-    assert_eq!(r.json()["error"]["type"], "not_found_error");
-    let r = gw
-        .post_with("/v1/messages", &body, &[("x-api-key", "sk-wrong-key")])
-        .await;
-    assert_eq!(r.status, 401);
-    assert_eq!(r.json()["error"]["type"], "authentication_error");
-    let r = gw
-        .post_with(
-            "/v1/messages",
-            &json!({"model": "claude", "messages": []}),
-            &headers,
-        )
-        .await;
-    assert_eq!(r.status, 400);
-    // Counted like any request, against the key.
-    let m = gw.metrics_after(6.0).await;
-    assert_eq!(
-        m.sum(
-            "llm_proxy_total_requests_metric_total",
-            &[("api_key_alias", "anthropic-sdk"), ("status_code", "200")]
-        ),
-        6.0
-    );
-}
-
-#[actix_rt::test]
-async fn the_messages_api_holds_an_ordinary_key_to_its_models_and_budget() {
-    let mock = Mock::start();
-    let cfg = config(&mock, "  fallbacks: [{gpt-az: [claude]}]\n")
-        + "general_settings:\n  master_key: sk-master\n";
-    let gw = Gateway::start(&cfg).await;
-    rules(&mock).await;
-    // A key for the Azure group only (priced), with a tiny budget.
-    let key = gw
-        .admin(
-            "/key/generate",
-            &json!({"key_alias": "narrow", "models": ["gpt-az"], "max_budget": 0.000001}),
-        )
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let headers = [
-        ("x-api-key", key.as_str()),
-        ("anthropic-version", "2023-06-01"),
-    ];
-    let ask = |model: &str| json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
-    // Another group through the other API: refused, in Anthropic's shape, before any upstream call.
-    let r = gw.post_with("/v1/messages", &ask("claude"), &headers).await;
-    assert_eq!(r.status, 401, "{}", r.body);
-    assert_eq!(r.json()["type"], "error");
-    assert_eq!(
-        mock.calls()
-            .await
-            .get("claude-3-5-sonnet-20241022")
-            .copied()
-            .unwrap_or(0),
-        0
-    );
-    // Its own group fails upstream: the fallback to a group the key may not use is never taken.
-    mock.rule(json!({"model": "my-gpt4o-deployment", "status": 500}))
-        .await;
-    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
-    assert_eq!(r.status, 500, "{}", r.body);
-    assert_eq!(
-        mock.calls()
-            .await
-            .get("claude-3-5-sonnet-20241022")
-            .copied()
-            .unwrap_or(0),
-        0
-    );
-    // One answer spends the budget; the next request is refused.
-    mock.rule(json!({"model": "my-gpt4o-deployment", "reply": REPLY}))
-        .await;
-    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = gw.post_with("/v1/messages", &ask("gpt-az"), &headers).await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("udget"),
-        "{}",
-        r.body
-    );
 }

@@ -104,15 +104,15 @@ pub(super) async fn try_group(
     while left > 0 {
         let now = now_ms();
         let r = rand::thread_rng().gen::<f64>();
-        let mut pick = g.pick(call.strategy, &tried, now, r, call.tokens);
+        let mut pick = g.pick(call.strategy, call.endpoint, &tried, now, r, call.tokens);
         if matches!(pick, Pick::Cooling { .. }) && !tried.is_empty() {
-            pick = g.pick(call.strategy, &[], now, r, call.tokens);
+            pick = g.pick(call.strategy, call.endpoint, &[], now, r, call.tokens);
         }
         let (dep, probe) = match pick {
             Pick::Chosen(d, probe) => (d, probe),
             Pick::Cooling { until_ms } => {
                 recovery.note(until_ms);
-                if last.is_none() && alone && g.deployments.len() == 1 {
+                if last.is_none() && alone && g.deployments.len() == 1 && g.serves(call.endpoint) {
                     (g.deployments[0].clone(), false)
                 } else {
                     break;

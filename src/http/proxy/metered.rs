@@ -5,7 +5,8 @@ use super::pending::{cost_of, success, Pending};
 use crate::deployment::live::InFlight;
 use crate::deployment::Deployment;
 use crate::error::{ApiError, ErrorKind};
-use crate::providers::wire::{estimate_prompt_tokens, RequestView, SseTap, Usage};
+use crate::providers::adapter::Translate;
+use crate::providers::wire::{estimate_prompt_tokens, RequestView, SseTap, TapOut, Usage};
 use actix::clock::{sleep, Instant, Sleep};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -32,8 +33,20 @@ pub(super) struct Metered<S> {
     ends: Pin<Box<Sleep>>,
     max_duration: Duration,
     done: bool,
+    /// A stream in the client's own dialect (a native Messages API stream): passed through untouched, while
+    /// this translator reads a copy of it into OpenAI frames for the tap.
+    shadow: Option<Box<dyn Translate>>,
+    /// The shadow could not read the stream (why).
+    unreadable: Option<String>,
+    /// An error as the client's dialect frames it.
+    error_frame: fn(&ApiError) -> Bytes,
     /// The attempt's in-flight slot on its deployment, held until the stream ends.
     _slot: InFlight,
+}
+
+/// An error as an OpenAI SSE frame.
+pub(super) fn openai_error_frame(err: &ApiError) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", err.body()))
 }
 
 impl<S> Metered<S> {
@@ -47,6 +60,8 @@ impl<S> Metered<S> {
         api_start: Instant,
         remaining: (Option<f64>, Option<f64>),
         slot: InFlight,
+        shadow: Option<Box<dyn Translate>>,
+        error_frame: fn(&ApiError) -> Bytes,
     ) -> Self {
         let idle = Box::pin(sleep(dep.cfg.stream_timeout));
         let max_duration = pending.state.config.general.max_stream_duration;
@@ -64,8 +79,44 @@ impl<S> Metered<S> {
             ends,
             max_duration,
             done: false,
+            shadow,
+            unreadable: None,
+            error_frame,
             _slot: slot,
         }
+    }
+
+    /// Takes upstream bytes through the tap: OpenAI frames directly, a native stream through its shadow
+    /// (the client gets the bytes as they came).
+    fn read(&mut self, chunk: Bytes) -> TapOut {
+        let Some(shadow) = self.shadow.as_mut() else {
+            return self.tap.feed(&chunk);
+        };
+        match shadow.feed(&chunk) {
+            Ok(openai) => {
+                let mut out = self.tap.feed(&openai);
+                out.forward = chunk;
+                out
+            }
+            Err(e) => {
+                self.unreadable = Some(e);
+                TapOut {
+                    forward: chunk,
+                    first_token: false,
+                }
+            }
+        }
+    }
+
+    /// The upstream's stream ended: what is left to forward.
+    fn end(&mut self) -> Bytes {
+        if let Some(shadow) = self.shadow.as_mut() {
+            let rest = shadow.finish();
+            self.tap.feed(&rest);
+            self.tap.finish();
+            return Bytes::new();
+        }
+        self.tap.finish()
     }
 
     fn usage(&self) -> Usage {
@@ -100,7 +151,7 @@ impl<S> Metered<S> {
             p.partial = partial;
             p.fail(err);
         }
-        Bytes::from(format!("data: {}\n\n", err.body()))
+        (self.error_frame)(err)
     }
 
     /// What a stream that did not finish generated, to be charged: nothing if no text came through.
@@ -143,17 +194,19 @@ where
                 Poll::Ready(Some(Ok(chunk))) => {
                     let deadline = Instant::now() + this.dep.cfg.stream_timeout;
                     this.idle.as_mut().reset(deadline);
-                    let out = this.tap.feed(&chunk);
-                    if this.tap.oversized {
+                    let out = this.read(chunk);
+                    if this.tap.oversized || this.unreadable.is_some() {
                         this.done = true;
+                        let why = this.unreadable.take().unwrap_or_else(|| {
+                            format!(
+                                "sent a frame larger than {} bytes",
+                                crate::providers::wire::MAX_SSE_FRAME_BYTES
+                            )
+                        });
                         let err = ApiError::upstream_failure(
                             this.dep.cfg.provider,
                             ErrorKind::APIError,
-                            format!(
-                                "upstream stream for `{}` sent a frame larger than {} bytes",
-                                this.dep.cfg.model,
-                                crate::providers::wire::MAX_SSE_FRAME_BYTES
-                            ),
+                            format!("upstream stream for `{}`: {why}", this.dep.cfg.model),
                         );
                         let mut bytes = BytesMut::from(&out.forward[..]);
                         bytes.extend_from_slice(&this.fail(&err));
@@ -168,6 +221,11 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
+                    if let Some(shadow) = this.shadow.as_mut() {
+                        // What the cut stream generated, read for the charge.
+                        let rest = shadow.interrupted();
+                        this.tap.feed(&rest);
+                    }
                     let err = ApiError::upstream_failure(
                         this.dep.cfg.provider,
                         ErrorKind::APIConnectionError,
@@ -177,7 +235,7 @@ where
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    let rest = this.tap.finish();
+                    let rest = this.end();
                     if this.tap.saw_done || (!this.tap.saw_error && this.tap.usage.is_some()) {
                         this.succeed();
                         return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
@@ -193,7 +251,9 @@ where
                         format!("upstream stream for `{}` {what}", this.dep.cfg.model),
                     );
                     let mut out = BytesMut::from(&rest[..]);
-                    if !this.tap.saw_error {
+                    // An OpenAI stream's error frame already reached the client; a native stream's
+                    // failure is told in its own dialect (the shadow's frames were never sent).
+                    if !this.tap.saw_error || this.shadow.is_some() {
                         out.extend_from_slice(&this.fail(&err));
                     } else {
                         this.fail(&err);

@@ -1,14 +1,17 @@
 //! One call to one deployment through its provider's adapter (`providers/adapter.rs`): the answer, in the
 //! OpenAI shape whatever the provider, read or passed through as a stream, the attempt recorded.
 
-use super::metered::Metered;
+use super::metered::{openai_error_frame, Metered};
 use super::pending::{success, Answer, Pending};
 use crate::config::RoutingStrategy;
 use crate::deployment::live::InFlight;
 use crate::deployment::Deployment;
 use crate::error::{ApiError, ErrorKind};
-use crate::providers::adapter::{Reply, Sent, UpstreamCall};
-use crate::providers::wire::{estimate_prompt_tokens, response_usage, RequestView, SseTap, Usage};
+use crate::providers::adapter::{Frames, MessagesRequest, Reply, Sent, UpstreamCall};
+use crate::providers::messages;
+use crate::providers::wire::{
+    estimate_prompt_tokens, leading_error, response_usage, RequestView, SseTap, Usage,
+};
 use crate::providers::Endpoint;
 use actix::clock::Instant;
 use actix_web::http::header;
@@ -35,6 +38,8 @@ pub(super) struct Call<'a> {
     pub(super) num_retries: u32,
     /// `general_settings.max_retry_after`, whole seconds.
     pub(super) max_retry_after_secs: u64,
+    /// The client's request as it came, when it spoke the Messages API.
+    pub(super) messages: Option<MessagesRequest<'a>>,
 }
 
 impl Call<'_> {
@@ -93,6 +98,7 @@ pub(super) async fn attempt(
         body_timeout: call.timeout(dep.cfg.timeout),
         mock_reply: dep.cfg.mock_response.as_deref(),
         mock_latency: dep.cfg.mock_latency,
+        messages: call.messages,
     };
     let Sent { reply, remaining } = match dep.provider.send(&upstream).await {
         Ok(sent) => sent,
@@ -102,56 +108,122 @@ pub(super) async fn attempt(
             return Err(err);
         }
     };
-    let bytes = match reply {
-        Reply::Body(bytes) => bytes,
-        Reply::Stream(mut frames) => {
-            let first =
-                match actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), frames.next())
-                    .await
-                {
-                    Ok(Some(Ok(chunk))) => Ok(chunk),
-                    Ok(Some(Err(e))) => Err((
-                        ErrorKind::APIConnectionError,
-                        format!("upstream stream for `{}` broke: {e}", dep.cfg.model),
-                    )),
-                    Ok(None) => Err((
-                        ErrorKind::APIConnectionError,
-                        format!(
-                            "upstream stream for `{}` ended before any data",
-                            dep.cfg.model
-                        ),
-                    )),
-                    Err(_) => Err((
-                        ErrorKind::Timeout,
-                        format!(
-                            "upstream stream for `{}` sent nothing within {:?}",
-                            dep.cfg.model, dep.cfg.stream_timeout
-                        ),
-                    )),
-                };
-            let first = match first {
-                Ok(chunk) => chunk,
-                Err((kind, message)) => {
-                    let err =
-                        call.blame(ApiError::upstream_failure(dep.cfg.provider, kind, message));
-                    pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
-                    return Err(err);
-                }
-            };
-            let inner = futures_util::stream::once(std::future::ready(Ok(first))).chain(frames);
-            let metered = Metered::new(
-                inner,
-                SseTap::new(!call.client_wants_usage),
-                std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
-                dep.clone(),
-                call.body.clone(),
+    let (stream, shadow, native) = match reply {
+        Reply::Body(bytes) => {
+            return finish_body(dep, slot, call, pending, api_start, remaining, bytes, None)
+        }
+        Reply::Native(bytes, openai) => {
+            return finish_body(
+                dep,
+                slot,
+                call,
+                pending,
                 api_start,
                 remaining,
-                slot,
-            );
-            return Ok(Answer::Streaming(stream_response(dep, metered)));
+                openai,
+                Some(bytes),
+            )
+        }
+        Reply::Stream(frames) => (frames, None, false),
+        Reply::NativeStream(frames, meter) => (frames, Some(meter), true),
+    };
+    let (first, stream) = match first_chunk(dep, call, &upstream, stream).await {
+        Ok(read) => read,
+        Err(err) => {
+            let err = call.blame(err);
+            pending.attempt(dep, Err(&err), api_start.elapsed(), remaining);
+            return Err(err);
         }
     };
+    let inner = futures_util::stream::once(std::future::ready(Ok(first))).chain(stream);
+    let error_frame = if native {
+        messages::error_event
+    } else {
+        openai_error_frame
+    };
+    let metered = Metered::new(
+        inner,
+        SseTap::new(!call.client_wants_usage),
+        std::mem::replace(pending, Pending::placeholder(&pending.state.clone())),
+        dep.clone(),
+        call.body.clone(),
+        api_start,
+        remaining,
+        slot,
+        shadow,
+        error_frame,
+    );
+    let mut resp = stream_response(dep, metered);
+    if native {
+        resp.extensions_mut().insert(Native);
+    }
+    Ok(Answer::Streaming(resp))
+}
+
+/// Marks an answer in the client's own dialect (passed through), which the handler sends as it is.
+pub(super) struct Native;
+
+/// A stream's first chunk with content, read before anything reaches the client (each read within the
+/// deployment's `stream_timeout`), so that a stream that fails at once, or opens with an error event, is
+/// retried like any failed call.
+async fn first_chunk(
+    dep: &Deployment,
+    call: &Call<'_>,
+    upstream: &UpstreamCall<'_>,
+    mut frames: Frames,
+) -> Result<(Bytes, Frames), ApiError> {
+    let failure = |kind, message| ApiError::upstream_failure(dep.cfg.provider, kind, message);
+    loop {
+        let next =
+            actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), frames.next()).await;
+        let chunk = match next {
+            Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => {
+                return Err(failure(
+                    ErrorKind::APIConnectionError,
+                    format!("upstream stream for `{}` broke: {e}", dep.cfg.model),
+                ))
+            }
+            Ok(None) => {
+                return Err(failure(
+                    ErrorKind::APIConnectionError,
+                    format!(
+                        "upstream stream for `{}` ended before any data",
+                        dep.cfg.model
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(failure(
+                    ErrorKind::Timeout,
+                    format!(
+                        "upstream stream for `{}` sent nothing within {:?}",
+                        dep.cfg.model, dep.cfg.stream_timeout
+                    ),
+                ))
+            }
+        };
+        if let Some(data) = leading_error(&chunk) {
+            return Err(dep.provider.stream_error(upstream, data.as_bytes()));
+        }
+        return Ok((chunk, frames));
+    }
+}
+
+/// A complete answer: `openai` (the answer in the OpenAI shape) read for its usage, and `native` (the
+/// answer in the client's own dialect), when there is one, sent instead.
+#[allow(clippy::too_many_arguments)]
+fn finish_body(
+    dep: &Arc<Deployment>,
+    slot: InFlight,
+    call: &Call<'_>,
+    pending: &mut Pending,
+    api_start: Instant,
+    remaining: (Option<f64>, Option<f64>),
+    bytes: Bytes,
+    native: Option<Bytes>,
+) -> Result<Answer, ApiError> {
     let api_latency = api_start.elapsed();
     let usage = match response_usage(&bytes) {
         Ok(Some(u)) => u,
@@ -169,7 +241,10 @@ pub(super) async fn attempt(
     pending.attempt(dep, Ok(()), api_latency, remaining);
     drop(slot);
     let outcome = success(dep, usage, pending.started.elapsed(), api_latency, None);
-    let resp = json_response(dep, bytes);
+    let mut resp = json_response(dep, native.clone().unwrap_or(bytes));
+    if native.is_some() {
+        resp.extensions_mut().insert(Native);
+    }
     Ok(Answer::Done(resp, outcome))
 }
 
