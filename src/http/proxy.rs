@@ -122,6 +122,35 @@ pub async fn messages(
 /// Longest `anthropic-beta` header passed on to an Anthropic deployment (a longer one is not sent).
 const MAX_BETA_HEADER_BYTES: usize = 1024;
 
+/// The client's `anthropic-beta` header, checked: bounded, and none of the features that reach the
+/// organisation's resources beyond one request (its files, MCP servers, code-execution containers), which
+/// an ordinary key must not get at through the gateway's upstream key.
+fn beta_header(req: &HttpRequest) -> Result<Option<&header::HeaderValue>, ApiError> {
+    let Some(v) = req.headers().get("anthropic-beta") else {
+        return Ok(None);
+    };
+    let bad = |m: &str| Err(ApiError::bad_request(m.to_owned()).with_param("anthropic-beta"));
+    let Ok(text) = v.to_str() else {
+        return bad("the `anthropic-beta` header must be printable ASCII");
+    };
+    if text.len() > MAX_BETA_HEADER_BYTES {
+        return bad("the `anthropic-beta` header is too long");
+    }
+    if text
+        .split(',')
+        .map(str::trim)
+        .any(|b| REFUSED_BETAS.iter().any(|p| b.starts_with(p)))
+    {
+        return bad(
+            "the `anthropic-beta` header asks for a feature the gateway does not pass on (files, MCP servers, code execution)",
+        );
+    }
+    Ok(Some(v))
+}
+
+/// `anthropic-beta` features refused (prefixes of their names).
+const REFUSED_BETAS: [&str; 4] = ["files-api", "mcp-client", "code-execution", "skills"];
+
 /// The API a client speaks: OpenAI's, or Anthropic's Messages API (translated to a chat completion).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -259,14 +288,6 @@ async fn run(
         return Err(err);
     };
     pending.requested_model = group.name.clone();
-    if !group.serves(endpoint) {
-        return Err(ApiError::bad_request(format!(
-            "model group `{}` has no deployment that serves {}",
-            group.name,
-            endpoint.path()
-        ))
-        .with_param("model"));
-    }
     spend_log_has_room(state)?;
     view.user()?;
     view.metadata()?;
@@ -280,6 +301,14 @@ async fn run(
     let num_retries = view.num_retries()?.unwrap_or(router.num_retries);
     let request_fallbacks = view.fallbacks()?;
     check_model_access(caller, &group.name, "model")?;
+    if !group.serves(endpoint) {
+        return Err(ApiError::bad_request(format!(
+            "model group `{}` has no deployment that serves {}",
+            group.name,
+            endpoint.path()
+        ))
+        .with_param("model"));
+    }
     // Fallbacks the request names itself must be groups the caller may use: refused before any call.
     for name in request_fallbacks.iter().flatten() {
         if let Some(g) = table.group(name) {
@@ -310,13 +339,13 @@ async fn run(
         tokens,
         num_retries,
         max_retry_after_secs: state.config.general.max_retry_after.as_secs().max(1),
-        messages: (dialect == Dialect::Messages).then(|| MessagesRequest {
-            body: &original,
-            beta: req
-                .headers()
-                .get("anthropic-beta")
-                .filter(|v| v.len() <= MAX_BETA_HEADER_BYTES),
-        }),
+        messages: match dialect {
+            Dialect::Messages => Some(MessagesRequest {
+                body: &original,
+                beta: beta_header(req)?,
+            }),
+            Dialect::OpenAi => None,
+        },
     };
     attempts::serve(&table, group, &call, request_fallbacks.as_ref(), pending).await
 }

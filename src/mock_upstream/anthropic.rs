@@ -82,6 +82,28 @@ fn frame(event: &str, data: Json) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// The request fields the Messages API takes (and the mock's `mock` rule).
+const KNOWN_FIELDS: [&str; 18] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "mock",
+];
+
 /// Cache-read tokens an answer reports when the request marked a `cache_control` breakpoint.
 pub const CACHE_READ_TOKENS: u64 = 7;
 /// The reasoning of a thinking block (when the request enabled `thinking`).
@@ -104,6 +126,17 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
     let Some(model) = body.get("model").and_then(Json::as_str).map(str::to_owned) else {
         return error(400, "invalid_request_error", "model: Field required");
     };
+    // The API refuses fields it does not know (the mock's own `mock` rule aside).
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())))
+    {
+        return error(
+            400,
+            "invalid_request_error",
+            &format!("{extra}: Extra inputs are not permitted"),
+        );
+    }
     if body.get("max_tokens").and_then(Json::as_u64).is_none() {
         return error(400, "invalid_request_error", "max_tokens: Field required");
     }
@@ -185,10 +218,19 @@ pub async fn messages(req: HttpRequest, body: Bytes, state: web::Data<MockState>
                 );
             }
         }
-        return resp.json(json!({
+        let mut msg = json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage,
-        }));
+        });
+        // The mock shows which beta features the request asked for (the real API would apply them).
+        if let Some(beta) = req
+            .headers()
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+        {
+            msg["mock_anthropic_beta"] = json!(beta);
+        }
+        return resp.json(msg);
     }
     let mut frames = vec![
         frame(

@@ -18,12 +18,24 @@
 use super::adapter::{remaining_in, Provider, Translate, UpstreamCall};
 use super::mock::unix_now;
 use super::target::{Target, TargetParams};
-use super::wire::SseFrames;
 use super::{Endpoint, ProviderKind};
 use crate::error::{ApiError, ErrorKind};
 use actix_web::http::header::HeaderMap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Map, Value as Json};
+
+/// Anthropic's server tools (run and billed by Anthropic per use, beyond tokens): their type prefixes.
+const SERVER_TOOLS: [&str; 3] = ["web_search", "web_fetch", "code_execution"];
+/// The gateway's own request fields, never sent upstream.
+const GATEWAY_FIELDS: [&str; 7] = [
+    "fallbacks",
+    "context_window_fallbacks",
+    "num_retries",
+    "mock_response",
+    "mock_testing_fallbacks",
+    "caching",
+    "tags",
+];
 
 /// `max_tokens` when the request sets none (the Messages API requires it).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -120,9 +132,42 @@ impl Provider for Anthropic {
 
 /// A Messages API request as the client sent it, for the deployment: only `model` is replaced (by the
 /// deployment's). Everything else, `cache_control`, `thinking` and fields added later included, goes as it came.
+///
+/// Refused (400): what is billed outside tokens, which the gateway could not charge to the key (server tools
+/// such as web search and code execution, MCP servers, containers). The gateway's own request fields
+/// (`fallbacks`, `num_retries`, `mock_response`, ...) are dropped, as the API would refuse them.
 pub fn native_body(body: &[u8], model: &str) -> Result<Vec<u8>, ApiError> {
     let mut req: Map<String, Json> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))?;
+    for field in ["mcp_servers", "container"] {
+        if req.contains_key(field) {
+            return Err(bad(
+                field,
+                format!("`{field}` is not passed on by the gateway (billed outside tokens)"),
+            ));
+        }
+    }
+    for (i, tool) in req
+        .get("tools")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let kind = tool.get("type").and_then(Json::as_str).unwrap_or("custom");
+        if SERVER_TOOLS.iter().any(|p| kind.starts_with(p)) {
+            return Err(bad(
+                &format!("tools[{i}].type"),
+                format!(
+                    "server tool `{}` is not passed on by the gateway (billed outside tokens)",
+                    kind.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    for field in GATEWAY_FIELDS {
+        req.remove(field);
+    }
     req.insert("model".into(), Json::String(model.to_owned()));
     Ok(serde_json::to_vec(&req).unwrap_or_default())
 }
@@ -201,6 +246,24 @@ fn push_turn(turns: &mut Vec<(String, Vec<Json>)>, role: &str, blocks: Vec<Json>
 
 /// The Messages API body for an OpenAI chat request (`req`, already validated by the gateway).
 pub fn request(req: &mut Map<String, Json>, model: &str, stream: bool) -> Result<Json, ApiError> {
+    // What the Messages API cannot do is refused, not silently dropped.
+    if req.get("n").and_then(Json::as_u64).is_some_and(|n| n > 1) {
+        return Err(bad(
+            "n",
+            "Anthropic deployments answer one choice: `n` must be 1",
+        ));
+    }
+    if let Some(kind) = req
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Json::as_str)
+        .filter(|k| *k != "text")
+    {
+        return Err(bad(
+            "response_format",
+            format!("Anthropic deployments do not take `response_format` `{kind}`: ask for JSON in the prompt, or use a tool"),
+        ));
+    }
     let messages = match req.remove("messages") {
         Some(Json::Array(m)) => m,
         _ => return Err(bad("messages", "`messages` must be a non-empty array")),
@@ -330,6 +393,17 @@ pub fn request(req: &mut Map<String, Json>, model: &str, stream: bool) -> Result
         }
         _ => {}
     }
+    // `parallel_tool_calls: false`: at most one tool call per answer.
+    if req.get("parallel_tool_calls") == Some(&Json::Bool(false)) {
+        if let Some(Json::Object(choice)) = out.get_mut("tool_choice") {
+            choice.insert("disable_parallel_tool_use".into(), Json::Bool(true));
+        } else if out.contains_key("tools") {
+            out.insert(
+                "tool_choice".into(),
+                json!({"type": "auto", "disable_parallel_tool_use": true}),
+            );
+        }
+    }
     if let Some(Json::String(user)) = req.get("user") {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
@@ -337,34 +411,6 @@ pub fn request(req: &mut Map<String, Json>, model: &str, stream: bool) -> Result
         out.insert("stream".into(), Json::Bool(true));
     }
     Ok(Json::Object(out))
-}
-
-/// OpenAI's `finish_reason` for Anthropic's `stop_reason`.
-fn finish_reason(stop: Option<&str>) -> Json {
-    match stop {
-        None => Json::Null,
-        Some("max_tokens") => "length".into(),
-        Some("tool_use") => "tool_calls".into(),
-        Some("refusal") => "content_filter".into(),
-        Some(_) => "stop".into(),
-    }
-}
-
-/// OpenAI usage for Anthropic usage: every input token is a prompt token (cache reads and writes too).
-fn usage_of(u: &Json) -> Json {
-    let n = |k: &str| u.get(k).and_then(Json::as_u64).unwrap_or(0);
-    let cached = n("cache_read_input_tokens");
-    // Saturating: an upstream's numbers never wrap (they are bounded later, `Usage::normalized`).
-    let prompt = n("input_tokens")
-        .saturating_add(n("cache_creation_input_tokens"))
-        .saturating_add(cached);
-    let completion = n("output_tokens");
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt.saturating_add(completion),
-        "prompt_tokens_details": {"cached_tokens": cached},
-    })
 }
 
 /// An OpenAI chat completion for a Messages API answer.
@@ -430,266 +476,9 @@ pub fn error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiError {
     err
 }
 
-/// Anthropic's stream events in, OpenAI chunks out.
-pub struct StreamTranslator {
-    frames: SseFrames,
-    started: bool,
-    /// Characters of text and tool arguments generated, for a count when the stream is cut before its usage.
-    generated: u64,
-    id: String,
-    model: String,
-    created: u64,
-    usage: Map<String, Json>,
-    /// Content block index -> (tool call index, arguments sent), for `input_json_delta`s.
-    tools: Vec<(u64, usize, bool)>,
-    finish: Option<String>,
-    done: bool,
-}
-
-impl StreamTranslator {
-    pub fn new(model: &str) -> Self {
-        StreamTranslator {
-            frames: SseFrames::default(),
-            started: false,
-            generated: 0,
-            id: String::new(),
-            model: model.to_owned(),
-            created: unix_now(),
-            usage: Map::new(),
-            tools: Vec::new(),
-            finish: None,
-            done: false,
-        }
-    }
-
-    fn chunk(&self, out: &mut BytesMut, delta: Json, finish: Option<&str>) {
-        let c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        frame(out, &c);
-    }
-
-    fn end(&mut self, out: &mut BytesMut) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let usage = usage_of(&Json::Object(self.usage.clone()));
-        let c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-        });
-        frame(out, &c);
-        out.extend_from_slice(b"data: [DONE]\n\n");
-    }
-
-    /// A stream that ends before `message_stop` (cut, or an `error` event): the usage chunk with what is
-    /// known, the input from `message_start` and at least the output generated so far (about four
-    /// characters a token), so the request is charged for it.
-    fn partial_usage(&mut self, out: &mut BytesMut) {
-        if self.done || !self.started {
-            return;
-        }
-        self.done = true;
-        let seen = self
-            .usage
-            .get("output_tokens")
-            .and_then(Json::as_u64)
-            .unwrap_or(0);
-        self.usage.insert(
-            "output_tokens".into(),
-            seen.max(self.generated.div_ceil(4)).into(),
-        );
-        let c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage_of(&Json::Object(self.usage.clone())),
-        });
-        frame(out, &c);
-    }
-
-    fn event(&mut self, ev: &Json, out: &mut BytesMut) {
-        let merge_usage = |usage: &mut Map<String, Json>, u: Option<&Json>| {
-            if let Some(Json::Object(u)) = u {
-                for k in USAGE_FIELDS {
-                    if let Some(v) = u.get(k).filter(|v| v.is_u64()) {
-                        usage.insert(k.into(), v.clone());
-                    }
-                }
-            }
-        };
-        match ev.get("type").and_then(Json::as_str) {
-            Some("message_start") => {
-                let m = ev.get("message").unwrap_or(&Json::Null);
-                if let Some(id) = m.get("id").and_then(Json::as_str) {
-                    self.id = id.to_owned();
-                }
-                if let Some(model) = m.get("model").and_then(Json::as_str) {
-                    self.model = model.to_owned();
-                }
-                merge_usage(&mut self.usage, m.get("usage"));
-                self.started = true;
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
-            }
-            Some("content_block_start") => {
-                let b = ev.get("content_block").unwrap_or(&Json::Null);
-                if b.get("type").and_then(Json::as_str) == Some("tool_use") {
-                    let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
-                    let n = self.tools.len();
-                    if n >= MAX_TOOL_CALLS {
-                        return;
-                    }
-                    self.tools.push((index, n, false));
-                    self.chunk(
-                        out,
-                        json!({"tool_calls": [{
-                            "index": n,
-                            "id": b.get("id").cloned().unwrap_or(Json::Null),
-                            "type": "function",
-                            "function": {"name": b.get("name").cloned().unwrap_or(Json::Null), "arguments": ""},
-                        }]}),
-                        None,
-                    );
-                }
-            }
-            Some("content_block_delta") => {
-                let d = ev.get("delta").unwrap_or(&Json::Null);
-                match d.get("type").and_then(Json::as_str) {
-                    Some("text_delta") => {
-                        let text = d.get("text").and_then(Json::as_str).unwrap_or("");
-                        self.generated += text.chars().count() as u64;
-                        self.chunk(out, json!({"content": text}), None);
-                    }
-                    Some("input_json_delta") => {
-                        let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
-                        if let Some(t) = self.tools.iter_mut().find(|t| t.0 == index) {
-                            let part = d.get("partial_json").and_then(Json::as_str).unwrap_or("");
-                            if part.is_empty() {
-                                return;
-                            }
-                            t.2 = true;
-                            let n = t.1;
-                            self.generated += part.chars().count() as u64;
-                            self.chunk(
-                                out,
-                                json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
-                                None,
-                            );
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some("content_block_stop") => {
-                // A tool called with no arguments: `{}`, as a complete answer has it (never `""`).
-                let index = ev.get("index").and_then(Json::as_u64).unwrap_or(0);
-                if let Some(t) = self.tools.iter_mut().find(|t| t.0 == index && !t.2) {
-                    t.2 = true;
-                    let n = t.1;
-                    self.chunk(
-                        out,
-                        json!({"tool_calls": [{"index": n, "function": {"arguments": "{}"}}]}),
-                        None,
-                    );
-                }
-            }
-            Some("message_delta") => {
-                merge_usage(&mut self.usage, ev.get("usage"));
-                let stop = ev
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Json::as_str);
-                if let Json::String(f) = finish_reason(stop) {
-                    self.finish = Some(f);
-                }
-            }
-            Some("message_stop") => {
-                let finish = self.finish.clone();
-                self.chunk(out, json!({}), Some(finish.as_deref().unwrap_or("stop")));
-                self.end(out);
-            }
-            Some("error") => {
-                // What was generated so far is charged: the usage comes before the error.
-                self.partial_usage(out);
-                let e = ev.get("error").unwrap_or(&Json::Null);
-                let body = json!({"error": {
-                    "message": e.get("message").cloned().unwrap_or(Json::Null),
-                    "type": e.get("type").cloned().unwrap_or(Json::Null),
-                }});
-                frame(out, &body);
-            }
-            // `ping` and events added later carry nothing for the client.
-            _ => {}
-        }
-    }
-}
-
-fn frame(out: &mut BytesMut, v: &Json) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
-}
-
-/// Longest event the translator holds while it waits for its end.
-const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
-/// Tool calls of one answer the translator follows (more are not passed on).
-const MAX_TOOL_CALLS: usize = 128;
-/// The usage fields read from the stream.
-const USAGE_FIELDS: [&str; 4] = [
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-];
-
-impl Translate for StreamTranslator {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
-        self.frames.push(chunk);
-        let mut out = BytesMut::new();
-        while let Some(data) = self.frames.next_data() {
-            match serde_json::from_str::<Json>(&data) {
-                Ok(ev) => self.event(&ev, &mut out),
-                Err(_) => return Err("the upstream stream sent an event that is not JSON".into()),
-            }
-        }
-        if self.frames.pending() > MAX_EVENT_BYTES {
-            return Err("the upstream stream sent an event larger than 4 MiB".into());
-        }
-        Ok(out.freeze())
-    }
-
-    fn finish(&mut self) -> Bytes {
-        // A stream that ended without `message_stop` was cut: the usage chunk of what it generated (which
-        // the request is charged), then an error event (no `[DONE]`), so the client and the metrics see
-        // it failed.
-        let mut out = BytesMut::new();
-        if !self.done && self.started {
-            self.partial_usage(&mut out);
-            frame(
-                &mut out,
-                &json!({"error": {"message": "the upstream stream ended before `message_stop`", "type": "api_error"}}),
-            );
-        }
-        out.freeze()
-    }
-
-    fn interrupted(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
-        self.partial_usage(&mut out);
-        out.freeze()
-    }
-}
+mod stream;
+pub use stream::StreamTranslator;
+use stream::{finish_reason, usage_of};
 
 #[cfg(test)]
 mod tests;

@@ -225,6 +225,7 @@ pub fn error_body(err: &ApiError) -> Json {
         ErrorKind::PayloadTooLargeError => "request_too_large",
         ErrorKind::RateLimitError => "rate_limit_error",
         ErrorKind::ServiceUnavailableError => "overloaded_error",
+        ErrorKind::Timeout => "api_error",
         _ if err.status.is_client_error() => "invalid_request_error",
         _ => "api_error",
     };

@@ -823,9 +823,6 @@ pub fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
-#[cfg(test)]
-mod tests;
-
 /// The `data` of a stream's first event when that event is an error (it has an `error` object: OpenAI's
 /// `{"error": {...}}` and Anthropic's `{"type": "error", "error": {...}}` alike). A stream that fails
 /// before its first token is retried like any failed call.
@@ -836,3 +833,6 @@ pub fn leading_error(chunk: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&data).ok()?;
     v.get("error")?.is_object().then_some(data)
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,11 +27,11 @@ pub struct Group {
 }
 
 impl Group {
-    /// Whether any deployment could take a request now.
-    pub fn any_available(&self, now_ms: i64) -> bool {
+    /// Whether any deployment could take a request for `endpoint` now.
+    pub fn any_available(&self, endpoint: Endpoint, now_ms: i64) -> bool {
         self.deployments
             .iter()
-            .any(|d| d.live.available(now_ms, &d.policy))
+            .any(|d| d.serves(endpoint) && d.live.available(now_ms, &d.policy))
     }
 
     /// Whether any deployment of the group has `endpoint`.

@@ -241,6 +241,18 @@ def main():
             final = s.get_final_message()
         check(text and final.usage.output_tokens > 0 and final.stop_reason == "end_turn",
               f"/v1/messages stream on {group}: {final}")
+    # To an Anthropic deployment the request passes through natively: extended thinking and a cache
+    # breakpoint arrive (the mock answers a thinking block and cache reads), streamed too.
+    native = dict(model="claude", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
+                  system=[{"type": "text", "text": "A cached preamble.", "cache_control": {"type": "ephemeral"}}],
+                  messages=[{"role": "user", "content": "think first"}])
+    m = ac.messages.create(**native)
+    check(m.content[0].type == "thinking" and m.content[1].text and m.usage.cache_read_input_tokens == 7,
+          f"/v1/messages native pass-through: {m}")
+    with ac.messages.stream(**native) as s:
+        final = s.get_final_message()
+    check(final.content[0].type == "thinking" and final.content[0].thinking and final.content[1].text,
+          f"/v1/messages native stream: {final}")
 
     # --- a deployment added through the management API, used through the SDK at once -------------------------
     _, made = http("POST", base + "/model/new", {

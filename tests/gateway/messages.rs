@@ -389,3 +389,103 @@ router_settings:
     );
     assert_eq!(mock.calls().await.get("claude-3-5-sonnet-20241022"), None);
 }
+
+#[actix_rt::test]
+async fn a_native_pass_through_sends_only_what_the_key_may_spend_and_the_api_accepts() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock, "")).await;
+    rules(&mock).await;
+    let ask = || json!({"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+    // The client's beta features reach the upstream; the gateway's own fields do not (the API refuses
+    // unknown fields, and the mock does too).
+    let mut body = ask();
+    body["num_retries"] = json!(1);
+    body["fallbacks"] = json!(["gpt"]);
+    let r = gw
+        .post_with(
+            "/v1/messages",
+            &body,
+            &[("anthropic-beta", "prompt-caching-2024-07-31")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["mock_anthropic_beta"], "prompt-caching-2024-07-31");
+    // What is billed beyond tokens, or reaches the organisation's resources, is refused before any call.
+    let calls = mock
+        .calls()
+        .await
+        .get("claude-3-5-sonnet-20241022")
+        .copied();
+    let mut search = ask();
+    search["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]);
+    let r = gw.post("/v1/messages", &search).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let mut mcp = ask();
+    mcp["mcp_servers"] = json!([{"type": "url", "url": "https://example.com/mcp", "name": "x"}]);
+    assert_eq!(gw.post("/v1/messages", &mcp).await.status, 400);
+    let r = gw
+        .post_with(
+            "/v1/messages",
+            &ask(),
+            &[("anthropic-beta", "files-api-2025-04-14")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let long = "x".repeat(2000);
+    let r = gw
+        .post_with("/v1/messages", &ask(), &[("anthropic-beta", long.as_str())])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        mock.calls()
+            .await
+            .get("claude-3-5-sonnet-20241022")
+            .copied(),
+        calls,
+        "no refused request reached the upstream"
+    );
+}
+
+#[actix_rt::test]
+async fn a_cut_native_stream_ends_with_a_whole_error_event_and_is_charged() {
+    let mock = Mock::start();
+    let cfg = config(&mock, "") + "general_settings:\n  master_key: sk-master\n";
+    let gw = Gateway::start(&cfg).await;
+    rules(&mock).await;
+    let key = anthropic_sdk_key(&gw, "cut").await;
+    mock.rule(
+        json!({"model": "claude-3-5-sonnet-20241022", "reply": REPLY, "cut_stream_after": 5}),
+    )
+    .await;
+    let body = json!({"model": "claude", "max_tokens": 64, "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "Say hello"}]});
+    let r = gw
+        .post_with("/v1/messages", &body, &[("x-api-key", key.as_str())])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Every event is whole (each parses), and the last one says the stream failed.
+    let ev = events(&r.body);
+    assert_eq!(ev.first().unwrap().0, "message_start", "{}", r.body);
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "error", "{}", r.body);
+    assert_eq!(data["type"], "error", "{}", r.body);
+    assert_eq!(
+        ev.iter().filter(|(n, _)| n == "error").count(),
+        1,
+        "{}",
+        r.body
+    );
+    assert!(!ev.iter().any(|(n, _)| n == "message_stop"), "{}", r.body);
+    // Charged for what it generated (the thinking so far counts as output).
+    let spend = gw.admin_get(&format!("/key/info?key={key}")).await.json()["info"]["spend"]
+        .as_f64()
+        .unwrap();
+    assert!(spend > 0.0, "{spend}");
+    let logs = gw.admin_get("/spend/logs").await.json();
+    let row = &logs["data"][0];
+    assert_eq!(row["status"], "failure", "{row}");
+    assert!(row["prompt_tokens"].as_i64().unwrap() > 0, "{row}");
+    assert!(row["completion_tokens"].as_i64().unwrap() > 1, "{row}");
+}

@@ -36,7 +36,9 @@ pub(super) async fn serve(
             .filter(|g| g.name != group.name && caller.is_none_or(|c| may_use(c, &g.name)))
             .collect();
     let mut recovery = Recovery::default();
-    let alone = !general.iter().any(|g| g.any_available(now_ms()));
+    let alone = !general
+        .iter()
+        .any(|g| g.any_available(call.endpoint, now_ms()));
     let cause = match try_group(group, call, alone, &mut recovery, pending).await {
         Ok(answer) => return Ok(answer),
         Err(err) => err,
@@ -60,7 +62,9 @@ pub(super) async fn serve(
             ok: false,
             cause: why.clone(),
         });
-        let alone = !chain[i + 1..].iter().any(|g| g.any_available(now_ms()));
+        let alone = !chain[i + 1..]
+            .iter()
+            .any(|g| g.any_available(call.endpoint, now_ms()));
         match try_group(g, call, alone, &mut recovery, pending).await {
             Ok(answer) => return Ok(answer),
             // A real upstream answer says more than "nothing was available" does.

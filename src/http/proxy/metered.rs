@@ -6,7 +6,9 @@ use crate::deployment::live::InFlight;
 use crate::deployment::Deployment;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::adapter::Translate;
-use crate::providers::wire::{estimate_prompt_tokens, RequestView, SseTap, TapOut, Usage};
+use crate::providers::wire::{
+    estimate_prompt_tokens, find_frame_end, RequestView, SseTap, TapOut, Usage,
+};
 use actix::clock::{sleep, Instant, Sleep};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -38,6 +40,9 @@ pub(super) struct Metered<S> {
     shadow: Option<Box<dyn Translate>>,
     /// The shadow could not read the stream (why).
     unreadable: Option<String>,
+    /// Native bytes held back until their event is complete: the client gets whole events only, so an
+    /// error event the gateway adds never lands inside a half-sent one.
+    held: BytesMut,
     /// An error as the client's dialect frames it.
     error_frame: fn(&ApiError) -> Bytes,
     /// The attempt's in-flight slot on its deployment, held until the stream ends.
@@ -81,6 +86,7 @@ impl<S> Metered<S> {
             done: false,
             shadow,
             unreadable: None,
+            held: BytesMut::new(),
             error_frame,
             _slot: slot,
         }
@@ -92,19 +98,39 @@ impl<S> Metered<S> {
         let Some(shadow) = self.shadow.as_mut() else {
             return self.tap.feed(&chunk);
         };
-        match shadow.feed(&chunk) {
+        let translated = shadow.feed(&chunk);
+        self.held.extend_from_slice(&chunk);
+        let mut whole = 0;
+        while let Some((len, sep)) = find_frame_end(&self.held, whole) {
+            whole = len + sep;
+            if whole >= self.held.len() {
+                break;
+            }
+        }
+        let forward = self.held.split_to(whole).freeze();
+        match translated {
             Ok(openai) => {
                 let mut out = self.tap.feed(&openai);
-                out.forward = chunk;
+                out.forward = forward;
                 out
             }
             Err(e) => {
                 self.unreadable = Some(e);
                 TapOut {
-                    forward: chunk,
+                    forward,
                     first_token: false,
                 }
             }
+        }
+    }
+
+    /// A native stream stops before its end (cut, stalled, too long, or the client left): what the
+    /// shadow knows of it (the input from `message_start`, the output so far) reaches the tap, so the
+    /// request is charged for it.
+    fn interrupt_shadow(&mut self) {
+        if let Some(shadow) = self.shadow.as_mut() {
+            let rest = shadow.interrupted();
+            self.tap.feed(&rest);
         }
     }
 
@@ -114,7 +140,7 @@ impl<S> Metered<S> {
             let rest = shadow.finish();
             self.tap.feed(&rest);
             self.tap.finish();
-            return Bytes::new();
+            return std::mem::take(&mut self.held).freeze();
         }
         self.tap.finish()
     }
@@ -139,6 +165,7 @@ impl<S> Metered<S> {
     }
 
     pub(super) fn fail(&mut self, err: &ApiError) -> Bytes {
+        self.interrupt_shadow();
         let partial = self.partial();
         if let Some(mut p) = self.pending.take() {
             tracing::warn!(class = %err.class(), "stream failed: {}", err.message);
@@ -221,11 +248,6 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
-                    if let Some(shadow) = this.shadow.as_mut() {
-                        // What the cut stream generated, read for the charge.
-                        let rest = shadow.interrupted();
-                        this.tap.feed(&rest);
-                    }
                     let err = ApiError::upstream_failure(
                         this.dep.cfg.provider,
                         ErrorKind::APIConnectionError,
@@ -235,6 +257,8 @@ where
                 }
                 Poll::Ready(None) => {
                     this.done = true;
+                    // An error event of the upstream's own has reached the client already.
+                    let forwarded_error = this.shadow.is_none() || this.tap.saw_error;
                     let rest = this.end();
                     if this.tap.saw_done || (!this.tap.saw_error && this.tap.usage.is_some()) {
                         this.succeed();
@@ -251,9 +275,9 @@ where
                         format!("upstream stream for `{}` {what}", this.dep.cfg.model),
                     );
                     let mut out = BytesMut::from(&rest[..]);
-                    // An OpenAI stream's error frame already reached the client; a native stream's
-                    // failure is told in its own dialect (the shadow's frames were never sent).
-                    if !this.tap.saw_error || this.shadow.is_some() {
+                    // An error frame that came through already reached the client (a native stream's
+                    // shadow frames never do: its cut is told in the client's dialect).
+                    if !(forwarded_error && this.tap.saw_error) {
                         out.extend_from_slice(&this.fail(&err));
                     } else {
                         this.fail(&err);
@@ -291,6 +315,7 @@ impl<S> Drop for Metered<S> {
                     .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
                 "client closed the stream",
             );
+            self.interrupt_shadow();
             p.attempt(&self.dep, Ok(()), self.api_start.elapsed(), self.remaining);
             p.partial = self.partial();
             p.fail(&err);

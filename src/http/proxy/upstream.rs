@@ -173,9 +173,11 @@ async fn first_chunk(
     mut frames: Frames,
 ) -> Result<(Bytes, Frames), ApiError> {
     let failure = |kind, message| ApiError::upstream_failure(dep.cfg.provider, kind, message);
+    // One deadline for all reads: keep-alives (empty chunks) do not extend it.
+    let until = Instant::now() + call.timeout(dep.cfg.stream_timeout);
     loop {
-        let next =
-            actix_rt::time::timeout(call.timeout(dep.cfg.stream_timeout), frames.next()).await;
+        let left = until.saturating_duration_since(Instant::now());
+        let next = actix_rt::time::timeout(left, frames.next()).await;
         let chunk = match next {
             Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
             Ok(Some(Ok(chunk))) => chunk,

@@ -312,3 +312,33 @@ fn a_tool_called_without_arguments_gets_an_empty_object() {
         .collect();
     assert_eq!(args, "{}");
 }
+
+#[test]
+fn what_the_messages_api_cannot_do_is_refused_or_translated_not_dropped() {
+    let ask = |extra: Json| {
+        let mut v = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let Json::Object(mut m) = v else { panic!() };
+        request(&mut m, "claude-3-5-sonnet-20241022", false)
+    };
+    let err = ask(json!({"n": 2})).unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("n"));
+    assert!(ask(json!({"n": 1})).is_ok());
+    let err = ask(json!({"response_format": {"type": "json_object"}})).unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("response_format"));
+    assert!(ask(json!({"response_format": {"type": "text"}})).is_ok());
+    let out = ask(json!({"parallel_tool_calls": false})).unwrap();
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+    let out = ask(json!({"parallel_tool_calls": false, "tool_choice": "required"})).unwrap();
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    assert!(ask(json!({"parallel_tool_calls": true})).unwrap()["tool_choice"].is_null());
+}
