@@ -24,7 +24,7 @@ mod timed;
 pub use error::StoreError;
 use error::{err, Cause};
 pub use rows::{
-    decode, Change, KeyOwner, RecordRow, Row_, SpendEvent, SpendFilter, SpendLog, Table,
+    decode, Change, KeyOwner, RecordRow, ReportRow, Row_, SpendEvent, SpendFilter, SpendLog, Table,
 };
 use rows::{spend_rows_json, SPEND_LOG_COLUMNS};
 use sqlite_spend_log::SpendLogWriter;

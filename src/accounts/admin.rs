@@ -338,10 +338,12 @@ async fn member_add(cx: &mut Ctx<'_>, m: MemberAdd) -> Result<Json, ApiError> {
     let team_id = nonempty(m.team_id, "team_id")?;
     update::<Team>(cx, &team_id, |_, rec| {
         for m in members.into_iter().map(Member::from) {
-            let known = rec
-                .members_with_roles
-                .iter()
-                .any(|x| x.user_id.is_some() && x.user_id == m.user_id);
+            let known = rec.members_with_roles.iter().any(|x| {
+                (x.user_id.is_some() && x.user_id == m.user_id)
+                    || (m.user_id.is_none()
+                        && x.user_email.is_some()
+                        && x.user_email == m.user_email)
+            });
             if !known {
                 rec.members_with_roles.push(m);
             }

@@ -312,8 +312,11 @@ async fn user_info_handler(
         })
         .map(|t| team_info(&t))
         .collect();
+    // The user's teams are the teams that list it as a member (`/team/member_add`), in both places.
+    let mut info = user_info(&e);
+    info["teams"] = teams.iter().map(|t| t["team_id"].clone()).collect();
     Ok(HttpResponse::Ok()
-        .json(json!({"user_id": id, "user_info": user_info(&e), "keys": keys, "teams": teams})))
+        .json(json!({"user_id": id, "user_info": info, "keys": keys, "teams": teams})))
 }
 
 /// `GET /customer/list`: every end user (customer) with its budget and spend, oldest first.
@@ -403,6 +406,7 @@ fn filter(q: &Query) -> Result<SpendFilter, ApiError> {
         api_key: q.get("api_key").map(|k| token_of(k)),
         team_id: q.get("team_id").cloned(),
         user_id: q.get("user_id").cloned(),
+        model: q.get("model").cloned(),
         start_ms: date_ms(q, "start_date", false)?,
         end_ms: date_ms(q, "end_date", true)?,
     })
@@ -449,17 +453,33 @@ async fn spend_report(
             .with_param("group_by"))
         }
     };
+    // `per_day=true`: one line per day and group (UTC days), for a chart.
+    let per_day = match q.get("per_day").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("`per_day` must be true or false").with_param("per_day")
+            )
+        }
+    };
     let _ = state.actors.budget.send(Flush).await;
     let rows = state
         .actors
         .store
-        .spend_report(&f, group_by)
+        .spend_report(&f, group_by, per_day)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let total: f64 = rows.iter().map(|r| r.spend).sum();
     let data: Vec<Json> = rows
         .into_iter()
-        .map(|(g, spend, tokens, n)| json!({"group": g, "spend": spend, "total_tokens": tokens, "requests": n}))
+        .map(|r| {
+            let mut row = json!({"group": r.group, "spend": r.spend, "total_tokens": r.total_tokens, "requests": r.requests});
+            if let Some(d) = r.day {
+                row["day"] = json!(crate::accounts::views::iso(d.saturating_mul(86_400_000))[..10]);
+            }
+            row
+        })
         .collect();
     Ok(HttpResponse::Ok().json(json!({"group_by": group_by, "total_spend": total, "data": data})))
 }

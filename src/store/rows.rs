@@ -115,8 +115,21 @@ pub struct SpendFilter {
     pub api_key: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
+    /// The model group the request asked for.
+    pub model: Option<String>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
+}
+
+/// One line of the spend report: a group's spend, tokens and requests (on one day, days since the epoch
+/// in UTC, when asked per day).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub group: String,
+    pub day: Option<i64>,
+    pub spend: f64,
+    pub total_tokens: i64,
+    pub requests: i64,
 }
 
 pub fn decode<T: DeserializeOwned>(row: &Row_) -> Option<T> {

@@ -58,6 +58,9 @@ impl Store {
         if let Some(u) = &f.user_id {
             add("user_id", "=", Bind::Text(u.clone()));
         }
+        if let Some(m) = &f.model {
+            add("model_group", "=", Bind::Text(m.clone()));
+        }
         if let Some(s) = f.start_ms {
             add("start_time_ms", ">=", Bind::Int(s));
         }
@@ -165,10 +168,17 @@ impl Store {
         &self,
         f: &SpendFilter,
         group_by: &'static str,
-    ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
+        per_day: bool,
+    ) -> Result<Vec<ReportRow>, StoreError> {
         let (w, binds) = Self::where_clause(f);
+        // Days since the epoch (UTC): integer division on both SQLite and PostgreSQL.
+        let (day, by_day) = if per_day {
+            ("CAST(start_time_ms / 86400000 AS BIGINT)", "d, ")
+        } else {
+            ("CAST(0 AS BIGINT)", "")
+        };
         let sql = format!(
-            "SELECT {group_by} AS g, CAST(SUM(spend_micros) AS BIGINT) AS s, CAST(SUM(total_tokens) AS BIGINT) AS t, COUNT(*) AS n FROM llm_spend_logs{w} GROUP BY {group_by} ORDER BY s DESC"
+            "SELECT {group_by} AS g, {day} AS d, CAST(SUM(spend_micros) AS BIGINT) AS s, CAST(SUM(total_tokens) AS BIGINT) AS t, COUNT(*) AS n FROM llm_spend_logs{w} GROUP BY {by_day}{group_by} ORDER BY {by_day}s DESC"
         );
         let mut q = sqlx::query(&sql);
         for b in &binds {
@@ -180,12 +190,13 @@ impl Store {
             .map_err(err("cannot build the spend report"))?;
         rows.iter()
             .map(|r| -> Result<_, sqlx::Error> {
-                Ok((
-                    r.try_get::<String, _>("g")?,
-                    usd(r.try_get::<i64, _>("s")?),
-                    r.try_get::<i64, _>("t")?,
-                    r.try_get::<i64, _>("n")?,
-                ))
+                Ok(ReportRow {
+                    group: r.try_get::<String, _>("g")?,
+                    day: per_day.then(|| r.try_get::<i64, _>("d")).transpose()?,
+                    spend: usd(r.try_get::<i64, _>("s")?),
+                    total_tokens: r.try_get::<i64, _>("t")?,
+                    requests: r.try_get::<i64, _>("n")?,
+                })
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(err("bad report row"))

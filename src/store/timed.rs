@@ -184,8 +184,9 @@ impl Store {
         &self,
         f: &SpendFilter,
         group_by: &'static str,
-    ) -> Result<Vec<(String, f64, i64, i64)>, StoreError> {
-        self.timed_slow("spend_report", self.spend_report_raw(f, group_by))
+        per_day: bool,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        self.timed_slow("spend_report", self.spend_report_raw(f, group_by, per_day))
             .await
     }
 }

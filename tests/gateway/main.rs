@@ -16,3 +16,4 @@ mod proxy;
 mod replicas;
 mod routing;
 mod support;
+mod ui;
