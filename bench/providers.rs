@@ -6,13 +6,19 @@
 //! - `anthropic/request`: the body to the Messages API (parse into JSON values, translate, serialize);
 //! - `anthropic/response`: a Messages API answer to an OpenAI chat completion;
 //! - `anthropic/stream`: a 40-event stream (about 30 text deltas) to OpenAI chunks.
+//! - `messages/native_request`: a `/v1/messages` request passed through to an Anthropic deployment (only
+//!   `model` replaced); its answer goes back as it came, read once for the accounting
+//!   (`anthropic/response`), its stream by the shadow translator (`anthropic/stream`).
+//! - `messages/translated_request`: the same request to an OpenAI deployment (to a chat completion, then
+//!   the pass-through's body work).
 //!
 //! Numbers are in bench/README.md.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use llm::providers::adapter::Translate;
-use llm::providers::anthropic::{request, response, StreamTranslator};
+use llm::providers::anthropic::{native_body, request, response, StreamTranslator};
+use llm::providers::messages::to_openai;
 use llm::providers::wire::RequestView;
 use serde_json::{json, Value};
 
@@ -106,5 +112,35 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn messages_body() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "model": "claude",
+        "system": "You are a helpful assistant. Answer briefly and precisely.",
+        "messages": [
+            {"role": "user", "content": "What is the capital of France, and what is it known for? Give three facts."},
+            {"role": "assistant", "content": "Paris. It is known for the Eiffel Tower, the Louvre and its cafes."},
+            {"role": "user", "content": "And its population?"}
+        ],
+        "max_tokens": 256,
+        "temperature": 0.2
+    }))
+    .unwrap()
+}
+
+fn bench_messages(c: &mut Criterion) {
+    let body = messages_body();
+    c.bench_function("messages/native_request", |b| {
+        b.iter(|| black_box(native_body(black_box(&body), "claude-3-5-sonnet-20241022").unwrap()))
+    });
+    c.bench_function("messages/translated_request", |b| {
+        b.iter(|| {
+            let v: Value = serde_json::from_slice(black_box(&body)).unwrap();
+            let chat = serde_json::to_vec(&to_openai(&v).unwrap()).unwrap();
+            let view = RequestView::parse(&chat).unwrap();
+            black_box(view.upstream_body("gpt-4o", false))
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_messages);
 criterion_main!(benches);

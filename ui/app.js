@@ -10,7 +10,8 @@
   let masterKey = null; // the only place the master key is kept
   let busyCount = 0;
   let pendingReveal = null; // a key just created, shown once by the next page drawn
-  const view = { keys: { page: 1, team: '' }, users: { page: 1 }, customers: { page: 1 }, team: { page: 1 }, spend: { page: 1 } };
+  const view = { keys: { page: 1, team: '' }, teams: { page: 1 }, users: { page: 1 }, customers: { page: 1 }, models: { page: 1 },
+    team: { page: 1, members: 1 }, spend: { page: 1 } };
 
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -39,8 +40,9 @@
     return node;
   }
 
+  /** An error of the API: its message, HTTP status and, when it names one, the request field at fault. */
   class ApiError extends Error {
-    constructor(message, status) { super(message); this.status = status; }
+    constructor(message, status, param) { super(message); this.status = status; this.param = param || null; }
   }
 
   function setBusy(delta) {
@@ -71,7 +73,7 @@
       try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
       if (!res.ok) {
         const msg = (data && data.error && data.error.message) || text || res.statusText || 'HTTP ' + res.status;
-        const err = new ApiError(msg, res.status);
+        const err = new ApiError(msg, res.status, data && data.error && data.error.param);
         if (res.status === 401 && key === masterKey && masterKey) setTimeout(() => signOut('The gateway refused the master key: ' + msg), 0);
         throw err;
       }
@@ -108,8 +110,17 @@
     } catch (e) {
       notify(e.message);
     } finally {
-      if (button) button.disabled = false;
+      if (button) {
+        button.disabled = false;
+        // Disabling it lost the focus: back on it, and from it onto its successor when its table is redrawn.
+        if (focusLost() && button.isConnected) button.focus();
+      }
     }
+  }
+
+  function focusLost() {
+    const a = document.activeElement;
+    return !a || a === document.body || !a.isConnected;
   }
 
   // ---- formatting -----------------------------------------------------------------------------------------
@@ -175,6 +186,11 @@
     return el('button', Object.assign({ type: 'button', class: 'btn ' + cls, onclick }, attrs), label);
   }
 
+  /** A row's small button, named with its row (`Delete key ci-bot`); `focusId` finds it again after a redraw. */
+  function rowButton(label, what, focusId, onclick, cls = '') {
+    return button(label, onclick, 'small ' + cls, { 'aria-label': label + ' ' + what, 'data-focus': focusId });
+  }
+
   /** A table of `rows` with `columns` [{label, cell(row)}], or the empty state when there are none. */
   function table(columns, rows, empty, rowAttrs) {
     if (!rows.length) return el('div', { class: 'empty' }, empty);
@@ -186,12 +202,20 @@
   }
 
   function pager(page, totalPages, total, noun, go) {
-    noun = total === 1 ? noun : noun + 's';
+    const nouns = noun + 's';
+    noun = total === 1 ? noun : nouns;
     if (totalPages <= 1) return el('p', { class: 'muted pager-info' }, num(total) + ' ' + noun);
-    return el('nav', { class: 'pager', 'aria-label': 'Pages' },
-      button('← Previous', () => go(page - 1), 'ghost', { disabled: page <= 1 }),
+    return el('nav', { class: 'pager', 'aria-label': 'Pages of ' + nouns },
+      button('← Previous', () => go(page - 1), 'ghost', { disabled: page <= 1, 'data-focus': 'prev:' + nouns }),
       el('span', { class: 'muted' }, 'Page ' + page + ' of ' + totalPages + ' · ' + num(total) + ' ' + noun),
-      button('Next →', () => go(page + 1), 'ghost', { disabled: page >= totalPages }));
+      button('Next →', () => go(page + 1), 'ghost', { disabled: page >= totalPages, 'data-focus': 'next:' + nouns }));
+  }
+
+  /** Page `page` of `all` (clamped to the pages there are), for the lists the API answers whole. */
+  function slice(all, page) {
+    const pages = Math.max(1, Math.ceil(all.length / PAGE_SIZE));
+    page = Math.min(Math.max(1, page), pages);
+    return { rows: all.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE), page, pages };
   }
 
   function errorBox(message, retry) {
@@ -199,24 +223,39 @@
       retry ? el('div', {}, button('Retry', retry, 'ghost')) : null);
   }
 
-  /** A loader: draws into `box` what `fn` returns, or the API's error with a Retry button. */
+  const loads = new WeakMap(); // box → number of its latest load: an older one that ends later draws nothing
+
+  /** A loader: draws into `box` what `fn` returns, or the API's error with a Retry button. When the focus
+   * was in the old content, it goes to the new control of the same `data-focus` (else the page's h1). */
   async function load(box, fn) {
+    const seq = (loads.get(box) || 0) + 1;
+    loads.set(box, seq);
     box.setAttribute('aria-busy', 'true');
     if (!box.firstChild) box.append(el('p', { class: 'muted loading' }, 'Loading…'));
+    let out;
     try {
-      const out = await fn();
-      box.replaceChildren();
-      put(box, out);
+      out = await fn();
     } catch (e) {
-      box.replaceChildren(errorBox(e.message, () => load(box, fn)));
-    } finally {
-      box.setAttribute('aria-busy', 'false');
+      out = errorBox(e.message, () => load(box, fn));
     }
+    if (loads.get(box) !== seq) return;
+    const had = document.activeElement;
+    const lost = focusLost() || box.contains(had);
+    const key = lost && had && had.dataset ? had.dataset.focus : null;
+    box.replaceChildren();
+    put(box, out);
+    box.setAttribute('aria-busy', 'false');
+    if (!lost) return;
+    const again = key && box.querySelector('[data-focus="' + CSS.escape(key) + '"]:not(:disabled)');
+    const h1 = $('#app h1');
+    if (again) again.focus();
+    else if (h1) h1.focus({ preventScroll: true });
   }
 
   let fieldSeq = 0;
 
-  /** One labelled input: {name, label, type: text|number|money|list|select|checkbox|password|date, value, options, hint}. */
+  /** One labelled input: {name, label, type: text|number|money|list|select|checkbox|password|date, value, options
+   * ([value, label, disabled]), hint}. */
   function field(f) {
     const id = 'f' + ++fieldSeq;
     const hint = f.hint ? el('small', { class: 'hint', id: id + 'h' }, f.hint) : null;
@@ -224,7 +263,7 @@
     let input;
     if (f.type === 'select') {
       input = el('select', Object.assign({ value: f.value == null ? '' : f.value }, common),
-        f.options.map(([v, label]) => el('option', { value: v }, label)));
+        f.options.map(([v, label, disabled]) => el('option', { value: v, disabled: !!disabled }, label)));
     } else if (f.type === 'checkbox') {
       input = el('input', Object.assign({ type: 'checkbox', checked: !!f.value }, common));
       return el('div', { class: 'field check' }, input, el('label', { for: id }, f.label), hint);
@@ -234,7 +273,9 @@
       if (f.type === 'money' && typeof value === 'number') value = plain(value);
       if (f.type === 'list') value = (f.value || []).join(', ');
       input = el('input', Object.assign({
-        type, value: String(value), placeholder: f.placeholder || null, autocomplete: 'off',
+        // Password managers ignore `off` on password fields and would fill in the saved master key: `new-password`
+        // keeps them out of the upstream secrets (they may still offer to generate one).
+        type, value: String(value), placeholder: f.placeholder || null, autocomplete: type === 'password' ? 'new-password' : 'off',
         step: f.type === 'money' ? 'any' : f.type === 'number' ? '1' : null,
         min: f.type === 'money' || f.type === 'number' ? '0' : null,
       }, common));
@@ -248,7 +289,7 @@
     for (const f of fields) {
       const input = form.elements.namedItem(f.name);
       if (f.type === 'checkbox') { out[f.name] = input.checked; continue; }
-      if (input.validity && input.validity.badInput) throw new Error(f.label + ': not a number');
+      if (input.validity && input.validity.badInput) throw new ApiError(f.label + ': not a number', 0, f.name);
       const raw = input.value.trim();
       if (f.type === 'list') out[f.name] = raw ? raw.split(',').map((s) => s.trim()).filter(Boolean) : [];
       else if (raw === '') out[f.name] = null;
@@ -266,8 +307,20 @@
     return out;
   }
 
-  /** A modal form; `submit(values)` runs the call: its error shows in the dialog, success closes it. */
+  /** Marks field `name` of `form` invalid and focuses it (after clearing the marks of an earlier try). */
+  function markInvalid(form, name) {
+    form.querySelectorAll('[aria-invalid]').forEach((x) => { x.removeAttribute('aria-invalid'); x.classList.remove('invalid'); });
+    const input = name ? form.elements.namedItem(name) : null;
+    if (!input || typeof input.focus !== 'function') return;
+    input.setAttribute('aria-invalid', 'true');
+    input.classList.add('invalid');
+    input.focus();
+  }
+
+  /** A modal form; `submit(values)` runs the call: its error shows in the dialog (on the field it names, if
+   * any), success closes it. The focus then goes back to the opener (see `load` for an opener redrawn). */
   function dialog({ title, intro, fields = [], submitLabel = 'Save', danger = false, submit }) {
+    const opener = document.activeElement;
     const error = el('div', { class: 'form-error', role: 'alert', hidden: true });
     const ok = el('button', { type: 'submit', class: 'btn ' + (danger ? 'danger' : 'primary') }, submitLabel);
     const cancel = button('Cancel', () => dlg.close(), 'ghost');
@@ -285,11 +338,15 @@
       } catch (e) {
         error.textContent = e.message;
         error.hidden = false;
+        markInvalid(form, e.param);
       } finally {
         ok.disabled = cancel.disabled = false;
       }
     });
-    dlg.addEventListener('close', () => dlg.remove());
+    dlg.addEventListener('close', () => {
+      dlg.remove();
+      if (focusLost() && opener && opener.isConnected) opener.focus();
+    });
     document.body.append(dlg);
     dlg.showModal();
     return dlg;
@@ -316,7 +373,8 @@
     const panel = el('section', { class: 'panel reveal', 'aria-labelledby': 'reveal-title' },
       el('h2', { id: 'reveal-title' }, 'New key' + (r.label ? ' “' + r.label + '”' : '')),
       el('p', {}, 'Copy it now: this is the only time it is shown. The gateway keeps only its hash.'),
-      el('div', { class: 'reveal-row' }, input, copy, button('Done', () => panel.remove(), 'ghost')), status);
+      el('div', { class: 'reveal-row' }, input, copy, button('Done', () => { panel.remove(); focusPage(); }, 'ghost')), status);
+    copy.setAttribute('data-autofocus', ''); // route() focuses it: the key is copied at once
     return panel;
   }
 
@@ -347,6 +405,8 @@
     $('#nav').hidden = true;
     $('#signout').hidden = true;
     const error = el('p', { class: 'form-error', role: 'alert', id: 'signin-error', hidden: !message }, message || '');
+    // Kept `off` (the dialogs' secret fields are `new-password`): a password manager may offer the master key
+    // here, the one field where it belongs.
     const input = el('input', { type: 'password', id: 'master-key', name: 'master_key', autocomplete: 'off', required: true, spellcheck: 'false' });
     const submit = el('button', { type: 'submit', class: 'btn primary', id: 'signin' }, 'Sign in');
     const form = el('form', { class: 'panel signin', novalidate: true },
@@ -452,14 +512,17 @@
       { label: 'Models', cell: (k) => models(k.models) },
       { label: 'Status', cell: keyStatus },
       { label: 'Expires', cell: (k) => when(k.expires) },
-      { label: 'Actions', cls: 'row-actions', cell: (k) => [
-        button('Edit', () => editKey(k, teams.list, reload), 'small'),
-        k.blocked
-          ? button('Unblock', (ev) => act(ev.currentTarget, async () => { await api('POST', '/key/unblock', { key: k.token }); reload(); }, 'Key unblocked.'), 'small')
-          : button('Block', (ev) => act(ev.currentTarget, async () => { await api('POST', '/key/block', { key: k.token }); reload(); }, 'Key blocked.'), 'small warn'),
-        button('Delete', () => confirmDelete('key ' + (k.key_alias || k.key_name), 'Requests with this key will be refused.',
-          async () => { await api('POST', '/key/delete', { keys: [k.token] }); notify('Key deleted.', 'ok'); reload(); }), 'small danger'),
-      ] },
+      { label: 'Actions', cls: 'row-actions', cell: (k) => {
+        const what = 'key ' + (k.key_alias || k.key_name);
+        return [
+          rowButton('Edit', what, 'edit:' + k.token, () => editKey(k, teams.list, reload)),
+          k.blocked // Block and Unblock share their focus id: the focus moves from one to the other
+            ? rowButton('Unblock', what, 'block:' + k.token, (ev) => act(ev.currentTarget, async () => { await api('POST', '/key/unblock', { key: k.token }); reload(); }, 'Key unblocked.'))
+            : rowButton('Block', what, 'block:' + k.token, (ev) => act(ev.currentTarget, async () => { await api('POST', '/key/block', { key: k.token }); reload(); }, 'Key blocked.'), 'warn'),
+          rowButton('Delete', what, 'delete:' + k.token, () => confirmDelete(what, 'Requests with this key will be refused.',
+            async () => { await api('POST', '/key/delete', { keys: [k.token] }); notify('Key deleted.', 'ok'); reload(); }), 'danger'),
+        ];
+      } },
     ];
     return table(cols, data.keys, empty, (k) => ({ 'data-key': k.token, 'data-alias': k.key_alias || '' }));
   }
@@ -562,11 +625,15 @@
 
   function renderTeams(main, id) {
     if (id) return renderTeam(main, id);
+    const s = view.teams;
     const body = el('div');
     const reload = () => load(body, draw);
-    const create = button('Create team', () => createTeam(reload), 'primary', { id: 'create-team' });
+    // Teams are listed oldest first: a new one is on the last page.
+    const create = button('Create team', () => createTeam(() => { s.page = LAST; reload(); }), 'primary', { id: 'create-team' });
     async function draw() {
-      const teams = await api('GET', '/team/list');
+      const all = await api('GET', '/team/list');
+      const { rows: teams, page, pages } = slice(all, s.page);
+      s.page = page;
       const cols = [
         { label: 'Team', cell: (t) => el('div', {}, el('a', { href: '#/teams/' + encodeURIComponent(t.team_id) }, el('strong', {}, t.team_alias || t.team_id)), el('div', {}, mono(t.team_id))) },
         { label: 'Members', cell: (t) => t.members_with_roles.length ? t.members_with_roles.map((m) => el('span', { class: 'chip' }, memberName(m))) : el('span', { class: 'muted' }, 'none') },
@@ -574,13 +641,17 @@
         { label: 'Period', cell: (t) => t.budget_duration || dash },
         { label: 'Limits', cell: limits },
         { label: 'Models', cell: (t) => models(t.models) },
-        { label: 'Actions', cls: 'row-actions', cell: (t) => [
-          el('a', { class: 'btn small', href: '#/teams/' + encodeURIComponent(t.team_id) }, 'Members & keys'),
-          button('Edit', () => editTeam(t, reload), 'small'),
-          button('Delete', () => deleteTeam(t, reload), 'small danger')] },
+        { label: 'Actions', cls: 'row-actions', cell: (t) => {
+          const what = 'team ' + (t.team_alias || t.team_id);
+          return [
+            el('a', { class: 'btn small', href: '#/teams/' + encodeURIComponent(t.team_id), 'aria-label': 'Members & keys of ' + what }, 'Members & keys'),
+            rowButton('Edit', what, 'edit:' + t.team_id, () => editTeam(t, reload)),
+            rowButton('Delete', what, 'delete:' + t.team_id, () => deleteTeam(t, reload), 'danger')];
+        } },
       ];
-      return table(cols, teams, ['No teams yet — create one.', ' ', button('Create team', () => create.click(), 'primary small')],
-        (t) => ({ 'data-team': t.team_id }));
+      return [table(cols, teams, ['No teams yet — create one.', ' ', button('Create team', () => create.click(), 'primary small')],
+        (t) => ({ 'data-team': t.team_id })),
+      pager(page, pages, all.length, 'team', (p) => { s.page = p; reload(); })];
     }
     put(main, pageHeader('Teams', 'Teams share a budget, limits and a model list across their keys.', button('Refresh', reload, 'ghost'), create), body);
     reload();
@@ -588,7 +659,7 @@
 
   function renderTeam(main, id) {
     const s = view.team;
-    if (s.id !== id) { s.id = id; s.page = 1; }
+    if (s.id !== id) { s.id = id; s.page = 1; s.members = 1; }
     const body = el('div');
     const reload = () => load(body, draw);
     async function draw() {
@@ -601,30 +672,35 @@
         s.page = keys.total_pages;
         keys = await api('GET', '/key/list' + qs({ return_full_object: 'true', team_id: id, page: s.page, size: PAGE_SIZE }));
       }
+      const all = t.members_with_roles;
+      const mp = slice(all, s.members);
+      s.members = mp.page;
       const members = table([
         { label: 'User id', cell: (m) => m.user_id || dash },
         { label: 'Email', cell: (m) => m.user_email || dash },
         { label: 'Role', cell: (m) => m.role },
-        { label: 'Actions', cls: 'row-actions', cell: (m) => button('Remove', () => dialog({
-          title: 'Remove ' + (m.user_id || m.user_email) + '?', intro: 'The member leaves the team; their keys stay.', submitLabel: 'Remove', danger: true,
-          submit: async () => {
-            await api('POST', '/team/member_delete', m.user_id ? { team_id: id, user_id: m.user_id } : { team_id: id, user_email: m.user_email });
-            notify('Member removed.', 'ok');
-            reload();
-          } }), 'small danger') },
-      ], t.members_with_roles, 'No members yet — add one.');
+        { label: 'Actions', cls: 'row-actions', cell: (m) => rowButton('Remove', 'member ' + (m.user_id || m.user_email),
+          'remove:' + (m.user_id || m.user_email), () => dialog({
+            title: 'Remove ' + (m.user_id || m.user_email) + '?', intro: 'The member leaves the team; their keys stay.', submitLabel: 'Remove', danger: true,
+            submit: async () => {
+              await api('POST', '/team/member_delete', m.user_id ? { team_id: id, user_id: m.user_id } : { team_id: id, user_email: m.user_email });
+              notify('Member removed.', 'ok');
+              reload();
+            } }), 'danger') },
+      ], mp.rows, 'No members yet — add one.');
       return [
         el('div', { class: 'cards' },
           card('Spend / budget', spendCell(t.spend, t.max_budget)),
           card('Budget period', t.budget_duration || dash, t.budget_reset_at ? 'resets ' + when(t.budget_reset_at) : null),
           card('Limits', limits(t)), card('Models', models(t.models))),
         el('section', {}, el('div', { class: 'section-head' }, el('h2', {}, 'Members'),
-          button('Add member', () => addMember(t, reload), 'small primary', { id: 'add-member' })), members),
+          button('Add member', () => addMember(t, () => { s.members = LAST; reload(); }), 'small primary', { id: 'add-member', 'data-focus': 'add-member' })),
+        members, pager(mp.page, mp.pages, all.length, 'member', (p) => { s.members = p; reload(); })),
         el('section', {}, el('div', { class: 'section-head' }, el('h2', {}, 'Keys'),
           button('Create key in this team', () => createKey(teams.list, id, () => { s.page = LAST; route(); }), 'small primary')),
         keysTable(keys, teams, reload, 'No keys in this team yet — create one.'),
         pager(s.page, keys.total_pages, keys.total_count, 'key', (p) => { s.page = p; reload(); })),
-        el('div', { class: 'toolbar' }, button('Edit team', () => editTeam(t, reload)),
+        el('div', { class: 'toolbar' }, button('Edit team', () => editTeam(t, reload), '', { 'data-focus': 'edit-team' }),
           button('Delete team', () => deleteTeam(t, () => { location.hash = '#/teams'; }), 'danger')),
       ];
     }
@@ -670,6 +746,7 @@
         const u = await api('POST', '/user/new', b);
         if (u.key) pendingReveal = { key: u.key, label: u.user_id };
         notify('User ' + u.user_id + ' created.', 'ok');
+        s.page = LAST; // listed oldest first
         route();
       },
     }), 'primary', { id: 'create-user' });
@@ -686,7 +763,7 @@
         { label: 'Models', cell: (u) => models(u.models) },
         { label: 'Created', cell: (u) => when(u.created_at) },
         { label: 'Actions', cls: 'row-actions', cell: (u) => [
-          button('Edit', () => dialog({
+          rowButton('Edit', 'user ' + u.user_id, 'edit:' + u.user_id, () => dialog({
             title: 'Edit user ' + u.user_id, fields: userFields(u),
             submit: async (v) => {
               const b = changed(v, u);
@@ -695,12 +772,12 @@
               notify('User updated.', 'ok');
               reload();
             },
-          }), 'small'),
-          button('Delete', () => confirmDelete('user ' + u.user_id, 'Their keys are deleted with them.', async () => {
+          })),
+          rowButton('Delete', 'user ' + u.user_id, 'delete:' + u.user_id, () => confirmDelete('user ' + u.user_id, 'Their keys are deleted with them.', async () => {
             await api('POST', '/user/delete', { user_ids: [u.user_id] });
             notify('User deleted.', 'ok');
             reload();
-          }), 'small danger')] },
+          }), 'danger')] },
       ];
       return [table(cols, data.users, ['No users yet — create one.', ' ', button('Create user', () => create.click(), 'primary small')],
         (u) => ({ 'data-user': u.user_id })),
@@ -735,14 +812,14 @@
         for (const [k, x] of Object.entries(v)) if (x !== null && x !== false) b[k] = x;
         await api('POST', '/customer/new', b);
         notify('End user created.', 'ok');
+        s.page = LAST; // listed oldest first
         reload();
       },
     }), 'primary', { id: 'create-customer' });
     async function draw() {
       const all = await api('GET', '/customer/list');
-      const pages = Math.max(1, Math.ceil(all.length / PAGE_SIZE));
-      s.page = Math.min(s.page, pages);
-      const rows = all.slice((s.page - 1) * PAGE_SIZE, s.page * PAGE_SIZE);
+      const { rows, page, pages } = slice(all, s.page);
+      s.page = page;
       const cols = [
         { label: 'End user', cell: (c) => el('div', {}, el('strong', {}, c.alias || c.user_id), c.alias ? el('div', {}, mono(c.user_id)) : null) },
         { label: 'Spend / budget', cell: (c) => spendCell(c.spend, c.max_budget) },
@@ -751,7 +828,7 @@
         { label: 'Status', cell: (c) => c.blocked ? badge('Blocked', 'bad') : badge('Active', 'good') },
         { label: 'Created', cell: (c) => when(c.created_at) },
         { label: 'Actions', cls: 'row-actions', cell: (c) => [
-          button('Edit', () => dialog({
+          rowButton('Edit', 'end user ' + c.user_id, 'edit:' + c.user_id, () => dialog({
             title: 'Edit end user ' + c.user_id, fields: customerFields(c),
             submit: async (v) => {
               const b = changed(v, c);
@@ -760,12 +837,12 @@
               notify('End user updated.', 'ok');
               reload();
             },
-          }), 'small'),
-          button('Delete', () => confirmDelete('end user ' + c.user_id, 'Its budget and spend are forgotten.', async () => {
+          })),
+          rowButton('Delete', 'end user ' + c.user_id, 'delete:' + c.user_id, () => confirmDelete('end user ' + c.user_id, 'Its budget and spend are forgotten.', async () => {
             await api('POST', '/customer/delete', { user_ids: [c.user_id] });
             notify('End user deleted.', 'ok');
             reload();
-          }), 'small danger')] },
+          }), 'danger')] },
       ];
       return [table(cols, rows, ['No end users yet — create one.', ' ', button('Create end user', () => create.click(), 'primary small')],
         (c) => ({ 'data-customer': c.user_id })),
@@ -786,7 +863,8 @@
     return [
       { name: 'model_name', label: 'Model name (what clients ask for)', value: m.model_name, required: true },
       { name: 'model', label: 'Upstream model', value: p.model, placeholder: 'openai/gpt-4o-mini', required: true, hint: 'provider/model' },
-      { name: 'api_base', label: 'API base', value: p.api_base, placeholder: 'https://…' },
+      { name: 'api_base', label: 'API base', value: p.api_base, placeholder: 'https://…',
+        hint: m.model_name ? 'Credentials in the URL are not shown: enter them again if you change it' : null },
       { name: 'api_key', label: 'API key', type: 'password', hint: m.model_name ? 'Empty keeps the current key' : 'or os.environ/NAME' },
       { name: 'input_cost_per_token', label: 'Input cost per token (USD)', type: 'money', value: p.input_cost_per_token },
       { name: 'output_cost_per_token', label: 'Output cost per token (USD)', type: 'money', value: p.output_cost_per_token },
@@ -814,8 +892,9 @@
         } else {
           const lp = {};
           for (const [k, x] of Object.entries(params)) if (x !== null) lp[k] = x;
-          await api('POST', '/model/new', { model_name: name, litellm_params: lp });
+          const made = await api('POST', '/model/new', { model_name: name, litellm_params: lp });
           notify('Model added.', 'ok');
+          return after(made && made.model_info && made.model_info.id);
         }
         after();
       },
@@ -823,12 +902,18 @@
   }
 
   function renderModels(main) {
+    const s = view.models;
     const body = el('div');
     const reload = () => load(body, draw);
     async function draw() {
       const [health, info] = await Promise.all([api('GET', '/health/deployments'), api('GET', '/model/info')]);
       const byId = new Map(info.data.map((m) => [m.model_info.id, m]));
-      const rows = health.deployments.map((d) => ({ d, m: byId.get(d.model_id) || { model_name: d.model_name, litellm_params: {}, model_info: { id: d.model_id } } }));
+      const all = health.deployments.map((d) => ({ d, m: byId.get(d.model_id) || { model_name: d.model_name, litellm_params: {}, model_info: { id: d.model_id } } }));
+      const added = s.show ? all.findIndex(({ d }) => d.model_id === s.show) : -1;
+      if (added >= 0) s.page = Math.floor(added / PAGE_SIZE) + 1; // the page of the deployment just added
+      s.show = null;
+      const { rows, page, pages } = slice(all, s.page);
+      s.page = page;
       const cols = [
         { label: 'Model', cell: ({ d, m }) => el('div', {}, el('strong', {}, d.model_name), ' ',
           m.model_info.db_model ? badge('API', 'info') : badge('config', 'neutral'), el('div', {}, mono(d.model_id.slice(0, 12), d.model_id))) },
@@ -846,19 +931,25 @@
         { label: 'OK / failed', cls: 'num', cell: ({ d }) => el('div', {}, num(d.successes) + ' / ' + num(d.failures),
           d.latency_ewma_seconds == null ? null : el('div', { class: 'muted small' }, (d.latency_ewma_seconds * 1000).toFixed(1) + ' ms')) },
         { label: 'Price in / out (1M tok)', cls: 'num', cell: ({ m }) => perMillion(m.litellm_params.input_cost_per_token) + ' / ' + perMillion(m.litellm_params.output_cost_per_token) },
-        { label: 'Actions', cls: 'row-actions', cell: ({ d, m }) => [
-          button('Edit', () => modelDialog(m, reload), 'small'),
-          button('Delete', () => confirmDelete('model ' + d.model_name, 'Deployment ' + d.model_id + ' stops taking requests.', async () => {
-            await api('POST', '/model/delete', { id: d.model_id });
-            notify('Model deleted.', 'ok');
-            reload();
-          }), 'small danger')] },
+        { label: 'Actions', cls: 'row-actions', cell: ({ d, m }) => {
+          // The API changes only its own deployments; the config file's are changed in the file.
+          if (!m.model_info.db_model) return el('span', { class: 'note muted small', title: 'Change it in the config file, then reload the config' }, 'Defined in the config file');
+          const what = 'model ' + d.model_name + ' (' + d.model + ')';
+          return [
+            rowButton('Edit', what, 'edit:' + d.model_id, () => modelDialog(m, reload)),
+            rowButton('Delete', what, 'delete:' + d.model_id, () => confirmDelete('model ' + d.model_name, 'Deployment ' + d.model_id + ' stops taking requests.', async () => {
+              await api('POST', '/model/delete', { id: d.model_id });
+              notify('Model deleted.', 'ok');
+              reload();
+            }), 'danger')];
+        } },
       ];
-      return [el('p', { class: 'muted' }, 'Routing: ' + health.routing_strategy + ' · ' + health.deployments.length + ' deployment(s)'),
-        table(cols, rows, 'No models yet — add one (or list them in the config file).', ({ d }) => ({ 'data-model': d.model_id }))];
+      return [el('p', { class: 'muted' }, 'Routing: ' + health.routing_strategy),
+        table(cols, rows, 'No models yet — add one (or list them in the config file).', ({ d }) => ({ 'data-model': d.model_id })),
+        pager(page, pages, all.length, 'deployment', (p) => { s.page = p; reload(); })];
     }
     put(main, pageHeader('Models', 'Deployments with their live health and upstream limits.', button('Refresh', reload, 'ghost'),
-      button('Add model', () => modelDialog({}, reload), 'primary', { id: 'add-model' })), body);
+      button('Add model', () => modelDialog({}, (id) => { s.show = id; reload(); }), 'primary', { id: 'add-model' })), body);
     reload();
   }
 
@@ -881,7 +972,7 @@
     return { days, clipped, reports };
   }
 
-  /** A stacked bar chart (inline SVG) of `reports` per day. */
+  /** A stacked bar chart (inline SVG) of `reports` per day, and the same values as a table. */
   function chart({ days, reports }, label) {
     const totals = new Map();
     reports.forEach((rows) => rows.forEach((r) => totals.set(r.group, (totals.get(r.group) || 0) + r.spend)));
@@ -925,14 +1016,17 @@
     const legend = el('ul', { class: 'legend' }, series.map((g, si) =>
       el('li', {}, el('span', { class: 'swatch c' + si, 'aria-hidden': 'true' }), g, ' ', el('span', { class: 'muted' }, money(g === 'other'
         ? [...totals.entries()].filter(([k]) => !shown.includes(k)).reduce((a, [, v]) => a + v, 0) : totals.get(g))))));
-    return el('div', { class: 'chart-box' }, svg, legend);
+    const values = el('details', { class: 'chart-table' }, el('summary', {}, 'Table'),
+      table([{ label: 'Day (UTC)', cell: (i) => days[i] }].concat(series.map((g) => ({ label: g, cls: 'num', cell: (i) => money(perDay[i].get(g) || 0) }))),
+        days.map((_, i) => i), '', (i) => ({ 'data-day': days[i] })));
+    return el('div', { class: 'chart-box' }, svg, legend, values);
   }
 
   function renderSpend(main) {
     const s = view.spend;
     if (!s.filters) s.filters = { api_key: '', team_id: '', model: '', start_date: day(Date.now() - 6 * DAY_MS), end_date: day(Date.now()), group_by: 'team' };
-    const chartBox = el('div');
-    const logsBox = el('div');
+    const chartBox = el('div', { id: 'spend-chart' });
+    const logsBox = el('div', { id: 'spend-logs' });
     const formBox = el('div');
     let names = { teams: new Map(), keys: new Map() };
     const reloadLogs = () => load(logsBox, drawLogs);
@@ -943,25 +1037,38 @@
       names = { teams: teams.byId, keys: new Map(keys.keys.map((k) => [k.token, k.key_alias || k.key_name])) };
       const modelNames = [...new Set(info.data.map((m) => m.model_name))].sort();
       const f = s.filters;
+      const unlisted = keys.total_count - keys.keys.length;
+      const keyOptions = [['', 'All keys']].concat(keys.keys.map((k) => [k.token, (k.key_alias ? k.key_alias + ' · ' : '') + k.key_name]),
+        unlisted > 0 ? [['', '(' + num(unlisted) + ' newer keys not listed: only the oldest ' + num(keys.keys.length) + ' are)', true]] : []);
       const fields = [
-        { name: 'api_key', label: 'Key', type: 'select', value: f.api_key, options: [['', 'All keys']].concat(keys.keys.map((k) => [k.token, (k.key_alias ? k.key_alias + ' · ' : '') + k.key_name])) },
+        { name: 'api_key', label: 'Key', type: 'select', value: f.api_key, options: keyOptions },
         { name: 'team_id', label: 'Team', type: 'select', value: f.team_id, options: teamOptions(teams.list, 'All teams') },
         { name: 'model', label: 'Model', type: 'select', value: f.model, options: [['', 'All models']].concat(modelNames.map((m) => [m, m])) },
         { name: 'start_date', label: 'From (UTC)', type: 'date', value: f.start_date },
         { name: 'end_date', label: 'To (UTC)', type: 'date', value: f.end_date },
         { name: 'group_by', label: 'Chart by', type: 'select', value: f.group_by, options: [['team', 'team'], ['model', 'model'], ['key', 'key'], ['user', 'user'], ['customer', 'end user']] },
       ];
-      const form = el('form', { class: 'filters', id: 'spend-filters' }, fields.map(field),
+      const form = el('form', { class: 'filters', id: 'spend-filters', novalidate: true }, fields.map(field),
         el('div', { class: 'field' }, el('button', { type: 'submit', class: 'btn primary' }, 'Apply')));
+      const error = el('p', { class: 'form-error', role: 'alert', id: 'spend-error', hidden: true });
       form.addEventListener('submit', (ev) => {
         ev.preventDefault();
-        const v = readFields(form, fields);
-        for (const k of Object.keys(v)) v[k] = v[k] === null ? '' : v[k];
-        s.filters = v;
-        s.page = 1;
-        reloadAll();
+        error.hidden = true;
+        markInvalid(form, null);
+        try {
+          const v = readFields(form, fields);
+          if (v.start_date && v.end_date && v.start_date > v.end_date) throw new ApiError('From must not be after To.', 0, 'start_date');
+          for (const k of Object.keys(v)) v[k] = v[k] === null ? '' : v[k];
+          s.filters = v;
+          s.page = 1;
+          reloadAll();
+        } catch (e) {
+          error.textContent = e.message;
+          error.hidden = false;
+          markInvalid(form, e.param);
+        }
       });
-      return form;
+      return [form, error];
     }
 
     async function drawChart() {
@@ -980,6 +1087,7 @@
       const q = { api_key: f.api_key, team_id: f.team_id, model: f.model, start_date: f.start_date, end_date: f.end_date };
       const page = s.page;
       const data = await api('GET', '/spend/logs' + qs(Object.assign(q, { page, size: PAGE_SIZE })));
+      if (data.total_pages && page > data.total_pages) { s.page = data.total_pages; return drawLogs(); }
       const rows = data.data, pages = data.total_pages, total = data.total;
       const cols = [
         { label: 'Time (UTC)', cell: (r) => when(r.start_time_ms) },
@@ -994,7 +1102,6 @@
         { label: 'Duration', cls: 'num', cell: (r) => num(r.end_time_ms - r.start_time_ms) + ' ms' },
       ];
       return [el('h2', {}, 'Spend logs'),
-        f.model ? el('p', { class: 'muted small' }, 'Model filter applied in the browser to the latest 1,000 matching rows.') : null,
         table(cols, rows, 'No requests match these filters yet.'),
         pager(page, pages, total, 'request', (p) => { s.page = p; reloadLogs(); })];
     }
@@ -1008,11 +1115,18 @@
 
   const PAGES = { keys: renderKeys, teams: renderTeams, users: renderUsers, customers: renderCustomers, models: renderModels, spend: renderSpend };
 
+  /** The page's first focus: a control marked data-autofocus (a new key's Copy button), else its h1. */
+  function focusPage() {
+    const target = $('#app [data-autofocus]') || $('#app h1');
+    if (target) target.focus({ preventScroll: true });
+  }
+
   function route() {
     if (!masterKey) return renderSignIn();
     const m = location.hash.match(/^#\/(\w+)(?:\/(.+))?$/);
     const name = m && PAGES[m[1]] ? m[1] : 'keys';
-    const arg = m && m[2] ? decodeURIComponent(m[2]) : null;
+    let arg = m && m[2] ? m[2] : null;
+    try { arg = arg && decodeURIComponent(arg); } catch (_) { /* a malformed escape: the raw text is the id */ }
     document.querySelectorAll('#nav a').forEach((a) => {
       if (a.dataset.page === name) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
@@ -1022,17 +1136,24 @@
     main.replaceChildren();
     main.dataset.page = name;
     PAGES[name](main, arg);
+    focusPage();
     const h1 = $('h1', main);
-    if (h1) h1.focus({ preventScroll: true });
     document.title = (h1 ? h1.textContent + ' · ' : '') + 'llm admin';
   }
 
   window.addEventListener('hashchange', () => {
+    if (location.hash && !location.hash.startsWith('#/')) return; // an anchor in the page (#app), not a page
     document.querySelectorAll('#notice .error').forEach((n) => n.remove());
     route();
   });
+  // A page restored from the back/forward cache would come back signed in: sign out when it is left.
+  window.addEventListener('pagehide', () => { if (masterKey) signOut(); });
   document.addEventListener('DOMContentLoaded', () => {
     $('#signout').addEventListener('click', () => signOut());
+    $('.skip').addEventListener('click', (ev) => {
+      ev.preventDefault(); // no hash change: the page and a half-typed master key stay
+      $('#app').focus();
+    });
     route();
   });
 })();
