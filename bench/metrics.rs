@@ -116,6 +116,7 @@ fn main() {
                             prompt_tokens: 12,
                             completion_tokens: 30,
                             total_tokens: 42,
+                            ..Default::default()
                         },
                         cost: 0.000123,
                         total_latency: 0.2 + (e % 7) as f64 * 0.1,

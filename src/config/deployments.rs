@@ -81,6 +81,11 @@ pub(super) fn deployment(
     for (name, v) in [
         ("input_cost_per_token", p.input_cost_per_token),
         ("output_cost_per_token", p.output_cost_per_token),
+        ("cache_read_input_token_cost", p.cache_read_input_token_cost),
+        (
+            "cache_creation_input_token_cost",
+            p.cache_creation_input_token_cost,
+        ),
     ] {
         if let Some(v) = v {
             if !(v.is_finite() && v >= 0.0) {
@@ -118,6 +123,11 @@ pub(super) fn deployment(
     let listed = (provider != ProviderKind::Mock)
         .then(|| list_price(base_model.unwrap_or(&model)))
         .flatten();
+    let input_cost_per_token = p.input_cost_per_token.or(listed.map(|l| l.0));
+    // Anthropic prices its prompt cache from the input price: reads at a tenth, writes at 1.25 times.
+    let cache_default = input_cost_per_token
+        .filter(|_| provider == ProviderKind::Anthropic)
+        .map(|i| (i * 0.1, i * 1.25));
     let dep = DeploymentConfig {
         model_name: d.model_name,
         id,
@@ -133,8 +143,12 @@ pub(super) fn deployment(
         timeout,
         stream_timeout,
         max_retries: p.max_retries,
-        input_cost_per_token: p.input_cost_per_token.or(listed.map(|l| l.0)),
+        input_cost_per_token,
         output_cost_per_token: p.output_cost_per_token.or(listed.map(|l| l.1)),
+        cache_read_input_token_cost: p.cache_read_input_token_cost.or(cache_default.map(|c| c.0)),
+        cache_creation_input_token_cost: p
+            .cache_creation_input_token_cost
+            .or(cache_default.map(|c| c.1)),
         mock_response: p.mock_response,
         mock_latency: Duration::from_millis(p.mock_latency_ms.unwrap_or(0)),
         extra_params: p.extra,

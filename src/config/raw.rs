@@ -51,6 +51,8 @@ pub struct RawParams {
     pub max_retries: Option<u32>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    pub cache_read_input_token_cost: Option<f64>,
+    pub cache_creation_input_token_cost: Option<f64>,
     pub mock_response: Option<String>,
     /// Milliseconds the built-in mock waits before answering.
     pub mock_latency_ms: Option<u64>,

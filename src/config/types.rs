@@ -50,6 +50,12 @@ pub struct DeploymentConfig {
     pub max_retries: Option<u32>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// USD per prompt token read from the provider's prompt cache (Anthropic's default: a tenth of the
+    /// input price).
+    pub cache_read_input_token_cost: Option<f64>,
+    /// USD per prompt token written to the provider's prompt cache (Anthropic's default: 1.25 times the
+    /// input price).
+    pub cache_creation_input_token_cost: Option<f64>,
     pub mock_response: Option<String>,
     pub mock_latency: Duration,
     pub extra_params: Map<String, Json>,

@@ -417,6 +417,14 @@ fn shown(d: &DeploymentConfig, db_model: bool) -> Json {
     );
     params.insert("input_cost_per_token".into(), opt(d.input_cost_per_token));
     params.insert("output_cost_per_token".into(), opt(d.output_cost_per_token));
+    params.insert(
+        "cache_read_input_token_cost".into(),
+        opt(d.cache_read_input_token_cost),
+    );
+    params.insert(
+        "cache_creation_input_token_cost".into(),
+        opt(d.cache_creation_input_token_cost),
+    );
     for (k, v) in &d.extra_params {
         let v = if is_secret_param(k) {
             Json::String(MASK.into())

@@ -358,7 +358,9 @@ pub fn check_messages(raw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Token usage of one call.
+/// Token usage of one call. `prompt_tokens` counts every input token; of them, `cache_read_tokens`
+/// (OpenAI's `prompt_tokens_details.cached_tokens`) and `cache_creation_tokens` (Anthropic's
+/// `cache_creation_input_tokens`, as LiteLLM passes it on) are priced at their own rates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     #[serde(default)]
@@ -367,6 +369,26 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    #[serde(
+        default,
+        rename = "prompt_tokens_details",
+        deserialize_with = "cached_tokens"
+    )]
+    pub cache_read_tokens: u64,
+    #[serde(default, rename = "cache_creation_input_tokens")]
+    pub cache_creation_tokens: u64,
+}
+
+/// `prompt_tokens_details.cached_tokens` (absent or `null`: none).
+fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: Option<u64>,
+    }
+    Ok(Option::<Details>::deserialize(d)?
+        .and_then(|x| x.cached_tokens)
+        .unwrap_or(0))
 }
 
 /// The most tokens one number of a usage block may claim. An upstream's numbers are bounded before any
@@ -379,6 +401,7 @@ impl Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt.saturating_add(completion),
+            ..Default::default()
         }
     }
 
@@ -393,6 +416,11 @@ impl Usage {
         ] {
             *n = (*n).min(MAX_USAGE_TOKENS);
         }
+        // Cached tokens are some of the prompt's, never more.
+        self.cache_read_tokens = self.cache_read_tokens.min(self.prompt_tokens);
+        self.cache_creation_tokens = self
+            .cache_creation_tokens
+            .min(self.prompt_tokens - self.cache_read_tokens);
         if self != raw {
             tracing::warn!(
                 prompt = raw.prompt_tokens,

@@ -199,6 +199,7 @@ mod tests {
                 prompt_tokens: n,
                 completion_tokens: 2 * n,
                 total_tokens: 3 * n,
+                ..Default::default()
             },
             spend_micros: 1000 + n as i64,
             ok: n != 3,

@@ -31,13 +31,7 @@ async fn the_messages_api_serves_anthropic_clients_on_any_provider() {
     let cfg = config(&mock, "") + "general_settings:\n  master_key: sk-master\n";
     let gw = Gateway::start(&cfg).await;
     rules(&mock).await;
-    let key = gw
-        .admin("/key/generate", &json!({"key_alias": "anthropic-sdk"}))
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = anthropic_sdk_key(&gw, "anthropic-sdk").await;
     let headers = [
         ("x-api-key", key.as_str()),
         ("anthropic-version", "2023-06-01"),
@@ -243,6 +237,27 @@ async fn messages_to_an_anthropic_deployment_pass_through_natively_and_are_charg
         .as_f64()
         .unwrap();
     assert!(spend > 0.0, "{spend}");
+    // Cache reads are priced at Anthropic's cache-read rate (a tenth of the input price), not as input.
+    let info = gw.admin_get("/model/info").await.json();
+    let params = &info["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_name"] == "claude")
+        .unwrap()["litellm_params"];
+    let (input, output) = (
+        params["input_cost_per_token"].as_f64().unwrap(),
+        params["output_cost_per_token"].as_f64().unwrap(),
+    );
+    let read = params["cache_read_input_token_cost"].as_f64().unwrap();
+    assert!((read - input * 0.1).abs() < 1e-12, "{params}");
+    for row in rows {
+        let prompt = row["prompt_tokens"].as_f64().unwrap();
+        let completion = row["completion_tokens"].as_f64().unwrap();
+        let expected = (prompt - 7.0) * input + 7.0 * read + completion * output;
+        let charged = row["spend"].as_f64().unwrap();
+        assert!((charged - expected).abs() < 2e-6, "{row}: {expected}");
+    }
 
     // An upstream error comes back in Anthropic's shape, with its type.
     mock.rule(json!({"model": "claude-3-5-sonnet-20241022", "status": 529}))

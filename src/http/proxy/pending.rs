@@ -258,9 +258,18 @@ pub(super) fn success(
 
 /// USD for `usage` at the deployment's prices, rounded to the micro-dollar once, so the ledgers, the spend
 /// log and the metric agree exactly.
+///
+/// Prompt tokens read from or written to a prompt cache are priced at `cache_read_input_token_cost` and
+/// `cache_creation_input_token_cost` (each the input price when not set), the rest at the input price.
 pub(super) fn cost_of(dep: &Deployment, usage: &Usage) -> f64 {
+    let input = dep.cfg.input_cost_per_token.unwrap_or(0.0);
+    let read = usage.cache_read_tokens.min(usage.prompt_tokens);
+    let created = usage.cache_creation_tokens.min(usage.prompt_tokens - read);
+    let plain = usage.prompt_tokens - read - created;
     usd(micros(
-        usage.prompt_tokens as f64 * dep.cfg.input_cost_per_token.unwrap_or(0.0)
+        plain as f64 * input
+            + read as f64 * dep.cfg.cache_read_input_token_cost.unwrap_or(input)
+            + created as f64 * dep.cfg.cache_creation_input_token_cost.unwrap_or(input)
             + usage.completion_tokens as f64 * dep.cfg.output_cost_per_token.unwrap_or(0.0),
     ))
 }

@@ -32,6 +32,7 @@ pub(super) fn usage_of(u: &Json) -> Json {
         "completion_tokens": completion,
         "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": {"cached_tokens": cached},
+        "cache_creation_input_tokens": n("cache_creation_input_tokens"),
     })
 }
 
@@ -83,17 +84,21 @@ impl StreamTranslator {
             return;
         }
         self.done = true;
-        let usage = usage_of(&Json::Object(self.usage.clone()));
+        self.usage_chunk(out);
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// The usage chunk (no choices) with the usage known so far.
+    fn usage_chunk(&self, out: &mut BytesMut) {
         let c = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [],
-            "usage": usage,
+            "usage": usage_of(&Json::Object(self.usage.clone())),
         });
         frame(out, &c);
-        out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
     /// A stream that ends before `message_stop` (cut, or an `error` event): the usage chunk with what is
@@ -113,15 +118,7 @@ impl StreamTranslator {
             "output_tokens".into(),
             seen.max(self.generated.div_ceil(4)).into(),
         );
-        let c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage_of(&Json::Object(self.usage.clone())),
-        });
-        frame(out, &c);
+        self.usage_chunk(out);
     }
 
     fn event(&mut self, ev: &Json, out: &mut BytesMut) {

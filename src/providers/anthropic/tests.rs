@@ -123,7 +123,20 @@ fn answers_are_translated_with_usage() {
     assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_eq!(
         out["usage"],
-        json!({"prompt_tokens": 140, "completion_tokens": 20, "total_tokens": 160, "prompt_tokens_details": {"cached_tokens": 30}})
+        json!({"prompt_tokens": 140, "completion_tokens": 20, "total_tokens": 160,
+            "prompt_tokens_details": {"cached_tokens": 30}, "cache_creation_input_tokens": 10})
+    );
+    // Read back for the charge: 100 plain, 30 read from and 10 written to the cache.
+    let u = crate::providers::wire::response_usage(&serde_json::to_vec(&out).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.cache_read_tokens,
+            u.cache_creation_tokens
+        ),
+        (140, 30, 10)
     );
     for (stop, finish) in [
         ("end_turn", "stop"),

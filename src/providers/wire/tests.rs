@@ -237,3 +237,20 @@ fn sse_tap_keeps_usage_when_client_asked_and_handles_crlf_and_garbage() {
     assert_eq!(&tap.finish()[..], b"data: {\"error\":{\"message\":\"x\"}}");
     assert!(tap.saw_error);
 }
+
+#[test]
+fn usage_reads_cache_tokens_and_keeps_them_inside_the_prompt() {
+    let body = br#"{"usage": {"prompt_tokens": 100, "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 40}, "cache_creation_input_tokens": 30}}"#;
+    let u = response_usage(body).unwrap().unwrap();
+    assert_eq!((u.cache_read_tokens, u.cache_creation_tokens), (40, 30));
+    assert_eq!(u.total_tokens, 105);
+    // Claims of more cached tokens than the prompt has are cut to the prompt.
+    let body = br#"{"usage": {"prompt_tokens": 10, "completion_tokens": 1,
+        "prompt_tokens_details": {"cached_tokens": 8}, "cache_creation_input_tokens": 50}}"#;
+    let u = response_usage(body).unwrap().unwrap();
+    assert_eq!((u.cache_read_tokens, u.cache_creation_tokens), (8, 2));
+    // `null` details (some servers send them) are none.
+    let body = br#"{"usage": {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": null}}"#;
+    assert_eq!(response_usage(body).unwrap().unwrap().cache_read_tokens, 0);
+}
