@@ -85,11 +85,20 @@ pub fn to_openai(body: &Json) -> Result<Json, ApiError> {
                             };
                             parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
                         }
-                        Some("tool_result") => out_msgs.push(json!({
-                            "role": "tool",
-                            "tool_call_id": b.get("tool_use_id").cloned().unwrap_or(Json::Null),
-                            "content": text_of(b.get("content").unwrap_or(&Json::Null)),
-                        })),
+                        Some("tool_result") => {
+                            let text = text_of(b.get("content").unwrap_or(&Json::Null));
+                            // A chat completion has no `is_error`: the model reads it in the content.
+                            let content = if b.get("is_error") == Some(&Json::Bool(true)) {
+                                format!("Error: {text}")
+                            } else {
+                                text
+                            };
+                            out_msgs.push(json!({
+                                "role": "tool",
+                                "tool_call_id": b.get("tool_use_id").cloned().unwrap_or(Json::Null),
+                                "content": content,
+                            }))
+                        }
                         _ => {}
                     }
                 }

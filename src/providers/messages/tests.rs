@@ -189,3 +189,20 @@ fn crlf_frames_fragmented_tool_calls_and_a_bare_done_are_handled() {
     let out = String::from_utf8(w.feed(b"data: [DONE]\n\n").unwrap().to_vec()).unwrap();
     assert!(out.starts_with("event: message_start"), "{out}");
 }
+
+#[test]
+fn a_failed_tool_result_says_so_in_the_chat_request() {
+    let out = to_openai(&json!({
+        "model": "c", "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": "no such city"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": false, "content": "18C"}
+            ]}
+        ]
+    }))
+    .unwrap();
+    let m = out["messages"].as_array().unwrap();
+    assert_eq!(m[0]["content"], "Error: no such city");
+    assert_eq!(m[1]["content"], "18C");
+}
