@@ -855,6 +855,11 @@ pub fn find_frame_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 /// `{"error": {...}}` and Anthropic's `{"type": "error", "error": {...}}` alike). A stream that fails
 /// before its first token is retried like any failed call.
 pub fn leading_error(chunk: &[u8]) -> Option<String> {
+    // Every streamed request's first chunk comes here: one without the word is no error, and is neither
+    // copied nor parsed.
+    if !chunk.windows(7).any(|w| w == b"\"error\"") {
+        return None;
+    }
     let mut frames = SseFrames::default();
     frames.push(chunk);
     let data = frames.next_data()?;

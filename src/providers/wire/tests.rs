@@ -254,3 +254,19 @@ fn usage_reads_cache_tokens_and_keeps_them_inside_the_prompt() {
     let body = br#"{"usage": {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": null}}"#;
     assert_eq!(response_usage(body).unwrap().unwrap().cache_read_tokens, 0);
 }
+
+#[test]
+fn only_an_opening_error_event_is_a_leading_error() {
+    assert!(leading_error(b"data: {\"error\": {\"message\": \"x\"}}\n\n").is_some());
+    assert!(leading_error(
+        b"event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\"}}\n\n"
+    )
+    .is_some());
+    // Content that mentions errors, or an error after the first event, is not one.
+    assert!(leading_error(
+        b"data: {\"choices\": [{\"delta\": {\"content\": \"\\\"error\\\"\"}}]}\n\n"
+    )
+    .is_none());
+    assert!(leading_error(b"data: {\"choices\": []}\n\ndata: {\"error\": {}}\n\n").is_none());
+    assert!(leading_error(b"data: {\"choices\": []}\n\n").is_none());
+}
